@@ -1,9 +1,12 @@
 //! lifeboat: PostgreSQL backups you can prove by restoring them.
 //!
-//! Dependencies point one way: `cli` -> `ops` -> `repo`/`pg`/`catalog` ->
+//! Dependencies point one way: `cli` -> `ops` -> `repo`/`pg` ->
 //! `storage`/`codec`/`format`. See ARCHITECTURE.md.
 
+pub mod codec;
 pub mod config;
+pub mod format;
 pub mod pg;
+pub mod repo;
 pub mod storage;
 pub mod testkit;

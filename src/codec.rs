@@ -1,0 +1,437 @@
+//! Pure transformations between plaintext and what is stored: blob ids, compression,
+//! authenticated encryption, sealing of metadata and wrapping of keys.
+//!
+//! Nothing here does I/O. docs/FORMAT.md is the specification; the constants below
+//! are quoted from it and must not change within a format version.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::str::FromStr;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+
+const CHUNK_ID_CONTEXT: &str = "lifeboat 2026 chunk id v1";
+const METADATA_CONTEXT: &str = "lifeboat 2026 metadata v1";
+const CHUNKER_SEED_CONTEXT: &str = "lifeboat 2026 chunker seed v1";
+const BLOB_AAD: &[u8] = b"lifeboat blob v1";
+const SEALED_AAD: &[u8] = b"lifeboat sealed v1";
+const KEY_AAD: &[u8] = b"lifeboat key v1";
+pub const SEALED_MAGIC: &[u8; 8] = b"LBSEAL\x00\x01";
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes were altered, truncated, or encrypted under another key.
+    #[error("authentication failed")]
+    Authentication,
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("no identity matches the repository's recipients")]
+    NoMatchingIdentity,
+    #[error("{0}")]
+    Crypto(String),
+}
+
+pub type Result<T> = std::result::Result<T, CodecError>;
+
+/// A 32-byte id: a blob id (keyed hash of plaintext) or an object id (hash of stored bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    /// The id of stored bytes: plain BLAKE3, checkable without any key.
+    pub fn of_stored(bytes: &[u8]) -> Id {
+        Id(*blake3::hash(bytes).as_bytes())
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn short(&self) -> String {
+        self.to_hex()[..8].to_string()
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+
+impl FromStr for Id {
+    type Err = CodecError;
+    fn from_str(s: &str) -> Result<Id> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| CodecError::Malformed(format!("not a 64-digit hex id: {s:?}")))?;
+        Ok(Id(out))
+    }
+}
+
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Id, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Blob types; the byte is part of the blob's AAD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    Data,
+}
+
+impl BlobType {
+    fn byte(self) -> u8 {
+        match self {
+            BlobType::Data => 1,
+        }
+    }
+}
+
+/// 32 secret bytes that zeroise nothing but at least never print.
+#[derive(Clone)]
+pub struct SecretBytes(pub [u8; 32]);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes(********)")
+    }
+}
+
+impl SecretBytes {
+    pub fn random() -> SecretBytes {
+        let mut b = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        SecretBytes(b)
+    }
+    pub fn to_base64(&self) -> String {
+        b64_encode(&self.0)
+    }
+    pub fn from_base64(s: &str) -> Result<SecretBytes> {
+        let v = b64_decode(s.trim())?;
+        let arr: [u8; 32] = v
+            .try_into()
+            .map_err(|_| CodecError::Malformed("key is not 32 bytes".into()))?;
+        Ok(SecretBytes(arr))
+    }
+}
+
+/// The metadata ("dedup") key and what FORMAT.md derives from it.
+#[derive(Clone, Debug)]
+pub struct MetadataKey {
+    pub secret: SecretBytes,
+    chunk_id_key: SecretBytes,
+    seal_key: SecretBytes,
+}
+
+impl MetadataKey {
+    pub fn new(secret: SecretBytes) -> MetadataKey {
+        let chunk_id_key = SecretBytes(blake3::derive_key(CHUNK_ID_CONTEXT, &secret.0));
+        let seal_key = SecretBytes(blake3::derive_key(METADATA_CONTEXT, &secret.0));
+        MetadataKey {
+            secret,
+            chunk_id_key,
+            seal_key,
+        }
+    }
+
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.chunk_id_key.0, plaintext).as_bytes())
+    }
+
+    pub fn chunker_seed(&self) -> u64 {
+        let d = blake3::derive_key(CHUNKER_SEED_CONTEXT, &self.secret.0);
+        u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Seal metadata: zstd(JSON) encrypted under the metadata key, bound to `kind`.
+    pub fn seal(&self, kind: &str, plaintext: &[u8]) -> Vec<u8> {
+        let compressed = zstd::bulk::compress(plaintext, 3).expect("zstd compress of memory");
+        let aad = [SEALED_AAD, kind.as_bytes()].concat();
+        let mut out = SEALED_MAGIC.to_vec();
+        out.extend(aead_encrypt(&self.seal_key, &compressed, &aad));
+        out
+    }
+
+    pub fn unseal(&self, kind: &str, stored: &[u8]) -> Result<Vec<u8>> {
+        let body = stored
+            .strip_prefix(SEALED_MAGIC.as_slice())
+            .ok_or_else(|| CodecError::Malformed("not a sealed lifeboat object".into()))?;
+        let aad = [SEALED_AAD, kind.as_bytes()].concat();
+        let compressed = aead_decrypt(&self.seal_key, body, &aad)?;
+        zstd_decompress(&compressed)
+    }
+}
+
+/// The per-session content key. Only the age identity can unwrap it later.
+#[derive(Clone, Debug)]
+pub struct SessionKey(SecretBytes);
+
+impl SessionKey {
+    pub fn random() -> SessionKey {
+        SessionKey(SecretBytes::random())
+    }
+
+    /// Wrap this key to the repository's recipients (a binary age file).
+    pub fn wrap(&self, recipients: &[age::x25519::Recipient]) -> Result<Vec<u8>> {
+        age_encrypt(recipients, &self.0.0)
+    }
+
+    pub fn unwrap(wrapped: &[u8], identities: &[Box<dyn age::Identity + Send + Sync>]) -> Result<SessionKey> {
+        let bytes = age_decrypt(identities, wrapped)?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| CodecError::Malformed("wrapped session key is not 32 bytes".into()))?;
+        Ok(SessionKey(SecretBytes(arr)))
+    }
+
+    /// Compress (if it helps) and encrypt one blob.
+    pub fn encrypt_blob(&self, ty: BlobType, id: &Id, plaintext: &[u8], level: i32) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(plaintext.len() / 2 + 64);
+        payload.push(1u8);
+        let compressed = zstd::bulk::compress(plaintext, level).expect("zstd compress of memory");
+        if compressed.len() < plaintext.len() {
+            payload.extend_from_slice(&compressed);
+        } else {
+            payload[0] = 0;
+            payload.extend_from_slice(plaintext);
+        }
+        aead_encrypt(&self.0, &payload, &blob_aad(ty, id))
+    }
+
+    /// Decrypt and decompress one blob. The caller checks the plaintext's id.
+    pub fn decrypt_blob(&self, ty: BlobType, id: &Id, stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+        let payload = aead_decrypt(&self.0, stored, &blob_aad(ty, id))?;
+        match payload.split_first() {
+            Some((0, raw)) => Ok(raw.to_vec()),
+            Some((1, z)) => zstd::bulk::decompress(z, raw_len)
+                .map_err(|e| CodecError::Malformed(format!("zstd: {e}"))),
+            _ => Err(CodecError::Malformed("unknown blob encoding".into())),
+        }
+    }
+}
+
+fn blob_aad(ty: BlobType, id: &Id) -> Vec<u8> {
+    let mut aad = BLOB_AAD.to_vec();
+    aad.push(ty.byte());
+    aad.extend_from_slice(&id.0);
+    aad
+}
+
+fn aead_encrypt(key: &SecretBytes, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .expect("XChaCha20-Poly1305 encryption of memory cannot fail");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn aead_decrypt(key: &SecretBytes, stored: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    if stored.len() < NONCE_LEN + TAG_LEN {
+        return Err(CodecError::Authentication);
+    }
+    let (nonce, ct) = stored.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new((&key.0).into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map_err(|_| CodecError::Authentication)
+}
+
+fn zstd_decompress(z: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(z)
+        .and_then(|mut d| d.read_to_end(&mut out))
+        .map_err(|e| CodecError::Malformed(format!("zstd: {e}")))?;
+    Ok(out)
+}
+
+pub fn age_encrypt(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|e| CodecError::Crypto(format!("age: {e}")))?;
+    let mut out = Vec::new();
+    let mut w = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| CodecError::Crypto(format!("age: {e}")))?;
+    w.write_all(plaintext)
+        .and_then(|_| w.finish().map(|_| ()))
+        .map_err(|e| CodecError::Crypto(format!("age: {e}")))?;
+    Ok(out)
+}
+
+pub fn age_decrypt(identities: &[Box<dyn age::Identity + Send + Sync>], stored: &[u8]) -> Result<Vec<u8>> {
+    let decryptor = age::Decryptor::new_buffered(stored).map_err(|_| CodecError::Authentication)?;
+    let mut reader = decryptor
+        .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => CodecError::NoMatchingIdentity,
+            _ => CodecError::Authentication,
+        })?;
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).map_err(|_| CodecError::Authentication)?;
+    Ok(out)
+}
+
+/// Argon2id parameters as stored in a passphrase key file.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub algorithm: String,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub salt: String,
+}
+
+impl KdfParams {
+    pub fn new_random() -> KdfParams {
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        KdfParams {
+            algorithm: "argon2id".into(),
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+            salt: b64_encode(&salt),
+        }
+    }
+
+    fn derive(&self, passphrase: &str) -> Result<SecretBytes> {
+        if self.algorithm != "argon2id" {
+            return Err(CodecError::Malformed(format!("unknown kdf {}", self.algorithm)));
+        }
+        // Refuse absurd parameters from a tampered key file (memory exhaustion).
+        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 100 || self.parallelism > 64 {
+            return Err(CodecError::Malformed("kdf parameters out of range".into()));
+        }
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| CodecError::Malformed(format!("kdf parameters: {e}")))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = b64_decode(&self.salt)?;
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(passphrase.as_bytes(), &salt, &mut out)
+            .map_err(|e| CodecError::Crypto(format!("argon2: {e}")))?;
+        Ok(SecretBytes(out))
+    }
+}
+
+/// Encrypt a key file body under a passphrase. Returns (nonce || ciphertext).
+pub fn passphrase_encrypt(params: &KdfParams, passphrase: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let key = params.derive(passphrase)?;
+    Ok(aead_encrypt(&key, plaintext, KEY_AAD))
+}
+
+/// Decrypt a key file body; `Authentication` means a wrong passphrase (or tampering).
+pub fn passphrase_decrypt(params: &KdfParams, passphrase: &str, stored: &[u8]) -> Result<Vec<u8>> {
+    let key = params.derive(passphrase)?;
+    aead_decrypt(&key, stored, KEY_AAD)
+}
+
+pub fn b64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+pub fn b64_decode(s: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| CodecError::Malformed("invalid base64".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk() -> MetadataKey {
+        MetadataKey::new(SecretBytes([7u8; 32]))
+    }
+
+    #[test]
+    fn blob_round_trip_and_tamper() {
+        let sk = SessionKey::random();
+        let data = b"hello hello hello hello hello hello".repeat(100);
+        let id = mk().blob_id(&data);
+        let mut stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
+        assert!(stored.len() < data.len());
+        assert_eq!(sk.decrypt_blob(BlobType::Data, &id, &stored, data.len()).unwrap(), data);
+        let other = mk().blob_id(b"other");
+        assert!(matches!(
+            sk.decrypt_blob(BlobType::Data, &other, &stored, data.len()),
+            Err(CodecError::Authentication)
+        ));
+        stored[30] ^= 1;
+        assert!(matches!(
+            sk.decrypt_blob(BlobType::Data, &id, &stored, data.len()),
+            Err(CodecError::Authentication)
+        ));
+    }
+
+    #[test]
+    fn incompressible_blob_is_stored_raw() {
+        let sk = SessionKey::random();
+        let mut data = vec![0u8; 4096];
+        rand::rngs::OsRng.fill_bytes(&mut data);
+        let id = mk().blob_id(&data);
+        let stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
+        assert_eq!(stored.len(), data.len() + 1 + NONCE_LEN + TAG_LEN);
+        assert_eq!(sk.decrypt_blob(BlobType::Data, &id, &stored, data.len()).unwrap(), data);
+    }
+
+    #[test]
+    fn seal_binds_kind() {
+        let k = mk();
+        let s = k.seal("index", b"{\"a\":1}");
+        assert_eq!(k.unseal("index", &s).unwrap(), b"{\"a\":1}");
+        assert!(k.unseal("backup", &s).is_err());
+        let other = MetadataKey::new(SecretBytes([8u8; 32]));
+        assert!(matches!(other.unseal("index", &s), Err(CodecError::Authentication)));
+    }
+
+    #[test]
+    fn session_key_wraps_to_identity_only() {
+        let id = age::x25519::Identity::generate();
+        let sk = SessionKey::random();
+        let wrapped = sk.wrap(&[id.to_public()]).unwrap();
+        let ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![Box::new(id)];
+        let back = SessionKey::unwrap(&wrapped, &ids).unwrap();
+        assert_eq!(back.0.0, sk.0.0);
+        let wrong: Vec<Box<dyn age::Identity + Send + Sync>> =
+            vec![Box::new(age::x25519::Identity::generate())];
+        assert!(matches!(
+            SessionKey::unwrap(&wrapped, &wrong),
+            Err(CodecError::NoMatchingIdentity)
+        ));
+    }
+
+    #[test]
+    fn passphrase_round_trip() {
+        let mut p = KdfParams::new_random();
+        p.memory_kib = 1024; // keep the unit test fast
+        let ct = passphrase_encrypt(&p, "correct horse", b"secret").unwrap();
+        assert_eq!(passphrase_decrypt(&p, "correct horse", &ct).unwrap(), b"secret");
+        assert!(matches!(
+            passphrase_decrypt(&p, "wrong", &ct),
+            Err(CodecError::Authentication)
+        ));
+    }
+}

@@ -1,0 +1,252 @@
+//! The persisted types of the repository, exactly as docs/FORMAT.md describes them.
+//!
+//! Only data definitions and (de)serialisation live here; what to write when is
+//! `repo`'s business. Every top-level object carries a `version`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{BlobType, CodecError, Id};
+use crate::pg::dumpfile::DumpSummary;
+
+/// The repository format this build writes and the newest it can read.
+pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_NAME: &str = "lifeboat-repository";
+pub const PACK_MAGIC: &[u8; 8] = b"LBPACK\x00\x01";
+
+pub const CONFIG_PATH: &str = "config";
+pub const KEYS_DIR: &str = "keys/";
+pub const DATA_DIR: &str = "data/";
+pub const INDEX_DIR: &str = "index/";
+pub const BACKUPS_DIR: &str = "backups/";
+pub const LOCKS_DIR: &str = "locks/";
+
+pub fn pack_path(id: &Id) -> String {
+    let h = id.to_hex();
+    format!("{DATA_DIR}{}/{h}", &h[..2])
+}
+
+/// The plaintext `config` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfigFile {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub mode: KeyMode,
+    /// base64 of sealed("config", RepoSettings)
+    pub sealed: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    Passphrase,
+    Recipients,
+}
+
+/// Settings that steer writing; sealed so storage access cannot alter them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoSettings {
+    pub recipients: Vec<String>,
+    pub chunker: ChunkerParams,
+    pub pack_size: usize,
+    pub compression_level: i32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: usize,
+    pub avg: usize,
+    pub max: usize,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+pub const DEFAULT_PACK_SIZE: usize = 16 * 1024 * 1024;
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+/// `keys/<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum KeyFile {
+    Passphrase {
+        version: u32,
+        kdf: crate::codec::KdfParams,
+        /// base64 of nonce || ciphertext of `KeyMaterial`
+        ciphertext: String,
+    },
+    Age {
+        version: u32,
+        /// base64 of a binary age file holding `KeyMaterial`
+        ciphertext: String,
+    },
+}
+
+/// What a key file protects.
+#[derive(Serialize, Deserialize)]
+pub struct KeyMaterial {
+    pub metadata_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// `index/<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct IndexFile {
+    pub version: u32,
+    pub packs: Vec<PackEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackEntry {
+    pub id: Id,
+    pub size: u64,
+    /// base64 of the session key wrapped to the recipients (age binary).
+    pub session_key: String,
+    pub blobs: Vec<BlobEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub id: Id,
+    #[serde(rename = "type")]
+    pub ty: BlobType,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// The sealed trailer of a pack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackTrailer {
+    pub blobs: Vec<BlobEntry>,
+}
+
+/// `backups/<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub version: u32,
+    pub kind: BackupKind,
+    pub target: String,
+    pub host: String,
+    pub lifeboat: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub database: DatabaseInfo,
+    #[serde(default)]
+    pub tools: BTreeMap<String, String>,
+    pub streams: Vec<Stream>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<DumpSummary>,
+    pub stats: BackupStats,
+}
+
+impl BackupRecord {
+    pub fn stream(&self, name: &str) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Logical,
+    Physical,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct DatabaseInfo {
+    pub name: String,
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stream {
+    pub name: String,
+    pub format: String,
+    pub size: u64,
+    pub chunks: Vec<Id>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct BackupStats {
+    /// Plaintext bytes of all streams.
+    pub size: u64,
+    /// Plaintext bytes that were not already in the repository.
+    pub new_bytes: u64,
+    /// Bytes this backup added to storage (compressed, encrypted, with pack overhead).
+    pub stored_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+}
+
+/// `locks/<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockFile {
+    pub version: u32,
+    pub host: String,
+    pub pid: u32,
+    pub user: String,
+    pub command: String,
+    pub exclusive: bool,
+    pub created: DateTime<Utc>,
+    pub refreshed: DateTime<Utc>,
+}
+
+/// Split a stored pack into (wrapped session key, blob area start, trailer bytes).
+pub fn parse_pack_envelope(pack: &[u8]) -> Result<PackEnvelope<'_>, CodecError> {
+    let bad = |m: &str| CodecError::Malformed(format!("pack: {m}"));
+    if pack.len() < 24 || &pack[..8] != PACK_MAGIC || &pack[pack.len() - 8..] != PACK_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let header_len = u32::from_le_bytes(pack[8..12].try_into().expect("4 bytes")) as usize;
+    let blobs_start = 12 + header_len;
+    let tail = pack.len() - 12;
+    let trailer_len = u32::from_le_bytes(pack[tail..tail + 4].try_into().expect("4 bytes")) as usize;
+    if blobs_start > tail || trailer_len > tail - blobs_start {
+        return Err(bad("lengths out of range"));
+    }
+    Ok(PackEnvelope {
+        wrapped_key: &pack[12..blobs_start],
+        blobs_start: blobs_start as u64,
+        trailer: &pack[tail - trailer_len..tail],
+    })
+}
+
+pub struct PackEnvelope<'a> {
+    pub wrapped_key: &'a [u8],
+    pub blobs_start: u64,
+    pub trailer: &'a [u8],
+}
+
+/// The bytes before the first blob of a pack.
+pub fn pack_header(wrapped_key: &[u8]) -> Vec<u8> {
+    let mut h = PACK_MAGIC.to_vec();
+    h.extend_from_slice(&(wrapped_key.len() as u32).to_le_bytes());
+    h.extend_from_slice(wrapped_key);
+    h
+}
+
+/// The bytes after the last blob of a pack.
+pub fn pack_footer(sealed_trailer: &[u8]) -> Vec<u8> {
+    let mut f = sealed_trailer.to_vec();
+    f.extend_from_slice(&(sealed_trailer.len() as u32).to_le_bytes());
+    f.extend_from_slice(PACK_MAGIC);
+    f
+}

@@ -1,0 +1,93 @@
+//! The in-memory union of all index files: where every durable blob lives.
+
+use std::collections::HashMap;
+
+use super::{Repository, Result};
+use crate::codec::{BlobType, Id};
+use crate::format::{self, IndexFile, PackEntry};
+
+#[derive(Debug, Clone, Copy)]
+pub struct BlobLocation {
+    pub pack: Id,
+    pub ty: BlobType,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// Blob id -> location, plus each pack's wrapped session key.
+#[derive(Default)]
+pub struct Index {
+    blobs: HashMap<Id, BlobLocation>,
+    pack_keys: HashMap<Id, Vec<u8>>,
+    pack_sizes: HashMap<Id, u64>,
+}
+
+impl Index {
+    pub fn get(&self, id: &Id) -> Option<&BlobLocation> {
+        self.blobs.get(id)
+    }
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+    pub fn wrapped_key(&self, pack: &Id) -> Option<&[u8]> {
+        self.pack_keys.get(pack).map(|v| v.as_slice())
+    }
+    pub fn pack_size(&self, pack: &Id) -> Option<u64> {
+        self.pack_sizes.get(pack).copied()
+    }
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+    pub fn pack_count(&self) -> usize {
+        self.pack_sizes.len()
+    }
+
+    pub(crate) fn add_pack(&mut self, p: &PackEntry) -> std::result::Result<(), String> {
+        let key = crate::codec::b64_decode(&p.session_key).map_err(|e| e.to_string())?;
+        self.pack_keys.insert(p.id, key);
+        self.pack_sizes.insert(p.id, p.size);
+        for b in &p.blobs {
+            self.blobs.insert(
+                b.id,
+                BlobLocation {
+                    pack: p.id,
+                    ty: b.ty,
+                    offset: b.offset,
+                    length: b.length,
+                    raw_length: b.raw_length,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Repository {
+    /// Load and authenticate every index file.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        for obj in self.storage.list(format::INDEX_DIR)? {
+            let bytes = self.get_verified(&obj.path)?;
+            let json = self.unseal(&obj.path, "index", &bytes)?;
+            let file: IndexFile =
+                serde_json::from_slice(&json).map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
+            for p in &file.packs {
+                index.add_pack(p).map_err(|e| self.corrupt(&obj.path, e))?;
+            }
+        }
+        Ok(index)
+    }
+
+    /// Write one index file naming `packs`, which must already be durable.
+    pub(crate) fn write_index(&self, packs: Vec<PackEntry>) -> Result<Option<Id>> {
+        if packs.is_empty() {
+            return Ok(None);
+        }
+        let file = IndexFile {
+            version: format::FORMAT_VERSION,
+            packs,
+        };
+        self.put_sealed(format::INDEX_DIR, "index", &super::to_json(&file)).map(Some)
+    }
+}

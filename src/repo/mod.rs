@@ -1,0 +1,477 @@
+//! The repository: opening and creating it, unlocking its keys, and reading and
+//! writing its objects in the order docs/FORMAT.md prescribes.
+//!
+//! **Invariant:** a backup record is written only after every pack it needs is
+//! durable and indexed (see `write::Session`). Nothing in this module deletes.
+
+mod index;
+mod lock;
+mod read;
+mod write;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use rand::RngCore;
+
+use crate::codec::{self, CodecError, Id, MetadataKey, SecretBytes};
+use crate::format::{
+    self, BackupRecord, ChunkerParams, KeyFile, KeyMaterial, KeyMode, RepoConfigFile, RepoSettings,
+};
+use crate::storage::{ErrorKind, PutMode, Storage, StorageError};
+
+pub use index::{BlobLocation, Index};
+pub use lock::LockGuard;
+pub use read::StreamReader;
+pub use write::{Session, StreamProgress};
+
+/// Repository errors, by what the user can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository {url} is not initialised; hint: run `lifeboat init`")]
+    NotInitialised { url: String },
+    #[error("repository {url} already exists; hint: init never touches an existing repository")]
+    AlreadyExists { url: String },
+    #[error("repository {url} has format version {found}, newer than this lifeboat supports ({supported}); hint: upgrade lifeboat")]
+    NewerFormat { url: String, found: u32, supported: u32 },
+    #[error("wrong passphrase for repository {url}")]
+    WrongPassphrase { url: String },
+    #[error("the identity does not match any recipient of repository {url}")]
+    WrongIdentity { url: String },
+    #[error("the dedup key does not belong to repository {url}")]
+    WrongDedupKey { url: String },
+    #[error("{0}")]
+    MissingSecret(String),
+    #[error("repository {url}: {what} is damaged: {detail}")]
+    Corrupt { url: String, what: String, detail: String },
+    #[error("repository {url}: {what} is missing")]
+    Missing { url: String, what: String },
+    #[error("no backup matches {0:?}")]
+    NoSuchBackup(String),
+    #[error("backup id prefix {0:?} is ambiguous; hint: give more digits")]
+    AmbiguousBackup(String),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RepoError {
+    /// A problem with the user's input or setup, rather than a failed operation.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            RepoError::NotInitialised { .. }
+                | RepoError::AlreadyExists { .. }
+                | RepoError::NewerFormat { .. }
+                | RepoError::WrongPassphrase { .. }
+                | RepoError::WrongIdentity { .. }
+                | RepoError::WrongDedupKey { .. }
+                | RepoError::MissingSecret(_)
+                | RepoError::NoSuchBackup(_)
+                | RepoError::AmbiguousBackup(_)
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RepoError>;
+
+pub type Identities = Vec<Box<dyn age::Identity + Send + Sync>>;
+
+/// What the caller has to unlock a repository with. Any subset may be present.
+#[derive(Default)]
+pub struct Credentials {
+    pub passphrase: Option<String>,
+    pub identities: Option<Identities>,
+    pub dedup_key: Option<SecretBytes>,
+    /// Recipients from the local configuration (public-key mode).
+    pub recipients: Vec<String>,
+}
+
+/// How a new repository's keys are set up.
+pub enum InitKeys {
+    Passphrase(String),
+    Recipients(Vec<String>),
+}
+
+pub struct InitOutcome {
+    pub repo: Repository,
+    /// Public-key mode: the dedup key a backup host needs (base64).
+    pub dedup_key: Option<SecretBytes>,
+}
+
+/// An opened, unlocked repository.
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    id: String,
+    settings: RepoSettings,
+    meta: MetadataKey,
+    recipients: Vec<age::x25519::Recipient>,
+    identities: Option<Arc<Identities>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("url", &self.url()).field("id", &self.id).finish()
+    }
+}
+
+impl Repository {
+    pub fn init(storage: Arc<dyn Storage>, keys: InitKeys, compression_level: i32) -> Result<InitOutcome> {
+        let url = storage.url();
+        if storage.head(format::CONFIG_PATH).is_ok() {
+            return Err(RepoError::AlreadyExists { url });
+        }
+        if !storage.list("")?.is_empty() {
+            return Err(RepoError::Other(format!(
+                "{url} is not empty and holds no lifeboat repository; hint: choose an empty or new location"
+            )));
+        }
+        let meta = MetadataKey::new(SecretBytes::random());
+        let (mode, recipients, key_file, identities, dedup_key) = match keys {
+            InitKeys::Passphrase(pass) => {
+                let identity = age::x25519::Identity::generate();
+                use age::secrecy::ExposeSecret;
+                let material = KeyMaterial {
+                    metadata_key: meta.secret.to_base64(),
+                    identity: Some(identity.to_string().expose_secret().to_string()),
+                };
+                let kdf = codec::KdfParams::new_random();
+                let ct = codec::passphrase_encrypt(&kdf, &pass, &to_json(&material))
+                    .map_err(|e| RepoError::Other(e.to_string()))?;
+                let file = KeyFile::Passphrase {
+                    version: 1,
+                    kdf,
+                    ciphertext: codec::b64_encode(&ct),
+                };
+                let recipients = vec![identity.to_public()];
+                let ids: Identities = vec![Box::new(identity)];
+                (KeyMode::Passphrase, recipients, file, Some(Arc::new(ids)), None)
+            }
+            InitKeys::Recipients(strs) => {
+                let recipients = parse_recipients(&strs)?;
+                let material = KeyMaterial {
+                    metadata_key: meta.secret.to_base64(),
+                    identity: None,
+                };
+                let ct = codec::age_encrypt(&recipients, &to_json(&material))
+                    .map_err(|e| RepoError::Other(e.to_string()))?;
+                let file = KeyFile::Age {
+                    version: 1,
+                    ciphertext: codec::b64_encode(&ct),
+                };
+                (KeyMode::Recipients, recipients, file, None, Some(meta.secret.clone()))
+            }
+        };
+        let settings = RepoSettings {
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            chunker: ChunkerParams::default(),
+            pack_size: format::DEFAULT_PACK_SIZE,
+            compression_level,
+        };
+        let mut idb = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut idb);
+        let id = hex::encode(idb);
+        let config = RepoConfigFile {
+            format: format::FORMAT_NAME.into(),
+            version: format::FORMAT_VERSION,
+            id: id.clone(),
+            created: Utc::now(),
+            mode,
+            sealed: codec::b64_encode(&meta.seal("config", &to_json(&settings))),
+        };
+        storage.put(&format!("{}{}", format::KEYS_DIR, random_hex()), &to_json(&key_file), PutMode::Create)?;
+        // config last: its presence is what makes the repository exist.
+        storage.put(format::CONFIG_PATH, &to_json(&config), PutMode::Create).map_err(|e| {
+            if e.kind == ErrorKind::AlreadyExists {
+                RepoError::AlreadyExists { url: url.clone() }
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(InitOutcome {
+            repo: Repository {
+                storage,
+                id,
+                settings,
+                meta,
+                recipients,
+                identities,
+            },
+            dedup_key,
+        })
+    }
+
+    pub fn open(storage: Arc<dyn Storage>, mut creds: Credentials) -> Result<Repository> {
+        let url = storage.url();
+        let raw = storage.get(format::CONFIG_PATH).map_err(|e| match e.kind {
+            ErrorKind::NotFound => RepoError::NotInitialised { url: url.clone() },
+            _ => e.into(),
+        })?;
+        let corrupt = |what: &str, detail: String| RepoError::Corrupt {
+            url: url.clone(),
+            what: what.into(),
+            detail,
+        };
+        let config: RepoConfigFile =
+            serde_json::from_slice(&raw).map_err(|e| corrupt("config", e.to_string()))?;
+        if config.format != format::FORMAT_NAME {
+            return Err(corrupt("config", format!("not a lifeboat repository ({:?})", config.format)));
+        }
+        if config.version > format::FORMAT_VERSION {
+            return Err(RepoError::NewerFormat {
+                url,
+                found: config.version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
+        let (meta, identities) = unlock_keys(storage.as_ref(), config.mode, &mut creds)?;
+        let sealed = codec::b64_decode(&config.sealed).map_err(|e| corrupt("config", e.to_string()))?;
+        let settings_json = meta.unseal("config", &sealed).map_err(|e| match e {
+            CodecError::Authentication if config.mode == KeyMode::Recipients && identities.is_none() => {
+                RepoError::WrongDedupKey { url: url.clone() }
+            }
+            e => corrupt("config", e.to_string()),
+        })?;
+        let settings: RepoSettings =
+            serde_json::from_slice(&settings_json).map_err(|e| corrupt("config", e.to_string()))?;
+        let recipients = parse_recipients(&settings.recipients)?;
+        if !creds.recipients.is_empty() {
+            let mut mine = creds.recipients.clone();
+            let mut theirs = settings.recipients.clone();
+            mine.sort();
+            theirs.sort();
+            if mine != theirs {
+                return Err(RepoError::Other(format!(
+                    "the configured recipients differ from those repository {url} was created with; hint: the repository's recipients are {}",
+                    settings.recipients.join(", ")
+                )));
+            }
+        }
+        Ok(Repository {
+            storage,
+            id: config.id,
+            settings,
+            meta,
+            recipients,
+            identities: identities.map(Arc::new),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.storage.url()
+    }
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+    pub fn settings(&self) -> &RepoSettings {
+        &self.settings
+    }
+    pub fn can_read_content(&self) -> bool {
+        self.identities.is_some()
+    }
+
+    pub(crate) fn corrupt(&self, what: impl Into<String>, detail: impl Into<String>) -> RepoError {
+        RepoError::Corrupt {
+            url: self.url(),
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Read an object whose name is the hash of its content, checking that it is.
+    fn get_verified(&self, path: &str) -> Result<Vec<u8>> {
+        let bytes = self.storage.get(path).map_err(|e| match e.kind {
+            ErrorKind::NotFound => RepoError::Missing {
+                url: self.url(),
+                what: path.to_string(),
+            },
+            _ => e.into(),
+        })?;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if Id::of_stored(&bytes).to_hex() != name {
+            return Err(self.corrupt(path, "content does not match its name (altered or truncated)"));
+        }
+        Ok(bytes)
+    }
+
+    /// Seal and store a metadata object under the hash of its stored bytes.
+    fn put_sealed(&self, dir: &str, kind: &str, json: &[u8]) -> Result<Id> {
+        let sealed = self.meta.seal(kind, json);
+        let id = Id::of_stored(&sealed);
+        match self.storage.put(&format!("{dir}{id}"), &sealed, PutMode::Create) {
+            Ok(()) => Ok(id),
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn unseal(&self, path: &str, kind: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+        self.meta
+            .unseal(kind, bytes)
+            .map_err(|e| self.corrupt(path, format!("cannot be decrypted ({e})")))
+    }
+
+    /// Every backup record, oldest first.
+    pub fn list_backups(&self) -> Result<Vec<(Id, BackupRecord)>> {
+        let mut out = Vec::new();
+        for obj in self.storage.list(format::BACKUPS_DIR)? {
+            let bytes = self.get_verified(&obj.path)?;
+            let json = self.unseal(&obj.path, "backup", &bytes)?;
+            let rec: BackupRecord =
+                serde_json::from_slice(&json).map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
+            let id: Id = obj.path[format::BACKUPS_DIR.len()..]
+                .parse()
+                .map_err(|e: CodecError| self.corrupt(&obj.path, e.to_string()))?;
+            out.push((id, rec));
+        }
+        out.sort_by(|a, b| a.1.started.cmp(&b.1.started).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Find a backup by id prefix.
+    pub fn find_backup(&self, prefix: &str) -> Result<(Id, BackupRecord)> {
+        let p = prefix.to_ascii_lowercase();
+        let mut hits: Vec<_> = self
+            .list_backups()?
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&p))
+            .collect();
+        match hits.len() {
+            0 => Err(RepoError::NoSuchBackup(prefix.into())),
+            1 => Ok(hits.remove(0)),
+            _ => Err(RepoError::AmbiguousBackup(prefix.into())),
+        }
+    }
+
+    pub(crate) fn write_backup_record(&self, rec: &BackupRecord) -> Result<Id> {
+        self.put_sealed(format::BACKUPS_DIR, "backup", &to_json(rec))
+    }
+
+    fn identities(&self) -> Result<&Arc<Identities>> {
+        self.identities.as_ref().ok_or_else(|| {
+            RepoError::MissingSecret(format!(
+                "this host can write to repository {} but not read backup content; hint: set identity_file for the repository (the age identity of its recipients)",
+                self.url()
+            ))
+        })
+    }
+}
+
+fn unlock_keys(
+    storage: &dyn Storage,
+    mode: KeyMode,
+    creds: &mut Credentials,
+) -> Result<(MetadataKey, Option<Identities>)> {
+    let url = storage.url();
+    let mut files = Vec::new();
+    for obj in storage.list(format::KEYS_DIR)? {
+        let raw = storage.get(&obj.path)?;
+        let kf: KeyFile = serde_json::from_slice(&raw).map_err(|e| RepoError::Corrupt {
+            url: url.clone(),
+            what: obj.path.clone(),
+            detail: e.to_string(),
+        })?;
+        files.push(kf);
+    }
+    if files.is_empty() {
+        return Err(RepoError::Missing {
+            url,
+            what: "keys/ (no key file)".into(),
+        });
+    }
+    let material = |json: &[u8]| -> Result<KeyMaterial> {
+        serde_json::from_slice(json).map_err(|e| RepoError::Other(format!("key file: {e}")))
+    };
+    match mode {
+        KeyMode::Passphrase => {
+            let pass = creds.passphrase.as_deref().ok_or_else(|| {
+                RepoError::MissingSecret(format!(
+                    "repository {url} needs its passphrase; hint: set LIFEBOAT_PASSPHRASE or passphrase_file in the repository's section"
+                ))
+            })?;
+            for kf in &files {
+                let KeyFile::Passphrase { kdf, ciphertext, .. } = kf else { continue };
+                let ct = codec::b64_decode(ciphertext).map_err(|e| RepoError::Other(e.to_string()))?;
+                match codec::passphrase_decrypt(kdf, pass, &ct) {
+                    Ok(json) => {
+                        let m = material(&json)?;
+                        let meta = MetadataKey::new(
+                            SecretBytes::from_base64(&m.metadata_key).map_err(|e| RepoError::Other(e.to_string()))?,
+                        );
+                        let ids = match m.identity {
+                            Some(s) => {
+                                let id: age::x25519::Identity = s
+                                    .parse()
+                                    .map_err(|_| RepoError::Other("key file holds an invalid identity".into()))?;
+                                Some(vec![Box::new(id) as Box<dyn age::Identity + Send + Sync>])
+                            }
+                            None => None,
+                        };
+                        return Ok((meta, ids));
+                    }
+                    Err(CodecError::Authentication) => continue,
+                    Err(e) => return Err(RepoError::Other(e.to_string())),
+                }
+            }
+            Err(RepoError::WrongPassphrase { url })
+        }
+        KeyMode::Recipients => {
+            if let Some(ids) = creds.identities.take() {
+                let mut matched = false;
+                for kf in &files {
+                    let KeyFile::Age { ciphertext, .. } = kf else { continue };
+                    let ct = codec::b64_decode(ciphertext).map_err(|e| RepoError::Other(e.to_string()))?;
+                    match codec::age_decrypt(&ids, &ct) {
+                        Ok(json) => {
+                            let m = material(&json)?;
+                            let meta = MetadataKey::new(
+                                SecretBytes::from_base64(&m.metadata_key)
+                                    .map_err(|e| RepoError::Other(e.to_string()))?,
+                            );
+                            return Ok((meta, Some(ids)));
+                        }
+                        Err(CodecError::NoMatchingIdentity) => continue,
+                        Err(_) => matched = true,
+                    }
+                }
+                if !matched {
+                    return Err(RepoError::WrongIdentity { url });
+                }
+                return Err(RepoError::Corrupt {
+                    url,
+                    what: "keys/".into(),
+                    detail: "key file cannot be decrypted".into(),
+                });
+            }
+            match &creds.dedup_key {
+                Some(k) => Ok((MetadataKey::new(k.clone()), None)),
+                None => Err(RepoError::MissingSecret(format!(
+                    "repository {url} uses public-key encryption; hint: set identity_file (to read and restore) or dedup_key_file / LIFEBOAT_DEDUP_KEY (to write backups)"
+                ))),
+            }
+        }
+    }
+}
+
+fn parse_recipients(strs: &[String]) -> Result<Vec<age::x25519::Recipient>> {
+    strs.iter()
+        .map(|s| {
+            s.parse::<age::x25519::Recipient>()
+                .map_err(|_| RepoError::Other(format!("invalid age recipient {s:?}; hint: recipients look like age1...")))
+        })
+        .collect()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("serialising repository types cannot fail")
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}

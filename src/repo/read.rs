@@ -1,0 +1,242 @@
+//! Reading a stream back: fetch blobs in parallel, authenticate, decompress,
+//! re-hash, and hand them out in order. Any missing or altered piece is an error
+//! naming the pack and blob.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::{BlobLocation, Index, RepoError, Repository, Result};
+use crate::codec::{Id, SessionKey};
+use crate::format::{self, Stream};
+use crate::storage::ErrorKind;
+
+/// How many blobs may be fetched ahead of the reader (each at most 4 MiB).
+const WINDOW: usize = 8;
+
+type Fetched = (usize, Result<Vec<u8>>);
+
+/// A `Read` over a stream's plaintext. Errors surface as `io::Error` wrapping a
+/// `RepoError` (see `StreamReader::take_error` for the typed one).
+pub struct StreamReader {
+    total: u64,
+    delivered: u64,
+    chunks: usize,
+    next_job: usize,
+    next_out: usize,
+    jobs: Option<Sender<(usize, Id, BlobLocation)>>,
+    locations: Vec<(Id, BlobLocation)>,
+    results: Receiver<Fetched>,
+    pending: BTreeMap<usize, Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    workers: Vec<JoinHandle<()>>,
+    error: Option<RepoError>,
+}
+
+struct Fetcher {
+    repo_url: String,
+    storage: Arc<dyn crate::storage::Storage>,
+    meta: crate::codec::MetadataKey,
+    identities: Arc<super::Identities>,
+    wrapped: HashMap<Id, Vec<u8>>,
+    keys: Mutex<HashMap<Id, SessionKey>>,
+}
+
+impl Fetcher {
+    fn corrupt(&self, what: String, detail: &str) -> RepoError {
+        RepoError::Corrupt {
+            url: self.repo_url.clone(),
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    fn session_key(&self, pack: &Id) -> Result<SessionKey> {
+        if let Some(k) = self.keys.lock().expect("key cache").get(pack) {
+            return Ok(k.clone());
+        }
+        let wrapped = self.wrapped.get(pack).expect("locations come from the index");
+        let k = SessionKey::unwrap(wrapped, &self.identities).map_err(|e| match e {
+            crate::codec::CodecError::NoMatchingIdentity => RepoError::WrongIdentity {
+                url: self.repo_url.clone(),
+            },
+            e => self.corrupt(format::pack_path(pack), &format!("session key: {e}")),
+        })?;
+        self.keys.lock().expect("key cache").insert(*pack, k.clone());
+        Ok(k)
+    }
+
+    fn fetch(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let path = format::pack_path(&loc.pack);
+        let what = || format!("{path} (blob {})", id.short());
+        let stored = self
+            .storage
+            .get_range(&path, loc.offset..loc.offset + loc.length as u64)
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound => RepoError::Missing {
+                    url: self.repo_url.clone(),
+                    what: path.clone(),
+                },
+                ErrorKind::Other if e.message.contains("short read") => {
+                    self.corrupt(what(), "truncated")
+                }
+                _ => e.into(),
+            })?;
+        let key = self.session_key(&loc.pack)?;
+        let plain = key
+            .decrypt_blob(loc.ty, id, &stored, loc.raw_length as usize)
+            .map_err(|_| self.corrupt(what(), "authentication failed (altered or truncated)"))?;
+        if plain.len() != loc.raw_length as usize || self.meta.blob_id(&plain) != *id {
+            return Err(self.corrupt(what(), "content does not match its id"));
+        }
+        Ok(plain)
+    }
+}
+
+impl Repository {
+    /// Open a stream for reading. Fails at once if a blob is not in the index.
+    pub fn read_stream(&self, index: &Index, stream: &Stream) -> Result<StreamReader> {
+        let identities = Arc::clone(self.identities()?);
+        let mut locations = Vec::with_capacity(stream.chunks.len());
+        let mut wrapped = HashMap::new();
+        for id in &stream.chunks {
+            let loc = index.get(id).ok_or_else(|| RepoError::Missing {
+                url: self.url(),
+                what: format!("blob {} of stream {:?} (not in any index)", id.short(), stream.name),
+            })?;
+            wrapped
+                .entry(loc.pack)
+                .or_insert_with(|| index.wrapped_key(&loc.pack).expect("indexed pack has a key").to_vec());
+            locations.push((*id, *loc));
+        }
+        let fetcher = Arc::new(Fetcher {
+            repo_url: self.url(),
+            storage: Arc::clone(&self.storage),
+            meta: self.meta.clone(),
+            identities,
+            wrapped,
+            keys: Mutex::new(HashMap::new()),
+        });
+        let (job_tx, job_rx) = channel::<(usize, Id, BlobLocation)>();
+        let (res_tx, res_rx) = channel::<Fetched>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let workers = (0..threads)
+            .map(|_| {
+                let rx = Arc::clone(&job_rx);
+                let tx = res_tx.clone();
+                let f = Arc::clone(&fetcher);
+                std::thread::spawn(move || {
+                    loop {
+                        let job = rx.lock().expect("job queue").recv();
+                        let Ok((seq, id, loc)) = job else { return };
+                        if tx.send((seq, f.fetch(&id, &loc))).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut r = StreamReader {
+            total: stream.size,
+            delivered: 0,
+            chunks: locations.len(),
+            next_job: 0,
+            next_out: 0,
+            jobs: Some(job_tx),
+            locations,
+            results: res_rx,
+            pending: BTreeMap::new(),
+            current: Vec::new(),
+            pos: 0,
+            workers,
+            error: None,
+        };
+        for _ in 0..WINDOW {
+            r.issue();
+        }
+        Ok(r)
+    }
+}
+
+impl StreamReader {
+    fn issue(&mut self) {
+        if self.next_job < self.chunks {
+            let (id, loc) = self.locations[self.next_job];
+            if let Some(tx) = &self.jobs {
+                let _ = tx.send((self.next_job, id, loc));
+            }
+            self.next_job += 1;
+        }
+    }
+
+    /// The typed error behind an `io::Error` this reader returned.
+    pub fn take_error(&mut self) -> Option<RepoError> {
+        self.error.take()
+    }
+
+    fn fail(&mut self, e: RepoError) -> io::Error {
+        let msg = e.to_string();
+        self.error = Some(e);
+        self.jobs = None;
+        io::Error::other(msg)
+    }
+
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        if self.next_out == self.chunks {
+            if self.delivered != self.total {
+                let e = RepoError::Other(format!(
+                    "stream length mismatch: record says {} bytes, blobs hold {}",
+                    self.total, self.delivered
+                ));
+                return Err(self.fail(e));
+            }
+            return Ok(false);
+        }
+        while !self.pending.contains_key(&self.next_out) {
+            match self.results.recv() {
+                Ok((seq, Ok(data))) => {
+                    self.pending.insert(seq, data);
+                }
+                Ok((_, Err(e))) => return Err(self.fail(e)),
+                Err(_) => return Err(self.fail(RepoError::Other("blob fetchers stopped".into()))),
+            }
+        }
+        self.current = self.pending.remove(&self.next_out).expect("present");
+        self.pos = 0;
+        self.next_out += 1;
+        self.delivered += self.current.len() as u64;
+        self.issue();
+        Ok(true)
+    }
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.error {
+            return Err(io::Error::other(e.to_string()));
+        }
+        while self.pos == self.current.len() {
+            if !self.next_chunk()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        self.jobs = None;
+        // Workers finish their current fetch and see the closed queue.
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
