@@ -4,7 +4,14 @@
 //! that a local directory, memory and S3 behave the same. Every backend runs the
 //! same conformance suite (`conformance`).
 
+pub mod conformance;
+pub mod local;
+pub mod memory;
+
 use std::ops::Range;
+use std::path::Path;
+
+use anyhow::bail;
 
 /// How `put` treats an object that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +45,21 @@ pub struct StorageError {
     pub message: String,
 }
 
+impl StorageError {
+    pub fn new(kind: ErrorKind, op: &'static str, path: &str, message: impl Into<String>) -> Self {
+        StorageError {
+            kind,
+            op,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,3 +84,67 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Remove an object; removing a missing object is not an error.
     fn delete(&self, path: &str) -> Result<()>;
 }
+
+/// Open the repository storage named by `url`.
+///
+/// Only `file:///absolute/path` for now; `memory://` is deliberately not
+/// openable by URL because a memory repository vanishes with the process.
+pub fn open(url: &str) -> anyhow::Result<Box<dyn Storage>> {
+    const HINT: &str = "hint: use file:///path (s3:// comes later)";
+    match url.strip_prefix("file://") {
+        Some(path) if path.starts_with('/') => {
+            Ok(Box::new(local::LocalStorage::new(Path::new(path).into())))
+        }
+        Some(_) => bail!("repository url {url:?} must name an absolute path: {HINT}"),
+        None => bail!("unsupported repository url {url:?}: {HINT}"),
+    }
+}
+
+/// Reject object paths that are not plain relative '/'-separated keys, so no
+/// backend can be steered outside its root or end up with ambiguous names.
+pub(crate) fn validate_path(op: &'static str, path: &str) -> Result<()> {
+    let problem = if path.is_empty() {
+        Some("path is empty")
+    } else if path.starts_with('/') {
+        Some("path must be relative (no leading '/')")
+    } else {
+        path.split('/').find_map(component_problem)
+    };
+    match problem {
+        Some(problem) => Err(StorageError::new(
+            ErrorKind::Other,
+            op,
+            path,
+            format!("invalid object path: {problem}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A list prefix may end mid-name or with '/', but must not escape the root.
+pub(crate) fn validate_prefix(op: &'static str, prefix: &str) -> Result<()> {
+    match prefix.rsplit_once('/') {
+        Some((dir, _)) => validate_path(op, dir).map_err(|e| StorageError {
+            path: prefix.to_string(),
+            ..e
+        }),
+        None => Ok(()),
+    }
+}
+
+fn component_problem(component: &str) -> Option<&'static str> {
+    if component.is_empty() {
+        Some("empty path component ('//' or trailing '/')")
+    } else if component == "." || component == ".." {
+        Some("'.' and '..' components are not allowed")
+    } else if component.starts_with(TEMP_PREFIX) {
+        Some("names starting with '.tmp-' are reserved for temporary files")
+    } else if component.contains(['\\', '\0']) {
+        Some("'\\' and NUL are not allowed")
+    } else {
+        None
+    }
+}
+
+/// Name prefix of in-flight temporary files; never a valid object name.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
