@@ -193,7 +193,10 @@ impl SessionKey {
         age_encrypt(recipients, &self.0.0)
     }
 
-    pub fn unwrap(wrapped: &[u8], identities: &[Box<dyn age::Identity + Send + Sync>]) -> Result<SessionKey> {
+    pub fn unwrap(
+        wrapped: &[u8],
+        identities: &[Box<dyn age::Identity + Send + Sync>],
+    ) -> Result<SessionKey> {
         let bytes = age_decrypt(identities, wrapped)?;
         let arr: [u8; 32] = bytes
             .try_into()
@@ -216,7 +219,13 @@ impl SessionKey {
     }
 
     /// Decrypt and decompress one blob. The caller checks the plaintext's id.
-    pub fn decrypt_blob(&self, ty: BlobType, id: &Id, stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+    pub fn decrypt_blob(
+        &self,
+        ty: BlobType,
+        id: &Id,
+        stored: &[u8],
+        raw_len: usize,
+    ) -> Result<Vec<u8>> {
         let payload = aead_decrypt(&self.0, stored, &blob_aad(ty, id))?;
         match payload.split_first() {
             Some((0, raw)) => Ok(raw.to_vec()),
@@ -239,7 +248,13 @@ fn aead_encrypt(key: &SecretBytes, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption of memory cannot fail");
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -266,8 +281,9 @@ fn zstd_decompress(z: &[u8]) -> Result<Vec<u8>> {
 }
 
 pub fn age_encrypt(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> Result<Vec<u8>> {
-    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-        .map_err(|e| CodecError::Crypto(format!("age: {e}")))?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| CodecError::Crypto(format!("age: {e}")))?;
     let mut out = Vec::new();
     let mut w = encryptor
         .wrap_output(&mut out)
@@ -278,7 +294,10 @@ pub fn age_encrypt(recipients: &[age::x25519::Recipient], plaintext: &[u8]) -> R
     Ok(out)
 }
 
-pub fn age_decrypt(identities: &[Box<dyn age::Identity + Send + Sync>], stored: &[u8]) -> Result<Vec<u8>> {
+pub fn age_decrypt(
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    stored: &[u8],
+) -> Result<Vec<u8>> {
     let decryptor = age::Decryptor::new_buffered(stored).map_err(|_| CodecError::Authentication)?;
     let mut reader = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
@@ -287,7 +306,9 @@ pub fn age_decrypt(identities: &[Box<dyn age::Identity + Send + Sync>], stored: 
             _ => CodecError::Authentication,
         })?;
     let mut out = Vec::new();
-    reader.read_to_end(&mut out).map_err(|_| CodecError::Authentication)?;
+    reader
+        .read_to_end(&mut out)
+        .map_err(|_| CodecError::Authentication)?;
     Ok(out)
 }
 
@@ -316,15 +337,20 @@ impl KdfParams {
 
     fn derive(&self, passphrase: &str) -> Result<SecretBytes> {
         if self.algorithm != "argon2id" {
-            return Err(CodecError::Malformed(format!("unknown kdf {}", self.algorithm)));
+            return Err(CodecError::Malformed(format!(
+                "unknown kdf {}",
+                self.algorithm
+            )));
         }
         // Refuse absurd parameters from a tampered key file (memory exhaustion).
         if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 100 || self.parallelism > 64 {
             return Err(CodecError::Malformed("kdf parameters out of range".into()));
         }
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| CodecError::Malformed(format!("kdf parameters: {e}")))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| CodecError::Malformed(format!("kdf parameters: {e}")))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let salt = b64_decode(&self.salt)?;
         let mut out = [0u8; 32];
         argon
@@ -335,7 +361,11 @@ impl KdfParams {
 }
 
 /// Encrypt a key file body under a passphrase. Returns (nonce || ciphertext).
-pub fn passphrase_encrypt(params: &KdfParams, passphrase: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+pub fn passphrase_encrypt(
+    params: &KdfParams,
+    passphrase: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
     let key = params.derive(passphrase)?;
     Ok(aead_encrypt(&key, plaintext, KEY_AAD))
 }
@@ -373,7 +403,11 @@ mod tests {
         let id = mk().blob_id(&data);
         let mut stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
         assert!(stored.len() < data.len());
-        assert_eq!(sk.decrypt_blob(BlobType::Data, &id, &stored, data.len()).unwrap(), data);
+        assert_eq!(
+            sk.decrypt_blob(BlobType::Data, &id, &stored, data.len())
+                .unwrap(),
+            data
+        );
         let other = mk().blob_id(b"other");
         assert!(matches!(
             sk.decrypt_blob(BlobType::Data, &other, &stored, data.len()),
@@ -394,7 +428,11 @@ mod tests {
         let id = mk().blob_id(&data);
         let stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
         assert_eq!(stored.len(), data.len() + 1 + NONCE_LEN + TAG_LEN);
-        assert_eq!(sk.decrypt_blob(BlobType::Data, &id, &stored, data.len()).unwrap(), data);
+        assert_eq!(
+            sk.decrypt_blob(BlobType::Data, &id, &stored, data.len())
+                .unwrap(),
+            data
+        );
     }
 
     #[test]
@@ -404,7 +442,10 @@ mod tests {
         assert_eq!(k.unseal("index", &s).unwrap(), b"{\"a\":1}");
         assert!(k.unseal("backup", &s).is_err());
         let other = MetadataKey::new(SecretBytes([8u8; 32]));
-        assert!(matches!(other.unseal("index", &s), Err(CodecError::Authentication)));
+        assert!(matches!(
+            other.unseal("index", &s),
+            Err(CodecError::Authentication)
+        ));
     }
 
     #[test]
@@ -428,7 +469,10 @@ mod tests {
         let mut p = KdfParams::new_random();
         p.memory_kib = 1024; // keep the unit test fast
         let ct = passphrase_encrypt(&p, "correct horse", b"secret").unwrap();
-        assert_eq!(passphrase_decrypt(&p, "correct horse", &ct).unwrap(), b"secret");
+        assert_eq!(
+            passphrase_decrypt(&p, "correct horse", &ct).unwrap(),
+            b"secret"
+        );
         assert!(matches!(
             passphrase_decrypt(&p, "wrong", &ct),
             Err(CodecError::Authentication)

@@ -218,7 +218,8 @@ pub fn parse_pack_envelope(pack: &[u8]) -> Result<PackEnvelope<'_>, CodecError> 
     let header_len = u32::from_le_bytes(pack[8..12].try_into().expect("4 bytes")) as usize;
     let blobs_start = 12 + header_len;
     let tail = pack.len() - 12;
-    let trailer_len = u32::from_le_bytes(pack[tail..tail + 4].try_into().expect("4 bytes")) as usize;
+    let trailer_len =
+        u32::from_le_bytes(pack[tail..tail + 4].try_into().expect("4 bytes")) as usize;
     if blobs_start > tail || trailer_len > tail - blobs_start {
         return Err(bad("lengths out of range"));
     }

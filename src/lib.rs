@@ -3,9 +3,11 @@
 //! Dependencies point one way: `cli` -> `ops` -> `repo`/`pg` ->
 //! `storage`/`codec`/`format`. See ARCHITECTURE.md.
 
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod format;
+pub mod ops;
 pub mod pg;
 pub mod repo;
 pub mod storage;

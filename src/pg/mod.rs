@@ -3,3 +3,5 @@
 
 pub mod conninfo;
 pub mod dumpfile;
+pub mod process;
+pub mod tools;

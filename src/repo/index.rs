@@ -70,8 +70,8 @@ impl Repository {
         for obj in self.storage.list(format::INDEX_DIR)? {
             let bytes = self.get_verified(&obj.path)?;
             let json = self.unseal(&obj.path, "index", &bytes)?;
-            let file: IndexFile =
-                serde_json::from_slice(&json).map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
+            let file: IndexFile = serde_json::from_slice(&json)
+                .map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
             for p in &file.packs {
                 index.add_pack(p).map_err(|e| self.corrupt(&obj.path, e))?;
             }
@@ -88,6 +88,7 @@ impl Repository {
             version: format::FORMAT_VERSION,
             packs,
         };
-        self.put_sealed(format::INDEX_DIR, "index", &super::to_json(&file)).map(Some)
+        self.put_sealed(format::INDEX_DIR, "index", &super::to_json(&file))
+            .map(Some)
     }
 }

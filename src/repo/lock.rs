@@ -42,8 +42,11 @@ impl Repository {
             refreshed: now,
         };
         let path = format!("{}{}", format::LOCKS_DIR, super::random_hex());
-        self.storage
-            .put(&path, &self.meta.seal("lock", &super::to_json(&lock)), PutMode::Create)?;
+        self.storage.put(
+            &path,
+            &self.meta.seal("lock", &super::to_json(&lock)),
+            PutMode::Create,
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
         let refresher = {
             let storage = Arc::clone(&self.storage);
@@ -60,7 +63,11 @@ impl Repository {
                     if waited >= REFRESH_EVERY {
                         waited = Duration::ZERO;
                         lock.refreshed = Utc::now();
-                        let _ = storage.put(&path, &meta.seal("lock", &super::to_json(&lock)), PutMode::Overwrite);
+                        let _ = storage.put(
+                            &path,
+                            &meta.seal("lock", &super::to_json(&lock)),
+                            PutMode::Overwrite,
+                        );
                     }
                 }
             })

@@ -21,7 +21,7 @@ use crate::format::{
 use crate::storage::{ErrorKind, PutMode, Storage, StorageError};
 
 pub use index::{BlobLocation, Index};
-pub use lock::LockGuard;
+pub use lock::{LockGuard, hostname};
 pub use read::StreamReader;
 pub use write::{Session, StreamProgress};
 
@@ -32,8 +32,14 @@ pub enum RepoError {
     NotInitialised { url: String },
     #[error("repository {url} already exists; hint: init never touches an existing repository")]
     AlreadyExists { url: String },
-    #[error("repository {url} has format version {found}, newer than this lifeboat supports ({supported}); hint: upgrade lifeboat")]
-    NewerFormat { url: String, found: u32, supported: u32 },
+    #[error(
+        "repository {url} has format version {found}, newer than this lifeboat supports ({supported}); hint: upgrade lifeboat"
+    )]
+    NewerFormat {
+        url: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("wrong passphrase for repository {url}")]
     WrongPassphrase { url: String },
     #[error("the identity does not match any recipient of repository {url}")]
@@ -43,7 +49,11 @@ pub enum RepoError {
     #[error("{0}")]
     MissingSecret(String),
     #[error("repository {url}: {what} is damaged: {detail}")]
-    Corrupt { url: String, what: String, detail: String },
+    Corrupt {
+        url: String,
+        what: String,
+        detail: String,
+    },
     #[error("repository {url}: {what} is missing")]
     Missing { url: String, what: String },
     #[error("no backup matches {0:?}")]
@@ -112,12 +122,19 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("url", &self.url()).field("id", &self.id).finish()
+        f.debug_struct("Repository")
+            .field("url", &self.url())
+            .field("id", &self.id)
+            .finish()
     }
 }
 
 impl Repository {
-    pub fn init(storage: Arc<dyn Storage>, keys: InitKeys, compression_level: i32) -> Result<InitOutcome> {
+    pub fn init(
+        storage: Arc<dyn Storage>,
+        keys: InitKeys,
+        compression_level: i32,
+    ) -> Result<InitOutcome> {
         let url = storage.url();
         if storage.head(format::CONFIG_PATH).is_ok() {
             return Err(RepoError::AlreadyExists { url });
@@ -146,7 +163,13 @@ impl Repository {
                 };
                 let recipients = vec![identity.to_public()];
                 let ids: Identities = vec![Box::new(identity)];
-                (KeyMode::Passphrase, recipients, file, Some(Arc::new(ids)), None)
+                (
+                    KeyMode::Passphrase,
+                    recipients,
+                    file,
+                    Some(Arc::new(ids)),
+                    None,
+                )
             }
             InitKeys::Recipients(strs) => {
                 let recipients = parse_recipients(&strs)?;
@@ -160,7 +183,13 @@ impl Repository {
                     version: 1,
                     ciphertext: codec::b64_encode(&ct),
                 };
-                (KeyMode::Recipients, recipients, file, None, Some(meta.secret.clone()))
+                (
+                    KeyMode::Recipients,
+                    recipients,
+                    file,
+                    None,
+                    Some(meta.secret.clone()),
+                )
             }
         };
         let settings = RepoSettings {
@@ -180,15 +209,21 @@ impl Repository {
             mode,
             sealed: codec::b64_encode(&meta.seal("config", &to_json(&settings))),
         };
-        storage.put(&format!("{}{}", format::KEYS_DIR, random_hex()), &to_json(&key_file), PutMode::Create)?;
+        storage.put(
+            &format!("{}{}", format::KEYS_DIR, random_hex()),
+            &to_json(&key_file),
+            PutMode::Create,
+        )?;
         // config last: its presence is what makes the repository exist.
-        storage.put(format::CONFIG_PATH, &to_json(&config), PutMode::Create).map_err(|e| {
-            if e.kind == ErrorKind::AlreadyExists {
-                RepoError::AlreadyExists { url: url.clone() }
-            } else {
-                e.into()
-            }
-        })?;
+        storage
+            .put(format::CONFIG_PATH, &to_json(&config), PutMode::Create)
+            .map_err(|e| {
+                if e.kind == ErrorKind::AlreadyExists {
+                    RepoError::AlreadyExists { url: url.clone() }
+                } else {
+                    e.into()
+                }
+            })?;
         Ok(InitOutcome {
             repo: Repository {
                 storage,
@@ -216,7 +251,10 @@ impl Repository {
         let config: RepoConfigFile =
             serde_json::from_slice(&raw).map_err(|e| corrupt("config", e.to_string()))?;
         if config.format != format::FORMAT_NAME {
-            return Err(corrupt("config", format!("not a lifeboat repository ({:?})", config.format)));
+            return Err(corrupt(
+                "config",
+                format!("not a lifeboat repository ({:?})", config.format),
+            ));
         }
         if config.version > format::FORMAT_VERSION {
             return Err(RepoError::NewerFormat {
@@ -226,9 +264,12 @@ impl Repository {
             });
         }
         let (meta, identities) = unlock_keys(storage.as_ref(), config.mode, &mut creds)?;
-        let sealed = codec::b64_decode(&config.sealed).map_err(|e| corrupt("config", e.to_string()))?;
+        let sealed =
+            codec::b64_decode(&config.sealed).map_err(|e| corrupt("config", e.to_string()))?;
         let settings_json = meta.unseal("config", &sealed).map_err(|e| match e {
-            CodecError::Authentication if config.mode == KeyMode::Recipients && identities.is_none() => {
+            CodecError::Authentication
+                if config.mode == KeyMode::Recipients && identities.is_none() =>
+            {
                 RepoError::WrongDedupKey { url: url.clone() }
             }
             e => corrupt("config", e.to_string()),
@@ -274,6 +315,11 @@ impl Repository {
         self.identities.is_some()
     }
 
+    /// Fail early, before anything is changed, on a host that can only write.
+    pub fn check_can_read(&self) -> Result<()> {
+        self.identities().map(|_| ())
+    }
+
     pub(crate) fn corrupt(&self, what: impl Into<String>, detail: impl Into<String>) -> RepoError {
         RepoError::Corrupt {
             url: self.url(),
@@ -293,7 +339,10 @@ impl Repository {
         })?;
         let name = path.rsplit('/').next().unwrap_or(path);
         if Id::of_stored(&bytes).to_hex() != name {
-            return Err(self.corrupt(path, "content does not match its name (altered or truncated)"));
+            return Err(self.corrupt(
+                path,
+                "content does not match its name (altered or truncated)",
+            ));
         }
         Ok(bytes)
     }
@@ -302,7 +351,10 @@ impl Repository {
     fn put_sealed(&self, dir: &str, kind: &str, json: &[u8]) -> Result<Id> {
         let sealed = self.meta.seal(kind, json);
         let id = Id::of_stored(&sealed);
-        match self.storage.put(&format!("{dir}{id}"), &sealed, PutMode::Create) {
+        match self
+            .storage
+            .put(&format!("{dir}{id}"), &sealed, PutMode::Create)
+        {
             Ok(()) => Ok(id),
             Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(id),
             Err(e) => Err(e.into()),
@@ -321,8 +373,8 @@ impl Repository {
         for obj in self.storage.list(format::BACKUPS_DIR)? {
             let bytes = self.get_verified(&obj.path)?;
             let json = self.unseal(&obj.path, "backup", &bytes)?;
-            let rec: BackupRecord =
-                serde_json::from_slice(&json).map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
+            let rec: BackupRecord = serde_json::from_slice(&json)
+                .map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
             let id: Id = obj.path[format::BACKUPS_DIR.len()..]
                 .parse()
                 .map_err(|e: CodecError| self.corrupt(&obj.path, e.to_string()))?;
@@ -394,19 +446,26 @@ fn unlock_keys(
                 ))
             })?;
             for kf in &files {
-                let KeyFile::Passphrase { kdf, ciphertext, .. } = kf else { continue };
-                let ct = codec::b64_decode(ciphertext).map_err(|e| RepoError::Other(e.to_string()))?;
+                let KeyFile::Passphrase {
+                    kdf, ciphertext, ..
+                } = kf
+                else {
+                    continue;
+                };
+                let ct =
+                    codec::b64_decode(ciphertext).map_err(|e| RepoError::Other(e.to_string()))?;
                 match codec::passphrase_decrypt(kdf, pass, &ct) {
                     Ok(json) => {
                         let m = material(&json)?;
                         let meta = MetadataKey::new(
-                            SecretBytes::from_base64(&m.metadata_key).map_err(|e| RepoError::Other(e.to_string()))?,
+                            SecretBytes::from_base64(&m.metadata_key)
+                                .map_err(|e| RepoError::Other(e.to_string()))?,
                         );
                         let ids = match m.identity {
                             Some(s) => {
-                                let id: age::x25519::Identity = s
-                                    .parse()
-                                    .map_err(|_| RepoError::Other("key file holds an invalid identity".into()))?;
+                                let id: age::x25519::Identity = s.parse().map_err(|_| {
+                                    RepoError::Other("key file holds an invalid identity".into())
+                                })?;
                                 Some(vec![Box::new(id) as Box<dyn age::Identity + Send + Sync>])
                             }
                             None => None,
@@ -423,8 +482,11 @@ fn unlock_keys(
             if let Some(ids) = creds.identities.take() {
                 let mut matched = false;
                 for kf in &files {
-                    let KeyFile::Age { ciphertext, .. } = kf else { continue };
-                    let ct = codec::b64_decode(ciphertext).map_err(|e| RepoError::Other(e.to_string()))?;
+                    let KeyFile::Age { ciphertext, .. } = kf else {
+                        continue;
+                    };
+                    let ct = codec::b64_decode(ciphertext)
+                        .map_err(|e| RepoError::Other(e.to_string()))?;
                     match codec::age_decrypt(&ids, &ct) {
                         Ok(json) => {
                             let m = material(&json)?;
@@ -460,8 +522,11 @@ fn unlock_keys(
 fn parse_recipients(strs: &[String]) -> Result<Vec<age::x25519::Recipient>> {
     strs.iter()
         .map(|s| {
-            s.parse::<age::x25519::Recipient>()
-                .map_err(|_| RepoError::Other(format!("invalid age recipient {s:?}; hint: recipients look like age1...")))
+            s.parse::<age::x25519::Recipient>().map_err(|_| {
+                RepoError::Other(format!(
+                    "invalid age recipient {s:?}; hint: recipients look like age1..."
+                ))
+            })
         })
         .collect()
 }

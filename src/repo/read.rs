@@ -58,14 +58,20 @@ impl Fetcher {
         if let Some(k) = self.keys.lock().expect("key cache").get(pack) {
             return Ok(k.clone());
         }
-        let wrapped = self.wrapped.get(pack).expect("locations come from the index");
+        let wrapped = self
+            .wrapped
+            .get(pack)
+            .expect("locations come from the index");
         let k = SessionKey::unwrap(wrapped, &self.identities).map_err(|e| match e {
             crate::codec::CodecError::NoMatchingIdentity => RepoError::WrongIdentity {
                 url: self.repo_url.clone(),
             },
             e => self.corrupt(format::pack_path(pack), &format!("session key: {e}")),
         })?;
-        self.keys.lock().expect("key cache").insert(*pack, k.clone());
+        self.keys
+            .lock()
+            .expect("key cache")
+            .insert(*pack, k.clone());
         Ok(k)
     }
 
@@ -105,11 +111,18 @@ impl Repository {
         for id in &stream.chunks {
             let loc = index.get(id).ok_or_else(|| RepoError::Missing {
                 url: self.url(),
-                what: format!("blob {} of stream {:?} (not in any index)", id.short(), stream.name),
+                what: format!(
+                    "blob {} of stream {:?} (not in any index)",
+                    id.short(),
+                    stream.name
+                ),
             })?;
-            wrapped
-                .entry(loc.pack)
-                .or_insert_with(|| index.wrapped_key(&loc.pack).expect("indexed pack has a key").to_vec());
+            wrapped.entry(loc.pack).or_insert_with(|| {
+                index
+                    .wrapped_key(&loc.pack)
+                    .expect("indexed pack has a key")
+                    .to_vec()
+            });
             locations.push((*id, *loc));
         }
         let fetcher = Arc::new(Fetcher {
@@ -123,7 +136,9 @@ impl Repository {
         let (job_tx, job_rx) = channel::<(usize, Id, BlobLocation)>();
         let (res_tx, res_rx) = channel::<Fetched>();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8);
         let workers = (0..threads)
             .map(|_| {
                 let rx = Arc::clone(&job_rx);

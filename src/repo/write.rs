@@ -53,7 +53,9 @@ impl Repository {
             .wrap(&self.recipients)
             .map_err(|e| RepoError::Other(format!("wrapping session key: {e}")))?;
         let level = self.settings.compression_level;
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
         let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
         let (enc_tx, enc_rx) = sync_channel::<Encrypted>(threads * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -152,11 +154,19 @@ impl Packer {
             return Ok(());
         }
         let blobs = std::mem::take(&mut self.blobs);
-        let trailer = self.meta.seal("pack", &super::to_json(&PackTrailer { blobs: blobs.clone() }));
+        let trailer = self.meta.seal(
+            "pack",
+            &super::to_json(&PackTrailer {
+                blobs: blobs.clone(),
+            }),
+        );
         let mut pack = std::mem::take(&mut self.buf);
         pack.extend_from_slice(&format::pack_footer(&trailer));
         let id = Id::of_stored(&pack);
-        match self.storage.put(&format::pack_path(&id), &pack, PutMode::Create) {
+        match self
+            .storage
+            .put(&format::pack_path(&id), &pack, PutMode::Create)
+        {
             Ok(()) => {}
             Err(e) if e.kind == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.into()),
@@ -195,7 +205,9 @@ impl Session<'_> {
         let mut size = 0u64;
         for c in chunker {
             let c = c.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(io) => RepoError::Other(format!("reading {name}: {io}")),
+                fastcdc::v2020::Error::IoError(io) => {
+                    RepoError::Other(format!("reading {name}: {io}"))
+                }
                 other => RepoError::Other(format!("reading {name}: {other}")),
             })?;
             observe(&c.data);

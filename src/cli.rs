@@ -1,0 +1,311 @@
+//! The command line: parse, call an operation, print, map errors to exit codes.
+//! Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::ops::export::{ExportFormat, ExportOptions};
+use crate::ops::restore::RestoreOptions;
+use crate::ops::{self, Context, UsageError};
+
+#[derive(Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "PostgreSQL backups you can prove by restoring them"
+)]
+struct Cli {
+    /// Configuration file (default: $LIFEBOAT_CONFIG, ./lifeboat.toml, /etc/lifeboat/lifeboat.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// No progress bars or step messages
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the repositories of the configuration (never touches an existing one)
+    Init {
+        /// Only this repository
+        #[arg(long)]
+        repository: Option<String>,
+    },
+    /// Manage age keys for public-key mode
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Back up a target now
+    Backup { target: String },
+    /// List backups
+    List {
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup in detail
+    Show {
+        /// Backup id or a unique prefix of it
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a database
+    Restore {
+        target: String,
+        /// Backup id or prefix (default: the newest of the target)
+        #[arg(long)]
+        backup: Option<String>,
+        /// Restore into this database instead of the target's (created if missing)
+        #[arg(long, value_name = "URL")]
+        into: Option<String>,
+        /// Replace the contents of an existing database (asks first unless --yes)
+        #[arg(long)]
+        clean: bool,
+        /// Parallel pg_restore jobs (uses a temporary copy of the dump)
+        #[arg(long, short, default_value_t = 1)]
+        jobs: u32,
+        /// Print the steps without changing anything
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+        /// Apply the backup's roles and tablespaces first (for a new server)
+        #[arg(long)]
+        globals: bool,
+        /// Do not restore ownership (pg_restore --no-owner)
+        #[arg(long)]
+        no_owner: bool,
+        /// Where --jobs puts its temporary copy (default: $TMPDIR)
+        #[arg(long, value_name = "DIR")]
+        temp_dir: Option<PathBuf>,
+    },
+    /// Write a standard pg_dump file (or the globals SQL) from a backup
+    Export {
+        target: String,
+        #[arg(long)]
+        backup: Option<String>,
+        #[arg(long, value_enum, default_value = "custom")]
+        format: ExportFormat,
+        /// Export the globals (roles, tablespaces) as SQL instead of the database
+        #[arg(long)]
+        globals: bool,
+        /// Output file (default: standard output)
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Write a new age identity file and print its public recipient
+    Generate {
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            let (msg, hint) = match text.split_once("; hint: ") {
+                Some((m, h)) => (m.to_string(), Some(h.to_string())),
+                None => (text, None),
+            };
+            eprintln!("error: {msg}");
+            if let Some(h) = hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(if is_usage(&e) { 2 } else { 1 })
+        }
+    }
+}
+
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<UsageError>()
+            || c.is::<crate::config::ConfigError>()
+            || c.downcast_ref::<crate::repo::RepoError>()
+                .is_some_and(|r| r.is_usage())
+    })
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Command::Key {
+        command: KeyCommand::Generate { output },
+    } = &cli.command
+    {
+        let recipient = ops::init::key_generate(output)?;
+        eprintln!(
+            "wrote identity to {} (mode 0600); keep it safe: it reads your backups",
+            output.display()
+        );
+        println!("{recipient}");
+        return Ok(());
+    }
+    let path = Config::locate(cli.config.as_deref())?;
+    let ctx = Context {
+        config: Config::load(&path)?,
+        quiet: cli.quiet,
+    };
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Key { .. } => unreachable!("handled above"),
+        Command::Init { repository } => {
+            let names: Vec<String> = match repository {
+                Some(n) => vec![n],
+                None => ctx.config.repositories.keys().cloned().collect(),
+            };
+            for n in names {
+                for line in ops::init::init_repository(&ctx, &n)? {
+                    writeln!(out, "{line}")?;
+                }
+            }
+        }
+        Command::Backup { target } => {
+            let outcome = ops::backup::run(&ctx, &target)?;
+            writeln!(out, "{outcome}")?;
+        }
+        Command::List { target, json } => {
+            let all = ops::list::collect(&ctx, target.as_deref())?;
+            let views: Vec<_> = all.into_iter().map(|(v, _)| v).collect();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &views)?;
+                writeln!(out)?;
+            } else {
+                ops::list::print_table(&mut out, &views)?;
+            }
+        }
+        Command::Show { id, json } => {
+            let (view, record) = find_anywhere(&ctx, &id)?;
+            if json {
+                let mut v = serde_json::to_value(&view)?;
+                v["record"] = serde_json::to_value(summary_record(&record))?;
+                serde_json::to_writer_pretty(&mut out, &v)?;
+                writeln!(out)?;
+            } else {
+                ops::list::print_details(&mut out, &view, &record)?;
+            }
+        }
+        Command::Restore {
+            target,
+            backup,
+            into,
+            clean,
+            jobs,
+            dry_run,
+            yes,
+            globals,
+            no_owner,
+            temp_dir,
+        } => {
+            let opts = RestoreOptions {
+                backup,
+                into,
+                clean,
+                jobs,
+                dry_run,
+                yes,
+                globals,
+                no_owner,
+                temp_dir,
+            };
+            if let Some(o) = ops::restore::run(&ctx, &target, &opts)? {
+                writeln!(
+                    out,
+                    "restored backup {} into database {}: {} tables checked, {:.1} s",
+                    o.backup_id.short(),
+                    o.database,
+                    o.tables,
+                    o.seconds
+                )?;
+            }
+        }
+        Command::Export {
+            target,
+            backup,
+            format,
+            globals,
+            output,
+        } => {
+            let to_file = output.clone();
+            let (id, n) = ops::export::run(
+                &ctx,
+                &target,
+                &ExportOptions {
+                    backup,
+                    format,
+                    globals,
+                    output,
+                },
+            )?;
+            if let Some(p) = to_file {
+                eprintln!(
+                    "exported backup {} to {} ({})",
+                    id.short(),
+                    p.display(),
+                    ops::human_bytes(n)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The record without chunk lists, for `show --json`.
+fn summary_record(r: &crate::format::BackupRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(streams) = v.get_mut("streams").and_then(|s| s.as_array_mut()) {
+        for s in streams {
+            if let Some(obj) = s.as_object_mut() {
+                let n = obj
+                    .get("chunks")
+                    .and_then(|c| c.as_array())
+                    .map_or(0, |a| a.len());
+                obj.insert("chunks".into(), serde_json::json!(n));
+            }
+        }
+    }
+    v
+}
+
+fn find_anywhere(
+    ctx: &Context,
+    prefix: &str,
+) -> Result<(ops::list::BackupView, crate::format::BackupRecord)> {
+    let mut found = Vec::new();
+    for name in ctx.config.repositories.keys() {
+        let repo = ctx.open_repository(name)?;
+        match repo.find_backup(prefix) {
+            Ok((id, rec)) => found.push((ops::list::BackupView::new(name, &id, &rec), rec)),
+            Err(crate::repo::RepoError::NoSuchBackup(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match found.len() {
+        0 => Err(ops::usage(format!(
+            "no backup matches {prefix:?}; hint: `lifeboat list` shows the ids"
+        ))),
+        _ => Ok(found.remove(0)),
+    }
+}

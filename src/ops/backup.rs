@@ -1,0 +1,185 @@
+//! `lifeboat backup TARGET` for logical targets: pg_dumpall --globals-only and
+//! pg_dump -Fc -Z0 streamed into one repository session, then indexed, then listed.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use chrono::Utc;
+
+use super::progress::Progress;
+use super::{Context, human_bytes, usage};
+use crate::codec::Id;
+use crate::config::Method;
+use crate::format::{self, BackupKind, BackupRecord, DatabaseInfo};
+use crate::pg::dumpfile::TocSniffer;
+use crate::pg::process::{self, Connection};
+use crate::pg::tools::PgTools;
+
+pub struct BackupOutcome {
+    pub id: Id,
+    pub record: BackupRecord,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for BackupOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.record;
+        let dump = r.stream("dump").map_or(0, |s| s.size);
+        write!(
+            f,
+            "backup {} of {} done: database {} (PostgreSQL {}), dump {}, {} new, {} stored, {:.1} s",
+            self.id.short(),
+            r.target,
+            r.database.name,
+            r.database.server_version,
+            human_bytes(dump),
+            human_bytes(r.stats.new_bytes),
+            human_bytes(r.stats.stored_bytes),
+            self.seconds
+        )
+    }
+}
+
+/// Facts about the database, asked before dumping; also proves we can connect.
+pub fn database_info(tools: &PgTools, conn: &Connection) -> Result<DatabaseInfo> {
+    let rows = tools
+        .query(
+            conn,
+            "SELECT current_database(), current_setting('server_version'), current_setting('server_version_num'), \
+             pg_encoding_to_char(encoding), datcollate, datctype, pg_database_size(oid) \
+             FROM pg_database WHERE datname = current_database()",
+        )
+        .map_err(|e| connect_error(conn, e))?;
+    let row = rows
+        .first()
+        .filter(|r| r.len() == 7)
+        .context("unexpected answer from the server")?;
+    Ok(DatabaseInfo {
+        name: row[0].clone(),
+        server_version: row[1].split_whitespace().next().unwrap_or("").to_string(),
+        server_version_num: row[2].parse().unwrap_or(0),
+        encoding: row[3].clone(),
+        collate: row[4].clone(),
+        ctype: row[5].clone(),
+        size_bytes: row[6].parse().unwrap_or(0),
+    })
+}
+
+/// A connection that fails before any work is a setup problem (exit 2).
+pub fn connect_error(conn: &Connection, e: process::ProcessError) -> anyhow::Error {
+    match e.stderr() {
+        Some(msg) => usage(format!(
+            "cannot connect to {}: {msg}; hint: check the database URL, the password (PGPASSWORD or ~/.pgpass) and that the server is running",
+            conn.describe()
+        )),
+        None => usage(e.to_string()),
+    }
+}
+
+pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
+    let target = ctx.target(target_name)?;
+    if target.method != Method::Logical {
+        bail!(usage(format!(
+            "target {target_name:?} is physical; physical backups are not implemented yet; hint: use method = \"logical\""
+        )));
+    }
+    let (repo_name, _) = ctx.target_repository(target_name)?;
+    let repo = ctx.open_repository(&repo_name)?;
+    let conn = ctx.connection(target_name)?;
+    let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
+    let started = Utc::now();
+    let clock = Instant::now();
+    let database = database_info(&tools, &conn)?;
+    tools
+        .check_can_dump(database.server_version_num / 10000)
+        .map_err(|e| usage(e.to_string()))?;
+
+    let lock = repo.lock_shared(&format!("backup {target_name}"))?;
+    let mut session = repo.start_session()?;
+    let mut streams = Vec::new();
+
+    if target.globals {
+        let mut cmd = tools.command("pg_dumpall")?;
+        cmd.args(["--globals-only", "-w"]);
+        if !target.globals_role_passwords {
+            cmd.arg("--no-role-passwords");
+        }
+        conn.apply(&mut cmd);
+        let mut child = process::spawn(cmd, Stdio::null())?;
+        let out = child.stdout();
+        let stream = session.write_stream("globals", "sql", out, &mut |_| {}, &|_| {});
+        let waited = child.wait();
+        if let Err(e) = waited {
+            bail!(
+                "{e}; hint: the backup role cannot read roles and tablespaces; grant it pg_read_all_settings or set globals = false in [target.{target_name}]"
+            );
+        }
+        streams.push(stream?);
+    }
+
+    let mut cmd = tools.command("pg_dump")?;
+    cmd.args(["--format=custom", "--compress=0", "--no-password"]);
+    conn.apply(&mut cmd);
+    let mut child = process::spawn(cmd, Stdio::null())?;
+    let out = child.stdout();
+    let progress = Progress::bytes(&format!("backup {target_name}"), None, ctx.quiet);
+    let mut sniffer = TocSniffer::new(64 * 1024 * 1024);
+    let written = session.write_stream(
+        "dump",
+        "pg_dump-custom",
+        out,
+        &mut |bytes| sniffer.feed(bytes),
+        &|n| progress.set(n),
+    );
+    progress.finish();
+    if written.is_err() {
+        child.kill();
+    }
+    // pg_dump's own message comes first: it explains a short stream.
+    let dumped = child.wait();
+    let stream = match (dumped, written) {
+        (Err(e), _) => bail!("{e}"),
+        (Ok(_), Err(e)) => return Err(e).context("storing the dump"),
+        (Ok(_), Ok(s)) => s,
+    };
+    if stream.size == 0 {
+        bail!("pg_dump produced no output");
+    }
+    streams.push(stream);
+    let dump = match sniffer.finish() {
+        Ok(toc) => Some(toc.summary()),
+        Err(e) => {
+            eprintln!(
+                "warning: could not read the dump's table of contents ({e}); restores of this backup cannot check its tables"
+            );
+            None
+        }
+    };
+
+    let stats = session.finish().context("storing the backup")?;
+    lock.check_held()?;
+    let mut tools_used = std::collections::BTreeMap::new();
+    tools_used.insert("pg_dump".to_string(), tools.version.clone());
+    let record = BackupRecord {
+        version: format::FORMAT_VERSION,
+        kind: BackupKind::Logical,
+        target: target_name.into(),
+        host: crate::repo::hostname(),
+        lifeboat: env!("CARGO_PKG_VERSION").into(),
+        started,
+        finished: Utc::now(),
+        database,
+        tools: tools_used,
+        streams,
+        dump,
+        stats,
+    };
+    let id = repo.write_backup_record(&record)?;
+    drop(lock);
+    Ok(BackupOutcome {
+        id,
+        record,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,161 @@
+//! `lifeboat export`: write a standard pg_dump file (or the globals SQL) out of the
+//! repository, for pg_restore or psql without lifeboat.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Context, usage};
+use crate::codec::Id;
+use crate::pg::process;
+use crate::pg::tools::PgTools;
+use crate::repo::{Repository, StreamReader};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// pg_dump custom format (pg_restore reads it)
+    Custom,
+    /// plain SQL (psql reads it)
+    Plain,
+}
+
+pub struct ExportOptions {
+    pub backup: Option<String>,
+    pub format: ExportFormat,
+    pub globals: bool,
+    pub output: Option<PathBuf>,
+}
+
+/// Select a target's backup: the given id prefix, or the newest.
+pub fn select_backup(
+    repo: &Repository,
+    target: &str,
+    prefix: Option<&str>,
+) -> Result<(Id, crate::format::BackupRecord)> {
+    match prefix {
+        Some(p) => {
+            let (id, rec) = repo.find_backup(p)?;
+            if rec.target != target {
+                bail!(usage(format!(
+                    "backup {} belongs to target {:?}, not {target:?}",
+                    id.short(),
+                    rec.target
+                )));
+            }
+            Ok((id, rec))
+        }
+        None => repo
+            .list_backups()?
+            .into_iter()
+            .rfind(|(_, r)| r.target == target)
+            .ok_or_else(|| {
+                usage(format!(
+                    "target {target:?} has no backups yet; hint: run `lifeboat backup {target}`"
+                ))
+            }),
+    }
+}
+
+pub fn run(ctx: &Context, target_name: &str, opts: &ExportOptions) -> Result<(Id, u64)> {
+    let target = ctx.target(target_name)?;
+    let (repo_name, _) = ctx.target_repository(target_name)?;
+    let repo = ctx.open_repository(&repo_name)?;
+    repo.check_can_read()?;
+    let (id, record) = select_backup(&repo, target_name, opts.backup.as_deref())?;
+    let name = if opts.globals { "globals" } else { "dump" };
+    let stream = record
+        .stream(name)
+        .with_context(|| format!("backup {} has no {name} stream", id.short()))?;
+    if opts.output.is_none()
+        && std::io::stdout().is_terminal()
+        && opts.format == ExportFormat::Custom
+        && !opts.globals
+    {
+        bail!(usage(
+            "refusing to write a binary dump to a terminal; hint: -o FILE, or redirect stdout"
+        ));
+    }
+    let index = repo.load_index()?;
+    let mut reader = repo.read_stream(&index, stream)?;
+    // Write to FILE.partial and rename, so a failed export never leaves a plausible file.
+    let (mut out, partial): (Box<dyn Write>, Option<PathBuf>) = match &opts.output {
+        Some(p) => {
+            let tmp = PathBuf::from(format!("{}.partial", p.display()));
+            let f = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            (Box::new(std::io::BufWriter::new(f)), Some(tmp))
+        }
+        None => (Box::new(std::io::stdout().lock()), None),
+    };
+    let result = if opts.format == ExportFormat::Plain && !opts.globals {
+        let tools =
+            PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
+        to_plain(&tools, &mut reader, &mut out)
+    } else {
+        copy(&mut reader, &mut out)
+    };
+    let result = result.and_then(|n| {
+        out.flush()?;
+        Ok(n)
+    });
+    drop(out);
+    match (result, partial) {
+        (Ok(n), Some(tmp)) => {
+            let f = std::fs::File::open(&tmp)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, opts.output.as_ref().expect("partial implies output"))?;
+            Ok((id, n))
+        }
+        (Ok(n), None) => Ok((id, n)),
+        (Err(e), tmp) => {
+            if let Some(t) = tmp {
+                let _ = std::fs::remove_file(t);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn copy(reader: &mut StreamReader, out: &mut dyn Write) -> Result<u64> {
+    match std::io::copy(reader, out) {
+        Ok(n) => Ok(n),
+        Err(e) => Err(reader
+            .take_error()
+            .map(anyhow::Error::from)
+            .unwrap_or_else(|| e.into())),
+    }
+}
+
+/// pg_restore without -d writes the SQL script to stdout.
+fn to_plain(tools: &PgTools, reader: &mut StreamReader, out: &mut dyn Write) -> Result<u64> {
+    let mut cmd = tools.command("pg_restore")?;
+    cmd.args(["--file=-"]);
+    let mut child = process::spawn(cmd, Stdio::piped())?;
+    let mut stdin = child.stdin();
+    let mut stdout = child.stdout();
+    let copied = std::thread::scope(|s| {
+        let pump = s.spawn(move || {
+            let r = std::io::copy(reader, &mut stdin).map_err(|e| {
+                reader
+                    .take_error()
+                    .map(anyhow::Error::from)
+                    .unwrap_or_else(|| e.into())
+            });
+            drop(stdin);
+            r
+        });
+        let n = std::io::copy(&mut stdout, out);
+        let fed = pump.join().expect("pump thread");
+        (n, fed)
+    });
+    let (n, fed) = copied;
+    if let Err(e) = fed {
+        child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    child.wait()?;
+    Ok(n?)
+}

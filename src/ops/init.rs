@@ -1,0 +1,109 @@
+//! `lifeboat init` and `lifeboat key generate`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Context, usage};
+use crate::config::EncryptionMode;
+use crate::repo::{InitKeys, Repository};
+
+/// Create a file readable only by its owner; never overwrite.
+pub fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => usage(format!(
+                "{} already exists; hint: lifeboat never overwrites a key file: move it away or choose another path",
+                path.display()
+            )),
+            _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
+        })?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Write a new age identity file; returns the public recipient.
+pub fn key_generate(output: &Path) -> Result<String> {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let text = format!(
+        "# created: {}\n# public key: {recipient}\n{}\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        identity.to_string().expose_secret()
+    );
+    write_secret_file(output, &text)?;
+    Ok(recipient)
+}
+
+/// Initialise one repository; returns the lines to tell the user.
+pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
+    let rc = ctx.config.repository(name)?;
+    let storage: Arc<dyn crate::storage::Storage> =
+        Arc::from(crate::storage::open(&rc.url).map_err(|e| usage(format!("{e:#}")))?);
+    let level = rc
+        .compression_level
+        .unwrap_or(crate::format::DEFAULT_COMPRESSION_LEVEL);
+    let mut lines = Vec::new();
+    match rc.encryption() {
+        EncryptionMode::Passphrase => {
+            let pass = rc.passphrase()?.ok_or_else(|| {
+                usage(format!(
+                    "repository {name:?} needs a passphrase; hint: set LIFEBOAT_PASSPHRASE, or passphrase_file in [repository.{name}], or recipients for public-key mode"
+                ))
+            })?;
+            if pass.chars().count() < 12 {
+                bail!(usage(
+                    "the passphrase is shorter than 12 characters; hint: use a long random passphrase (e.g. `openssl rand -base64 24`)"
+                ));
+            }
+            Repository::init(storage, InitKeys::Passphrase(pass), level)
+                .with_context(|| format!("repository {name:?}"))?;
+            lines.push(format!(
+                "created repository {name:?} at {} (passphrase mode)",
+                rc.url
+            ));
+            lines.push("keep the passphrase safe and apart from the backups: without it no backup can be restored.".into());
+        }
+        EncryptionMode::Recipients => {
+            let dedup_path: PathBuf = rc.dedup_key_file.clone().unwrap_or_else(|| {
+                ctx.config
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(format!("{name}.dedup-key"))
+            });
+            if dedup_path.exists() {
+                bail!(usage(format!(
+                    "{} already exists; hint: a dedup key belongs to one repository: move the old one away",
+                    dedup_path.display()
+                )));
+            }
+            let outcome =
+                Repository::init(storage, InitKeys::Recipients(rc.recipients.clone()), level)
+                    .with_context(|| format!("repository {name:?}"))?;
+            let key = outcome
+                .dedup_key
+                .expect("recipients mode yields a dedup key");
+            write_secret_file(&dedup_path, &format!("{}\n", key.to_base64()))?;
+            lines.push(format!(
+                "created repository {name:?} at {} (public-key mode)",
+                rc.url
+            ));
+            lines.push(format!(
+                "wrote the dedup key to {} (mode 0600): backup hosts need it (dedup_key_file or LIFEBOAT_DEDUP_KEY); it lets them write backups, not read them.",
+                dedup_path.display()
+            ));
+            lines.push("keep the age identity of the recipients safe and off the backup hosts: only it can read backups, and without it no backup can be restored.".into());
+        }
+    }
+    Ok(lines)
+}

@@ -1,0 +1,117 @@
+//! One module per user-facing operation. Each takes a `Context` (configuration and
+//! global flags) and returns what happened; the CLI only parses and prints.
+
+pub mod backup;
+pub mod export;
+pub mod init;
+pub mod list;
+pub mod progress;
+pub mod restore;
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+
+use crate::config::{Config, RepositoryConfig, TargetConfig};
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::process::Connection;
+use crate::repo::{Credentials, Repository};
+
+/// An error the user fixes by changing input or setup: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// What every operation gets.
+pub struct Context {
+    pub config: Config,
+    /// No progress bars, fewer messages.
+    pub quiet: bool,
+}
+
+impl Context {
+    pub fn target(&self, name: &str) -> Result<&TargetConfig> {
+        Ok(self.config.target(name)?)
+    }
+
+    /// The repository a target writes to first.
+    pub fn target_repository(&self, target: &str) -> Result<(String, &RepositoryConfig)> {
+        let t = self.target(target)?;
+        let names = t.repository_names();
+        let name = names
+            .first()
+            .ok_or_else(|| {
+                usage(format!(
+                    "target {target:?} has no repository; hint: add repository = \"NAME\""
+                ))
+            })?
+            .to_string();
+        let rc = self.config.repository(&name)?;
+        Ok((name, rc))
+    }
+
+    pub fn open_repository(&self, name: &str) -> Result<Repository> {
+        let rc = self.config.repository(name)?;
+        let storage: Arc<dyn crate::storage::Storage> =
+            Arc::from(crate::storage::open(&rc.url).map_err(|e| usage(format!("{e:#}")))?);
+        let creds = credentials(rc)?;
+        Repository::open(storage, creds).with_context(|| format!("repository {name:?}"))
+    }
+
+    pub fn connection(&self, target: &str) -> Result<Connection> {
+        let t = self.target(target)?;
+        let info = ConnInfo::parse(&t.database)
+            .map_err(|e| usage(format!("target {target:?}: database: {e}")))?;
+        Ok(Connection::new(&info))
+    }
+}
+
+/// Gather the secrets a repository section points at.
+pub fn credentials(rc: &RepositoryConfig) -> Result<Credentials> {
+    let identities = match &rc.identity_file {
+        Some(path) => Some(read_identities(path)?),
+        None => None,
+    };
+    let dedup_key = match rc.dedup_key()? {
+        Some(s) => Some(crate::codec::SecretBytes::from_base64(&s).map_err(|_| {
+            usage("the dedup key is not valid (expected 44 characters of base64); hint: use the file `lifeboat init` wrote")
+        })?),
+        None => None,
+    };
+    Ok(Credentials {
+        passphrase: rc.passphrase()?,
+        identities,
+        dedup_key,
+        recipients: rc.recipients.clone(),
+    })
+}
+
+pub fn read_identities(path: &std::path::Path) -> Result<crate::repo::Identities> {
+    let file = age::IdentityFile::from_file(path.display().to_string()).map_err(|e| {
+        usage(format!(
+            "cannot read identity file {}: {e}; hint: create one with `lifeboat key generate -o FILE`",
+            path.display()
+        ))
+    })?;
+    file.into_identities()
+        .map_err(|e| usage(format!("identity file {}: {e}", path.display())))
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

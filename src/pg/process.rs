@@ -1,0 +1,212 @@
+//! One wrapper for every PostgreSQL client program lifeboat runs.
+//!
+//! stdout is streamed by the caller, stderr is drained on its own thread (so
+//! neither pipe can fill and deadlock), and a failure carries the program's own
+//! message and exit status. Passwords travel in PGPASSWORD, never in argv.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+use super::conninfo::ConnInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(
+        "{program} not found at {path}; hint: install the PostgreSQL client programs (apt-get install postgresql-client) or set pg_bindir in the target"
+    )]
+    NotFound { program: String, path: PathBuf },
+    #[error("could not start {program}: {message}")]
+    Spawn { program: String, message: String },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+impl ProcessError {
+    /// The program's own stderr, if it ran.
+    pub fn stderr(&self) -> Option<&str> {
+        match self {
+            ProcessError::Failed { stderr, .. } => Some(stderr),
+            _ => None,
+        }
+    }
+}
+
+/// A connection as client programs take it: conninfo without password, plus the
+/// password for the environment.
+#[derive(Clone)]
+pub struct Connection {
+    info: ConnInfo,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Connection({})", self.info)
+    }
+}
+
+impl Connection {
+    pub fn new(info: &ConnInfo) -> Connection {
+        Connection {
+            password: info.password().map(str::to_string),
+            info: info.without_password(),
+        }
+    }
+
+    pub fn dbname(&self) -> Option<&str> {
+        self.info.dbname()
+    }
+
+    pub fn with_dbname(&self, db: &str) -> Connection {
+        Connection {
+            info: self.info.with_dbname(db),
+            password: self.password.clone(),
+        }
+    }
+
+    /// What to show the user (never the password).
+    pub fn describe(&self) -> String {
+        self.info.to_string()
+    }
+
+    /// Add `-d <conninfo>` and the password environment to a command.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.arg("-d").arg(self.info.to_conninfo_string());
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+    }
+}
+
+/// A running client program.
+pub struct Running {
+    program: String,
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// Build a command for `program` in `bindir`, never prompting for a password.
+pub fn command(bindir: &Path, program: &str) -> Result<Command, ProcessError> {
+    let path = bindir.join(program);
+    if !path.exists() {
+        return Err(ProcessError::NotFound {
+            program: program.into(),
+            path,
+        });
+    }
+    let mut cmd = Command::new(path);
+    cmd.env(
+        "PGCONNECT_TIMEOUT",
+        std::env::var("PGCONNECT_TIMEOUT").unwrap_or_else(|_| "10".into()),
+    );
+    Ok(cmd)
+}
+
+pub fn spawn(mut cmd: Command, stdin: Stdio) -> Result<Running, ProcessError> {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ProcessError::Spawn {
+            program: program.clone(),
+            message: e.to_string(),
+        })?;
+    let mut err = child.stderr.take().expect("stderr piped");
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        // Keep the tail only: a chatty program must not grow memory without bound.
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = err.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > 64 * 1024 {
+                buf.drain(..buf.len() - 32 * 1024);
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    Ok(Running {
+        program,
+        child,
+        stderr: Some(stderr),
+    })
+}
+
+impl Running {
+    pub fn stdout(&mut self) -> ChildStdout {
+        self.child.stdout.take().expect("stdout taken once")
+    }
+    pub fn stdin(&mut self) -> ChildStdin {
+        self.child.stdin.take().expect("stdin piped and taken once")
+    }
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Wait for exit; a non-zero status becomes an error with the program's stderr.
+    pub fn wait(mut self) -> Result<String, ProcessError> {
+        let status = self.child.wait().map_err(|e| ProcessError::Spawn {
+            program: self.program.clone(),
+            message: e.to_string(),
+        })?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        check(&self.program, status, stderr)
+    }
+}
+
+fn check(program: &str, status: ExitStatus, stderr: String) -> Result<String, ProcessError> {
+    if status.success() {
+        return Ok(stderr);
+    }
+    let status = match status.code() {
+        Some(c) => format!("exit code {c}"),
+        None => "killed by a signal".into(),
+    };
+    Err(ProcessError::Failed {
+        program: program.into(),
+        status,
+        stderr: tidy(&stderr),
+    })
+}
+
+/// Make a program's stderr fit on one line: drop its "program: " prefixes and
+/// join lines.
+pub fn tidy(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let text = lines.join(" / ");
+    if text.is_empty() {
+        "no error output".into()
+    } else {
+        text
+    }
+}
+
+/// Run a program to completion, returning its stdout.
+pub fn output(cmd: Command) -> Result<Vec<u8>, ProcessError> {
+    let mut r = spawn(cmd, Stdio::null())?;
+    let mut out = Vec::new();
+    let _ = r.stdout().read_to_end(&mut out);
+    r.wait()?;
+    Ok(out)
+}

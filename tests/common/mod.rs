@@ -1,0 +1,161 @@
+//! Shared set-up for end-to-end tests: a real cluster, a repository directory,
+//! a lifeboat.toml, and the built `lifeboat` binary run as a child process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lifeboat::testkit::{self, TestCluster};
+use tempfile::TempDir;
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+pub struct Env {
+    pub cluster: TestCluster,
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+/// What one lifeboat run did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "lifeboat failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails(self, code: i32, needle: &str) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Env {
+    /// A cluster with the hyper_db sample loaded and a passphrase repository
+    /// (not yet initialised) with target "dev".
+    pub fn new() -> Env {
+        let cluster = TestCluster::start().expect("start PostgreSQL");
+        cluster.createdb("hyper_db").unwrap();
+        cluster
+            .psql("hyper_db", testkit::sample_hyper_db_sql())
+            .unwrap();
+        let dir = testkit::temp_dir_for_postgres().unwrap();
+        let config = dir.path().join("lifeboat.toml");
+        let env = Env {
+            cluster,
+            dir,
+            config,
+        };
+        env.write_config(&format!(
+            "[repository.main]\nurl = \"file://{}\"\n\n{}",
+            env.repo_path().display(),
+            env.target_section("dev", "hyper_db", "")
+        ));
+        env
+    }
+
+    pub fn repo_path(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn target_section(&self, name: &str, db: &str, extra: &str) -> String {
+        format!(
+            "[target.{name}]\ndatabase = \"{}\"\nmethod = \"logical\"\nrepository = \"main\"\nretention = {{ keep_last = 3 }}\n{extra}\n",
+            self.cluster.uri(db)
+        )
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn lifeboat(&self, args: &[&str]) -> Run {
+        self.lifeboat_env(args, &[("LIFEBOAT_PASSPHRASE", PASSPHRASE)])
+    }
+
+    pub fn lifeboat_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = lifeboat_cmd();
+        cmd.arg("--config").arg(&self.config).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run lifeboat"))
+    }
+
+    pub fn fingerprint(&self, db: &str) -> String {
+        testkit::database_fingerprint(&self.cluster, db).unwrap()
+    }
+
+    /// Backups listed for a target, as JSON values.
+    pub fn list(&self, target: &str) -> Vec<serde_json::Value> {
+        let r = self.lifeboat(&["list", target, "--json"]).ok();
+        serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).unwrap()
+    }
+
+    /// Every pack file of the repository.
+    pub fn packs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.repo_path().join("data"), &mut out);
+        out.sort();
+        out
+    }
+}
+
+pub fn lifeboat_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    for v in [
+        "LIFEBOAT_CONFIG",
+        "LIFEBOAT_PASSPHRASE",
+        "LIFEBOAT_DEDUP_KEY",
+        "PGPASSWORD",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! Logical backups end to end: real clusters, the real binary, a real repository.
+
+mod common;
+
+use common::Env;
+use lifeboat::testkit;
+
+#[test]
+fn round_trip_of_a_hard_schema_restores_every_row() {
+    let env = Env::new();
+    env.cluster.createdb("rt").unwrap();
+    env.cluster
+        .psql("rt", testkit::roundtrip_schema_sql())
+        .unwrap();
+    let mut cfg = std::fs::read_to_string(&env.config).unwrap();
+    cfg.push_str(&env.target_section("rt", "rt", ""));
+    env.write_config(&cfg);
+    env.lifeboat(&["init"]).ok();
+    let out = env.lifeboat(&["backup", "rt"]).ok();
+    assert!(out.stdout.contains("backup "), "{}", out.stdout);
+    let original = env.fingerprint("rt");
+
+    // Into a database that does not exist: created, restored, equal.
+    let into = env.cluster.uri("rt_copy");
+    env.lifeboat(&["restore", "rt", "--into", &into]).ok();
+    assert_eq!(env.fingerprint("rt_copy"), original);
+
+    // Parallel restore through a temporary file.
+    let into2 = env.cluster.uri("rt_parallel");
+    let r = env
+        .lifeboat(&["restore", "rt", "--into", &into2, "--jobs", "2"])
+        .ok();
+    assert!(r.stderr.contains("temporary space"), "{}", r.stderr);
+    assert_eq!(env.fingerprint("rt_parallel"), original);
+
+    // Export without lock-in: pg_restore and psql read what lifeboat writes.
+    let custom = env.dir.path().join("rt.dump");
+    env.lifeboat(&[
+        "export",
+        "rt",
+        "--format",
+        "custom",
+        "-o",
+        custom.to_str().unwrap(),
+    ])
+    .ok();
+    env.cluster.createdb("rt_from_custom").unwrap();
+    let st = std::process::Command::new(env.cluster.bin("pg_restore"))
+        .args(["--exit-on-error", "-d", &env.cluster.uri("rt_from_custom")])
+        .arg(&custom)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(env.fingerprint("rt_from_custom"), original);
+
+    let plain = env.dir.path().join("rt.sql");
+    env.lifeboat(&[
+        "export",
+        "rt",
+        "--format",
+        "plain",
+        "-o",
+        plain.to_str().unwrap(),
+    ])
+    .ok();
+    let sql = std::fs::read_to_string(&plain).unwrap();
+    assert!(sql.contains("CREATE TABLE"), "plain export is SQL");
+    env.cluster.createdb("rt_from_plain").unwrap();
+    env.cluster.psql("rt_from_plain", &sql).unwrap();
+    assert_eq!(env.fingerprint("rt_from_plain"), original);
+}
+
+#[test]
+fn second_backup_of_unchanged_database_stores_almost_nothing() {
+    let env = Env::new();
+    // Several chunks' worth of data (chunks average 1 MiB).
+    env.cluster
+        .psql("hyper_db", "CREATE TABLE events AS SELECT g AS id, md5(g::text) AS a, md5((g * 3)::text) AS b FROM generate_series(1, 200000) g;")
+        .unwrap();
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    let list = env.list("dev");
+    assert_eq!(list.len(), 2);
+    let first_stored = list[0]["stored_bytes"].as_u64().unwrap();
+    let second_new = list[1]["new_bytes"].as_u64().unwrap();
+    let second_size = list[1]["total_size"].as_u64().unwrap();
+    assert!(first_stored > 0);
+    // The dump header (timestamp) lands in one chunk; everything else dedups.
+    assert!(
+        second_size > 10 * 1024 * 1024,
+        "dump of {second_size} bytes is too small for this test"
+    );
+    assert!(
+        second_new * 4 < second_size,
+        "second backup added {second_new} of {second_size} bytes"
+    );
+    // show by unique prefix
+    let id = list[1]["short_id"].as_str().unwrap();
+    let show = env.lifeboat(&["show", id]).ok();
+    assert!(show.stdout.contains("hyper_db"), "{}", show.stdout);
+    assert!(show.stdout.contains("tables"), "{}", show.stdout);
+}
+
+#[test]
+fn tampered_pack_fails_restore_and_export_naming_it() {
+    let env = Env::new();
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    let packs = env.packs();
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let mut bytes = std::fs::read(p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(p, bytes).unwrap();
+    }
+    let name = packs[0].file_name().unwrap().to_str().unwrap()[..16].to_string();
+    let into = env.cluster.uri("tampered");
+    let r = env.lifeboat(&["restore", "dev", "--into", &into]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("damaged") && r.stderr.contains("data/"),
+        "{}",
+        r.stderr
+    );
+    let out = env.dir.path().join("x.dump");
+    let r = env.lifeboat(&["export", "dev", "-o", out.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("data/"), "{}", r.stderr);
+    assert!(!out.exists(), "a failed export leaves no file");
+    assert!(r.stderr.contains(&name), "names the pack: {}", r.stderr);
+}
+
+#[test]
+fn wrong_passphrase_is_a_usage_error() {
+    let env = Env::new();
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat_env(
+        &["list"],
+        &[("LIFEBOAT_PASSPHRASE", "not the passphrase at all")],
+    )
+    .fails(2, "wrong passphrase");
+    env.lifeboat_env(&["list"], &[])
+        .fails(2, "LIFEBOAT_PASSPHRASE");
+}
+
+#[test]
+fn public_key_mode_backup_host_cannot_restore() {
+    let env = Env::new();
+    let identity = env.dir.path().join("restore.key");
+    let r = env
+        .lifeboat(&["key", "generate", "-o", identity.to_str().unwrap()])
+        .ok();
+    let recipient = r.stdout.trim().to_string();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    let key_text = std::fs::read_to_string(&identity).unwrap();
+    assert!(key_text.contains("AGE-SECRET-KEY-1") && key_text.contains(&recipient));
+    assert!(
+        !r.stdout.contains("AGE-SECRET-KEY"),
+        "the secret is never printed"
+    );
+
+    let dedup = env.dir.path().join("main.dedup-key");
+    let target = env.target_section("dev", "hyper_db", "");
+    let writer_cfg = format!(
+        "[repository.main]\nurl = \"file://{}\"\nrecipients = [\"{recipient}\"]\ndedup_key_file = \"{}\"\n\n{target}",
+        env.repo_path().display(),
+        dedup.display()
+    );
+    env.write_config(&writer_cfg);
+    let r = env.lifeboat_env(&["init"], &[]).ok();
+    assert!(r.stdout.contains("dedup key"), "{}", r.stdout);
+    assert!(dedup.exists());
+    env.lifeboat_env(&["backup", "dev"], &[]).ok();
+    env.lifeboat_env(&["list"], &[]).ok();
+    let into = env.cluster.uri("from_writer");
+    env.lifeboat_env(&["restore", "dev", "--into", &into], &[])
+        .fails(2, "identity_file");
+
+    // The restore host has only the identity.
+    let reader_cfg = format!(
+        "[repository.main]\nurl = \"file://{}\"\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\n{target}",
+        env.repo_path().display(),
+        identity.display()
+    );
+    env.write_config(&reader_cfg);
+    let original = env.fingerprint("hyper_db");
+    env.lifeboat_env(&["restore", "dev", "--into", &into], &[])
+        .ok();
+    assert_eq!(env.fingerprint("from_writer"), original);
+
+    // Another identity cannot read.
+    let other = env.dir.path().join("other.key");
+    env.lifeboat(&["key", "generate", "-o", other.to_str().unwrap()])
+        .ok();
+    env.write_config(&reader_cfg.replace(identity.to_str().unwrap(), other.to_str().unwrap()));
+    env.lifeboat_env(&["list"], &[])
+        .fails(2, "identity does not match");
+}
+
+#[test]
+fn clean_restore_runs_the_manual_procedure_with_hooks() {
+    let env = Env::new();
+    let log = env.dir.path().join("hooks.log");
+    let hooks = format!(
+        "hooks = {{ before_restore = [\"echo before $LIFEBOAT_DATABASE >> {0}\"], after_restore = [\"echo after >> {0}\"] }}",
+        log.display()
+    );
+    let cfg = format!(
+        "[repository.main]\nurl = \"file://{}\"\n\n{}",
+        env.repo_path().display(),
+        env.target_section("dev", "hyper_db", &hooks)
+    );
+    env.write_config(&cfg);
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    let original = env.fingerprint("hyper_db");
+
+    // The application keeps writing after the backup; a migration adds a table.
+    env.cluster
+        .psql(
+            "hyper_db",
+            "DELETE FROM tasks WHERE user_id = 'user_001'; CREATE TABLE app_new (x int);",
+        )
+        .unwrap();
+    assert_ne!(env.fingerprint("hyper_db"), original);
+
+    // Without --clean it refuses to restore over existing tables.
+    env.lifeboat(&["restore", "dev"]).fails(2, "--clean");
+    // Dry run prints the steps and changes nothing.
+    let dry = env
+        .lifeboat(&["restore", "dev", "--clean", "--dry-run"])
+        .ok();
+    for step in [
+        "before_restore",
+        "CONNECTION LIMIT 0",
+        "drop schemas",
+        "pg_restore",
+        "allow connections",
+        "after_restore",
+    ] {
+        assert!(
+            dry.stdout.contains(step),
+            "dry run lacks {step:?}:\n{}",
+            dry.stdout
+        );
+    }
+    assert!(!log.exists(), "dry run ran no hook");
+    // Not on a terminal and no --yes: refuses.
+    env.lifeboat(&["restore", "dev", "--clean"])
+        .fails(2, "--yes");
+
+    env.lifeboat(&["restore", "dev", "--clean", "--yes"]).ok();
+    assert_eq!(env.fingerprint("hyper_db"), original);
+    let hooks_ran = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(hooks_ran, "before hyper_db\nafter\n");
+    let limit = env
+        .cluster
+        .psql(
+            "postgres",
+            "SELECT datconnlimit FROM pg_database WHERE datname = 'hyper_db'",
+        )
+        .unwrap();
+    assert_eq!(limit.trim(), "-1", "connections allowed again");
+}
+
+#[test]
+fn failing_hook_stops_and_leaves_connections_allowed() {
+    let env = Env::new();
+    let cfg = format!(
+        "[repository.main]\nurl = \"file://{}\"\n\n{}",
+        env.repo_path().display(),
+        env.target_section(
+            "dev",
+            "hyper_db",
+            "hooks = { after_restore = [\"exit 3\"] }"
+        )
+    );
+    env.write_config(&cfg);
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    let r = env.lifeboat(&["restore", "dev", "--clean", "--yes"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("after_restore") && r.stderr.contains("exit 3"),
+        "{}",
+        r.stderr
+    );
+    let limit = env
+        .cluster
+        .psql(
+            "postgres",
+            "SELECT datconnlimit FROM pg_database WHERE datname = 'hyper_db'",
+        )
+        .unwrap();
+    assert_eq!(limit.trim(), "-1");
+}
+
+#[test]
+fn failed_pg_dump_fails_the_backup_and_lists_nothing() {
+    let env = Env::new();
+    env.cluster.create_login_role("weak", "weakpass").unwrap();
+    env.cluster
+        .psql(
+            "hyper_db",
+            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;",
+        )
+        .unwrap();
+    let cfg = format!(
+        "[repository.main]\nurl = \"file://{}\"\n\n[target.wrongpw]\ndatabase = \"{}\"\nmethod = \"logical\"\n\n[target.noperm]\ndatabase = \"{}\"\nmethod = \"logical\"\nglobals = false\n",
+        env.repo_path().display(),
+        env.cluster.tcp_uri("weak", "not-the-password", "hyper_db"),
+        env.cluster.tcp_uri("weak", "weakpass", "hyper_db"),
+    );
+    env.write_config(&cfg);
+    env.lifeboat(&["init"]).ok();
+    let r = env
+        .lifeboat(&["backup", "wrongpw"])
+        .fails(2, "password authentication failed");
+    assert!(
+        !r.stderr.contains("not-the-password"),
+        "password leaked: {}",
+        r.stderr
+    );
+    env.lifeboat(&["backup", "noperm"])
+        .fails(1, "permission denied");
+    assert!(env.list("noperm").is_empty());
+    assert!(env.list("wrongpw").is_empty());
+}
+
+#[test]
+fn server_gone_mid_dump_fails_with_pg_dumps_message() {
+    let env = Env::new();
+    // Enough data that the dump takes a moment.
+    env.cluster
+        .psql(
+            "hyper_db",
+            "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g*7)::text) AS t FROM generate_series(1, 1500000) g;",
+        )
+        .unwrap();
+    env.lifeboat(&["init"]).ok();
+    let cluster = &env.cluster;
+    let killer = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            for _ in 0..400 {
+                let out = cluster
+                    .psql(
+                        "postgres",
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND state = 'active'",
+                    )
+                    .unwrap_or_default();
+                if out.trim() != "0" && !out.trim().is_empty() {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            false
+        });
+        let r = env.lifeboat(&["backup", "dev"]);
+        (h.join().unwrap(), r)
+    });
+    let (killed, r) = killer;
+    assert!(killed, "the test could not catch pg_dump running");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("pg_dump"), "{}", r.stderr);
+    assert!(env.list("dev").is_empty(), "nothing half-written is listed");
+    // The repository still works.
+    env.lifeboat(&["backup", "dev"]).ok();
+    assert_eq!(env.list("dev").len(), 1);
+}
+
+#[test]
+fn globals_restore_onto_a_brand_new_server() {
+    let env = Env::new();
+    env.cluster.createdb("rt").unwrap();
+    env.cluster
+        .psql("rt", testkit::roundtrip_schema_sql())
+        .unwrap();
+    let cfg = format!(
+        "[repository.main]\nurl = \"file://{}\"\n\n{}",
+        env.repo_path().display(),
+        env.target_section("rt", "rt", "")
+    );
+    env.write_config(&cfg);
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "rt"]).ok();
+    let globals = env.lifeboat(&["export", "rt", "--globals"]).ok();
+    assert!(
+        globals.stdout.contains("CREATE ROLE roundtrip_reader"),
+        "{}",
+        globals.stdout
+    );
+    assert!(
+        !globals.stdout.contains("PASSWORD"),
+        "role passwords only when asked"
+    );
+
+    let fresh = lifeboat::testkit::TestCluster::start().unwrap();
+    let into = fresh.uri("rt");
+    env.lifeboat(&["restore", "rt", "--into", &into, "--globals"])
+        .ok();
+    let original = env.fingerprint("rt");
+    assert_eq!(
+        testkit::database_fingerprint(&fresh, "rt").unwrap(),
+        original
+    );
+    let role = fresh
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'roundtrip_reader'",
+        )
+        .unwrap();
+    assert_eq!(role.trim(), "1");
+}
+
+#[test]
+fn bad_input_gets_one_line_errors_and_exit_codes() {
+    let env = Env::new();
+    // Not initialised.
+    env.lifeboat(&["list"]).fails(2, "not initialised");
+    env.lifeboat(&["init"]).ok();
+    // init never touches an existing repository.
+    env.lifeboat(&["init"]).fails(2, "already exists");
+    // Unknown target.
+    env.lifeboat(&["backup", "nope"]).fails(2, "unknown target");
+    // A config error with line and column.
+    let good = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&good.replace(
+        "method = \"logical\"",
+        "method = \"logical\"\nretension = 3",
+    ));
+    let r = env.lifeboat(&["list"]).fails(2, "lifeboat.toml:");
+    assert!(r.stderr.contains("retension"), "{}", r.stderr);
+    env.write_config(&good);
+    // A newer repository format.
+    let cfg_path = env.repo_path().join("config");
+    let saved = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, saved.replace("\"version\":1", "\"version\":99")).unwrap();
+    env.lifeboat(&["list"])
+        .fails(2, "newer than this lifeboat supports");
+    std::fs::write(&cfg_path, saved).unwrap();
+    // Unreachable database.
+    let unreachable = good.replace(&format!("port={}", env.cluster.port()), "port=1");
+    env.write_config(&unreachable);
+    env.lifeboat(&["backup", "dev"]).fails(2, "cannot connect");
+    // pg_dump missing.
+    env.write_config(&good.replace(
+        "method = \"logical\"",
+        "method = \"logical\"\npg_bindir = \"/nonexistent/bin\"",
+    ));
+    env.lifeboat(&["backup", "dev"]).fails(2, "pg_bindir");
+    env.write_config(&good);
+    // Unknown backup id.
+    env.lifeboat(&["show", "ffffffff"])
+        .fails(2, "no backup matches");
+    assert!(env.list("dev").is_empty());
+}
+
+#[test]
+fn full_disk_fails_cleanly_and_keeps_the_repository_valid() {
+    if !testkit::running_as_root() {
+        eprintln!("full_disk test needs root to mount a tmpfs; CI runs as root");
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.repo_path();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    // Incompressible data larger than the disk.
+    env.cluster
+        .psql(
+            "hyper_db",
+            "CREATE TABLE noise AS SELECT g, decode(md5(g::text) || md5((g+1)::text) || md5((g+2)::text), 'hex') AS b FROM generate_series(1, 200000) g;",
+        )
+        .unwrap();
+    let r = env.lifeboat(&["backup", "dev"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("no space left"), "{}", r.stderr);
+    let list = env.list("dev");
+    assert_eq!(list.len(), 1, "only the first backup is listed");
+    let into = env.cluster.uri("after_full");
+    env.cluster.psql("hyper_db", "DROP TABLE noise").unwrap();
+    env.lifeboat(&["restore", "dev", "--into", &into]).ok();
+    assert_eq!(env.fingerprint("after_full"), env.fingerprint("hyper_db"));
+}
