@@ -397,6 +397,15 @@ fn globals_restore_onto_a_brand_new_server() {
     );
 
     let fresh = lifeboat::testkit::TestCluster::start().unwrap();
+    // Without the globals the grants to roundtrip_reader cannot be restored:
+    // the restore fails loudly at pg_restore instead of reporting success.
+    let r = env.lifeboat(&["restore", "rt", "--into", &fresh.uri("rt_noglobals")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pg_restore") && r.stderr.contains("roundtrip_reader"),
+        "{}",
+        r.stderr
+    );
     let into = fresh.uri("rt");
     env.lifeboat(&["restore", "rt", "--into", &into, "--globals"])
         .ok();

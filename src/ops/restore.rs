@@ -52,10 +52,7 @@ pub enum Step {
         schemas: Vec<String>,
         large_objects: bool,
     },
-    PgRestore {
-        jobs: u32,
-        temp_dir: Option<PathBuf>,
-    },
+    PgRestore(PgRestoreRun),
     CheckTables {
         tables: usize,
     },
@@ -106,21 +103,36 @@ impl std::fmt::Display for Step {
                 }
                 Ok(())
             }
-            Step::PgRestore {
-                jobs,
-                temp_dir: Some(dir),
-            } => write!(
-                f,
-                "pg_restore with {jobs} jobs from a temporary copy in {}",
-                dir.display()
-            ),
-            Step::PgRestore { .. } => write!(f, "pg_restore streaming from the repository"),
+            Step::PgRestore(run) => {
+                match &run.temp_dir {
+                    Some(dir) => write!(
+                        f,
+                        "pg_restore with {} jobs from a temporary copy in {}",
+                        run.jobs,
+                        dir.display()
+                    )?,
+                    None => write!(f, "pg_restore streaming from the repository")?,
+                }
+                if run.no_owner {
+                    write!(f, " (--no-owner)")?;
+                }
+                Ok(())
+            }
             Step::CheckTables { tables } => {
                 write!(f, "check that all {tables} tables of the dump exist")
             }
             Step::AllowConnections { db } => write!(f, "allow connections to {} again", ident(db)),
         }
     }
+}
+
+/// How pg_restore runs.
+#[derive(Debug, Clone)]
+pub struct PgRestoreRun {
+    pub jobs: u32,
+    /// Parallel restores read a temporary copy of the dump from here.
+    pub temp_dir: Option<PathBuf>,
+    pub no_owner: bool,
 }
 
 /// What a restore will do, and with what.
@@ -263,10 +275,11 @@ pub fn plan(
     }
     let temp_dir =
         (opts.jobs > 1).then(|| opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir));
-    steps.push(Step::PgRestore {
+    steps.push(Step::PgRestore(PgRestoreRun {
         jobs: opts.jobs.max(1),
         temp_dir,
-    });
+        no_owner: opts.no_owner,
+    }));
     steps.push(Step::CheckTables {
         tables: dump.tables.len(),
     });
@@ -430,21 +443,12 @@ fn run_step(
             tools.execute(&plan.dest, &sql)?;
             Ok(())
         }
-        Step::PgRestore { jobs, temp_dir } => {
+        Step::PgRestore(run) => {
             let stream = plan
                 .record
                 .stream("dump")
                 .context("the backup has no dump stream")?;
-            pg_restore(
-                ctx,
-                repo,
-                index,
-                tools,
-                plan,
-                stream,
-                *jobs,
-                temp_dir.as_deref(),
-            )
+            pg_restore(ctx, repo, index, tools, plan, stream, run)
         }
         Step::CheckTables { .. } => check_tables(tools, plan),
         Step::AllowConnections { db: _ } => {
@@ -558,7 +562,6 @@ fn restore_globals(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn pg_restore(
     ctx: &Context,
     repo: &Repository,
@@ -566,11 +569,13 @@ fn pg_restore(
     tools: &PgTools,
     plan: &Plan,
     stream: &Stream,
-    jobs: u32,
-    temp_dir: Option<&std::path::Path>,
+    run: &PgRestoreRun,
 ) -> Result<()> {
     let mut cmd = tools.command("pg_restore")?;
     cmd.args(["--exit-on-error", "--no-password"]);
+    if run.no_owner {
+        cmd.arg("--no-owner");
+    }
     plan.dest.apply(&mut cmd);
     let progress = Progress::bytes("restore", Some(stream.size), ctx.quiet);
     let mut reader = repo.read_stream(index, stream)?;
@@ -579,7 +584,7 @@ fn pg_restore(
         n: 0,
         progress: &progress,
     };
-    if let Some(dir) = temp_dir {
+    if let Some(dir) = run.temp_dir.as_deref() {
         let free = fs4::available_space(dir).unwrap_or(u64::MAX);
         eprintln!(
             "parallel restore needs {} of temporary space in {} ({} free)",
@@ -603,7 +608,7 @@ fn pg_restore(
         }
         tmp.as_file_mut().flush()?;
         progress.finish();
-        cmd.arg(format!("--jobs={jobs}")).arg(tmp.path());
+        cmd.arg(format!("--jobs={}", run.jobs)).arg(tmp.path());
         let child = process::spawn(cmd, Stdio::null())?;
         child.wait()?;
         return Ok(());
