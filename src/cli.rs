@@ -61,33 +61,8 @@ enum Command {
     /// Restore a backup into a database
     Restore {
         target: String,
-        /// Backup id or prefix (default: the newest of the target)
-        #[arg(long)]
-        backup: Option<String>,
-        /// Restore into this database instead of the target's (created if missing)
-        #[arg(long, value_name = "URL")]
-        into: Option<String>,
-        /// Replace the contents of an existing database (asks first unless --yes)
-        #[arg(long)]
-        clean: bool,
-        /// Parallel pg_restore jobs (uses a temporary copy of the dump)
-        #[arg(long, short, default_value_t = 1)]
-        jobs: u32,
-        /// Print the steps without changing anything
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask for confirmation
-        #[arg(long, short)]
-        yes: bool,
-        /// Apply the backup's roles and tablespaces first (for a new server)
-        #[arg(long)]
-        globals: bool,
-        /// Do not restore ownership (pg_restore --no-owner)
-        #[arg(long)]
-        no_owner: bool,
-        /// Where --jobs puts its temporary copy (default: $TMPDIR)
-        #[arg(long, value_name = "DIR")]
-        temp_dir: Option<PathBuf>,
+        #[command(flatten)]
+        opts: RestoreOptions,
     },
     /// Write a standard pg_dump file (or the globals SQL) from a backup
     Export {
@@ -207,29 +182,7 @@ fn run(cli: Cli) -> Result<()> {
                 ops::list::print_details(&mut out, &view, &record)?;
             }
         }
-        Command::Restore {
-            target,
-            backup,
-            into,
-            clean,
-            jobs,
-            dry_run,
-            yes,
-            globals,
-            no_owner,
-            temp_dir,
-        } => {
-            let opts = RestoreOptions {
-                backup,
-                into,
-                clean,
-                jobs,
-                dry_run,
-                yes,
-                globals,
-                no_owner,
-                temp_dir,
-            };
+        Command::Restore { target, opts } => {
             if let Some(o) = ops::restore::run(&ctx, &target, &opts)? {
                 writeln!(
                     out,

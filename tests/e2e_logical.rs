@@ -163,12 +163,11 @@ fn public_key_mode_backup_host_cannot_restore() {
 
     let dedup = env.dir.path().join("main.dedup-key");
     let target = env.target_section("dev", "hyper_db", "");
-    let writer_cfg = format!(
-        "[repository.main]\nurl = \"file://{}\"\nrecipients = [\"{recipient}\"]\ndedup_key_file = \"{}\"\n\n{target}",
-        env.repo_path().display(),
-        dedup.display()
+    let recipients = format!("recipients = [\"{recipient}\"]\n");
+    env.write_repo_config(
+        &format!("{recipients}dedup_key_file = \"{}\"", dedup.display()),
+        &target,
     );
-    env.write_config(&writer_cfg);
     let r = env.lifeboat_env(&["init"], &[]).ok();
     assert!(r.stdout.contains("dedup key"), "{}", r.stdout);
     assert!(dedup.exists());
@@ -179,12 +178,11 @@ fn public_key_mode_backup_host_cannot_restore() {
         .fails(2, "identity_file");
 
     // The restore host has only the identity.
-    let reader_cfg = format!(
-        "[repository.main]\nurl = \"file://{}\"\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\n{target}",
-        env.repo_path().display(),
-        identity.display()
+    env.write_repo_config(
+        &format!("{recipients}identity_file = \"{}\"", identity.display()),
+        &target,
     );
-    env.write_config(&reader_cfg);
+    let reader_cfg = std::fs::read_to_string(&env.config).unwrap();
     let original = env.fingerprint("hyper_db");
     env.lifeboat_env(&["restore", "dev", "--into", &into], &[])
         .ok();
@@ -207,12 +205,7 @@ fn clean_restore_runs_the_manual_procedure_with_hooks() {
         "hooks = {{ before_restore = [\"echo before $LIFEBOAT_DATABASE >> {0}\"], after_restore = [\"echo after >> {0}\"] }}",
         log.display()
     );
-    let cfg = format!(
-        "[repository.main]\nurl = \"file://{}\"\n\n{}",
-        env.repo_path().display(),
-        env.target_section("dev", "hyper_db", &hooks)
-    );
-    env.write_config(&cfg);
+    env.write_repo_config("", &env.target_section("dev", "hyper_db", &hooks));
     env.lifeboat(&["init"]).ok();
     env.lifeboat(&["backup", "dev"]).ok();
     let original = env.fingerprint("hyper_db");
@@ -268,16 +261,14 @@ fn clean_restore_runs_the_manual_procedure_with_hooks() {
 #[test]
 fn failing_hook_stops_and_leaves_connections_allowed() {
     let env = Env::new();
-    let cfg = format!(
-        "[repository.main]\nurl = \"file://{}\"\n\n{}",
-        env.repo_path().display(),
-        env.target_section(
+    env.write_repo_config(
+        "",
+        &env.target_section(
             "dev",
             "hyper_db",
-            "hooks = { after_restore = [\"exit 3\"] }"
-        )
+            "hooks = { after_restore = [\"exit 3\"] }",
+        ),
     );
-    env.write_config(&cfg);
     env.lifeboat(&["init"]).ok();
     env.lifeboat(&["backup", "dev"]).ok();
     let r = env.lifeboat(&["restore", "dev", "--clean", "--yes"]);
@@ -307,13 +298,14 @@ fn failed_pg_dump_fails_the_backup_and_lists_nothing() {
             "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;",
         )
         .unwrap();
-    let cfg = format!(
-        "[repository.main]\nurl = \"file://{}\"\n\n[target.wrongpw]\ndatabase = \"{}\"\nmethod = \"logical\"\n\n[target.noperm]\ndatabase = \"{}\"\nmethod = \"logical\"\nglobals = false\n",
-        env.repo_path().display(),
-        env.cluster.tcp_uri("weak", "not-the-password", "hyper_db"),
-        env.cluster.tcp_uri("weak", "weakpass", "hyper_db"),
+    env.write_repo_config(
+        "",
+        &format!(
+            "[target.wrongpw]\ndatabase = \"{}\"\nmethod = \"logical\"\n\n[target.noperm]\ndatabase = \"{}\"\nmethod = \"logical\"\nglobals = false\n",
+            env.cluster.tcp_uri("weak", "not-the-password", "hyper_db"),
+            env.cluster.tcp_uri("weak", "weakpass", "hyper_db"),
+        ),
     );
-    env.write_config(&cfg);
     env.lifeboat(&["init"]).ok();
     let r = env
         .lifeboat(&["backup", "wrongpw"])
@@ -377,12 +369,7 @@ fn globals_restore_onto_a_brand_new_server() {
     env.cluster
         .psql("rt", testkit::roundtrip_schema_sql())
         .unwrap();
-    let cfg = format!(
-        "[repository.main]\nurl = \"file://{}\"\n\n{}",
-        env.repo_path().display(),
-        env.target_section("rt", "rt", "")
-    );
-    env.write_config(&cfg);
+    env.write_repo_config("", &env.target_section("rt", "rt", ""));
     env.lifeboat(&["init"]).ok();
     env.lifeboat(&["backup", "rt"]).ok();
     let globals = env.lifeboat(&["export", "rt", "--globals"]).ok();

@@ -19,17 +19,34 @@ use crate::pg::process::{self, Connection};
 use crate::pg::tools::{PgTools, ident, literal};
 use crate::repo::{Index, Repository};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RestoreOptions {
+    /// Backup id or prefix (default: the newest of the target)
+    #[arg(long)]
     pub backup: Option<String>,
+    /// Restore into this database instead of the target's (created if missing)
+    #[arg(long, value_name = "URL")]
     pub into: Option<String>,
+    /// Replace the contents of an existing database (asks first unless --yes)
+    #[arg(long)]
     pub clean: bool,
+    /// Parallel pg_restore jobs (uses a temporary copy of the dump)
+    #[arg(long, short, default_value_t = 1)]
     pub jobs: u32,
+    /// Print the steps without changing anything
+    #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask for confirmation
+    #[arg(long, short)]
     pub yes: bool,
-    /// Apply the backup's globals (roles, tablespaces) first: for a new server.
+    /// Apply the backup's roles and tablespaces first (for a new server)
+    #[arg(long)]
     pub globals: bool,
+    /// Do not restore ownership (pg_restore --no-owner)
+    #[arg(long)]
     pub no_owner: bool,
+    /// Where --jobs puts its temporary copy (default: $TMPDIR)
+    #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
 }
 

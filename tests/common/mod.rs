@@ -74,12 +74,16 @@ impl Env {
             dir,
             config,
         };
-        env.write_config(&format!(
-            "[repository.main]\nurl = \"file://{}\"\n\n{}",
-            env.repo_path().display(),
-            env.target_section("dev", "hyper_db", "")
-        ));
+        env.write_repo_config("", &env.target_section("dev", "hyper_db", ""));
         env
+    }
+
+    /// A config with repository "main" (extra settings in `repo_extra`) and `targets`.
+    pub fn write_repo_config(&self, repo_extra: &str, targets: &str) {
+        self.write_config(&format!(
+            "[repository.main]\nurl = \"file://{}\"\n{repo_extra}\n\n{targets}",
+            self.repo_path().display()
+        ));
     }
 
     pub fn repo_path(&self) -> PathBuf {
