@@ -494,3 +494,51 @@ fn full_disk_fails_cleanly_and_keeps_the_repository_valid() {
     env.lifeboat(&["restore", "dev", "--into", &into]).ok();
     assert_eq!(env.fingerprint("after_full"), env.fingerprint("hyper_db"));
 }
+
+#[test]
+fn kill_9_mid_backup_leaves_the_repository_valid() {
+    let env = Env::new();
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    // Enough incompressible data that the backup writes several packs.
+    env.cluster
+        .psql(
+            "hyper_db",
+            "CREATE TABLE noise AS SELECT g, decode(md5(g::text) || md5((g+1)::text) || md5((g+2)::text), 'hex') AS b FROM generate_series(1, 700000) g;",
+        )
+        .unwrap();
+    let mut child = common::lifeboat_cmd()
+        .arg("--config")
+        .arg(&env.config)
+        .args(["backup", "dev"])
+        .env("LIFEBOAT_PASSPHRASE", common::PASSPHRASE)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until at least one pack of this backup is on disk, then kill.
+    let before = env.packs().len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.packs().len() <= before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        env.packs().len() > before,
+        "the backup wrote no pack in time"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert_eq!(env.list("dev").len(), 1, "the killed backup is not listed");
+    // The next backup completes (the killed one left unindexed packs, for prune) and restores.
+    env.lifeboat(&["backup", "dev"]).ok();
+    assert_eq!(env.list("dev").len(), 2);
+    let into = env.cluster.uri("after_kill");
+    env.lifeboat(&["restore", "dev", "--into", &into]).ok();
+    assert_eq!(env.fingerprint("after_kill"), env.fingerprint("hyper_db"));
+    // The first backup still restores.
+    let first = env.list("dev")[0]["short_id"].as_str().unwrap().to_string();
+    let into = env.cluster.uri("first_after_kill");
+    env.lifeboat(&["restore", "dev", "--backup", &first, "--into", &into])
+        .ok();
+}
