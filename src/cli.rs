@@ -118,11 +118,11 @@ fn is_usage(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Our own stdout closed early (`lifeboat list | head`): not a failure. Only a
+/// bare write error counts; a broken pipe to a child program is a real failure.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -139,10 +139,7 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let path = Config::locate(cli.config.as_deref())?;
-    let ctx = Context {
-        config: Config::load(&path)?,
-        quiet: cli.quiet,
-    };
+    let ctx = Context::new(Config::load(&path)?, cli.quiet);
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Key { .. } => unreachable!("handled above"),

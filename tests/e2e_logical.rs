@@ -394,7 +394,10 @@ fn globals_restore_onto_a_brand_new_server() {
         r.stderr
     );
     let into = fresh.uri("rt");
+    // Changing roles on a server asks first.
     env.lifeboat(&["restore", "rt", "--into", &into, "--globals"])
+        .fails(2, "--yes");
+    env.lifeboat(&["restore", "rt", "--into", &into, "--globals", "--yes"])
         .ok();
     let original = env.fingerprint("rt");
     assert_eq!(
@@ -447,6 +450,9 @@ fn bad_input_gets_one_line_errors_and_exit_codes() {
     ));
     env.lifeboat(&["backup", "dev"]).fails(2, "pg_bindir");
     env.write_config(&good);
+    // A secret that would land on a command line is refused.
+    env.lifeboat(&["restore", "dev", "--into", "dbname=x sslpassword=hunter2"])
+        .fails(2, "process list");
     // Unknown backup id.
     env.lifeboat(&["show", "ffffffff"])
         .fails(2, "no backup matches");

@@ -66,13 +66,32 @@ pub fn database_info(tools: &PgTools, conn: &Connection) -> Result<DatabaseInfo>
     })
 }
 
-/// A connection that fails before any work is a setup problem (exit 2).
+/// A connection that fails before any work: wrong address, credentials or names
+/// are setup problems (exit 2); a server that is busy or shutting down is a
+/// failed operation (exit 1) worth retrying.
 pub fn connect_error(conn: &Connection, e: process::ProcessError) -> anyhow::Error {
+    const SETUP: [&str; 8] = [
+        "password authentication failed",
+        "no password supplied",
+        "does not exist",
+        "could not translate host name",
+        "Connection refused",
+        "No such file or directory",
+        "no pg_hba.conf entry",
+        "permission denied",
+    ];
     match e.stderr() {
-        Some(msg) => usage(format!(
-            "cannot connect to {}: {msg}; hint: check the database URL, the password (PGPASSWORD or ~/.pgpass) and that the server is running",
-            conn.describe()
-        )),
+        Some(msg) => {
+            let text = format!(
+                "cannot connect to {}: {msg}; hint: check the database URL, the password (PGPASSWORD or ~/.pgpass) and that the server is running",
+                conn.describe()
+            );
+            if SETUP.iter().any(|s| msg.contains(s)) {
+                usage(text)
+            } else {
+                anyhow::anyhow!(text)
+            }
+        }
         None => usage(e.to_string()),
     }
 }
@@ -109,13 +128,17 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         let mut child = process::spawn(cmd, Stdio::null())?;
         let out = child.stdout();
         let stream = session.write_stream("globals", "sql", out, &mut |_| {}, &|_| {});
+        if stream.is_err() {
+            child.kill();
+        }
         let waited = child.wait();
+        let stream = stream.context("storing the globals")?;
         if let Err(e) = waited {
             bail!(
-                "{e}; hint: the backup role cannot read roles and tablespaces; grant it pg_read_all_settings or set globals = false in [target.{target_name}]"
+                "{e}; hint: pg_dumpall --globals-only needs a superuser when role passwords are kept (globals_role_passwords = true); otherwise set globals = false in [target.{target_name}]"
             );
         }
-        streams.push(stream?);
+        streams.push(stream);
     }
 
     let mut cmd = tools.command("pg_dump")?;
@@ -136,12 +159,13 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     if written.is_err() {
         child.kill();
     }
-    // pg_dump's own message comes first: it explains a short stream.
+    // If storing failed we killed pg_dump: the storage error is the cause.
+    // Otherwise pg_dump's own message explains a short or failed stream.
     let dumped = child.wait();
-    let stream = match (dumped, written) {
-        (Err(e), _) => bail!("{e}"),
-        (Ok(_), Err(e)) => return Err(e).context("storing the dump"),
-        (Ok(_), Ok(s)) => s,
+    let stream = match (written, dumped) {
+        (Err(e), _) => return Err(e).context("storing the dump"),
+        (Ok(_), Err(e)) => bail!("{e}"),
+        (Ok(s), Ok(_)) => s,
     };
     if stream.size == 0 {
         bail!("pg_dump produced no output");

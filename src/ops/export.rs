@@ -137,12 +137,7 @@ fn to_plain(tools: &PgTools, reader: &mut StreamReader, out: &mut dyn Write) -> 
     let mut stdout = child.stdout();
     let copied = std::thread::scope(|s| {
         let pump = s.spawn(move || {
-            let r = std::io::copy(reader, &mut stdin).map_err(|e| {
-                reader
-                    .take_error()
-                    .map(anyhow::Error::from)
-                    .unwrap_or_else(|| e.into())
-            });
+            let r = std::io::copy(reader, &mut stdin).map_err(|e| (reader.take_error(), e));
             drop(stdin);
             r
         });
@@ -151,11 +146,21 @@ fn to_plain(tools: &PgTools, reader: &mut StreamReader, out: &mut dyn Write) -> 
         (n, fed)
     });
     let (n, fed) = copied;
-    if let Err(e) = fed {
-        child.kill();
-        let _ = child.wait();
-        return Err(e);
+    match fed {
+        // The repository failed: that is the cause; stop pg_restore.
+        Err((Some(repo_err), _)) => {
+            child.kill();
+            let _ = child.wait();
+            Err(repo_err.into())
+        }
+        // pg_restore stopped reading: its own message says why.
+        Err((None, e)) => {
+            child.wait()?;
+            Err(e.into())
+        }
+        Ok(_) => {
+            child.wait()?;
+            Ok(n?)
+        }
     }
-    child.wait()?;
-    Ok(n?)
 }

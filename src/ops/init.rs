@@ -13,7 +13,14 @@ use crate::repo::{InitKeys, Repository};
 
 /// Create a file readable only by its owner; never overwrite.
 pub fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = create_secret_file(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn create_secret_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -24,10 +31,7 @@ pub fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
                 path.display()
             )),
             _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
-        })?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+        })
 }
 
 /// Write a new age identity file; returns the public recipient.

@@ -34,6 +34,16 @@ pub struct Context {
 }
 
 impl Context {
+    pub fn new(config: Config, quiet: bool) -> Context {
+        let secret_env = config
+            .repositories
+            .values()
+            .filter_map(|r| r.passphrase_env.clone())
+            .collect();
+        crate::pg::process::register_secret_env(secret_env);
+        Context { config, quiet }
+    }
+
     pub fn target(&self, name: &str) -> Result<&TargetConfig> {
         Ok(self.config.target(name)?)
     }
@@ -64,10 +74,14 @@ impl Context {
 
     pub fn connection(&self, target: &str) -> Result<Connection> {
         let t = self.target(target)?;
-        let info = ConnInfo::parse(&t.database)
-            .map_err(|e| usage(format!("target {target:?}: database: {e}")))?;
-        Ok(Connection::new(&info))
+        connection_from(&t.database, &format!("target {target:?}: database"))
     }
+}
+
+/// Parse a libpq connection string for client programs; `what` names it in errors.
+pub fn connection_from(s: &str, what: &str) -> Result<Connection> {
+    let info = ConnInfo::parse(s).map_err(|e| usage(format!("{what}: {e}")))?;
+    Connection::new(&info).map_err(|e| usage(format!("{what}: {e}")))
 }
 
 /// Gather the secrets a repository section points at.
@@ -99,6 +113,21 @@ pub fn read_identities(path: &std::path::Path) -> Result<crate::repo::Identities
     })?;
     file.into_identities()
         .map_err(|e| usage(format!("identity file {}: {e}", path.display())))
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, SIGINT/SIGTERM only set a flag that long operations check, so
+/// they can undo what must not be left half-done (e.g. a blocked database).
+pub fn watch_for_interrupts() {
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("interrupted: stopping after cleanup");
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 pub fn human_bytes(n: u64) -> String {

@@ -11,12 +11,11 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::backup::connect_error;
 use super::progress::Progress;
-use super::{Context, human_bytes, usage};
+use super::{Context, human_bytes, interrupted, usage, watch_for_interrupts};
 use crate::codec::Id;
 use crate::format::{BackupRecord, Stream};
-use crate::pg::conninfo::ConnInfo;
 use crate::pg::process::{self, Connection};
-use crate::pg::tools::{PgTools, ident, literal};
+use crate::pg::tools::{PgTools, ident, literal, parse_major};
 use crate::repo::{Index, Repository};
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -87,7 +86,7 @@ impl std::fmt::Display for Step {
             Step::CreateDatabase { name } => write!(f, "create database {}", ident(name)),
             Step::Globals => write!(
                 f,
-                "apply the backup's globals (roles, tablespaces); existing ones are kept"
+                "apply the backup's globals: create missing roles and tablespaces, and set existing roles' attributes and memberships as in the backup"
             ),
             Step::BlockConnections {
                 db,
@@ -159,6 +158,8 @@ pub struct Plan {
     pub record: BackupRecord,
     pub dest: Connection,
     pub dest_db: String,
+    /// The destination server's server_version_num.
+    pub dest_version: u32,
     pub exists: bool,
     pub steps: Vec<Step>,
 }
@@ -181,7 +182,8 @@ pub fn run(
     let repo = ctx.open_repository(&repo_name)?;
     repo.check_can_read()?;
     let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
-    let plan = plan(ctx, &repo, &tools, target_name, opts)?;
+    let index = repo.load_index()?;
+    let plan = plan(ctx, &repo, &index, &tools, target_name, opts)?;
 
     println!(
         "restore backup {} of {} (taken {}) into database {} on {}",
@@ -198,29 +200,55 @@ pub fn run(
         println!("dry run: nothing was changed");
         return Ok(None);
     }
-    if plan.exists && opts.clean && !opts.yes {
-        confirm(&plan)?;
+    if ((plan.exists && opts.clean) || opts.globals) && !opts.yes {
+        confirm(&plan, opts.globals)?;
     }
-    apply(ctx, &repo, &tools, &plan).map(Some)
+    watch_for_interrupts();
+    apply(ctx, &repo, &index, &tools, &plan).map(Some)
 }
 
+/// Decide every step, and check everything that can be checked, before
+/// anything is changed: a restore that cannot finish must not start dropping.
 pub fn plan(
     ctx: &Context,
     repo: &Repository,
+    index: &Index,
     tools: &PgTools,
     target_name: &str,
     opts: &RestoreOptions,
 ) -> Result<Plan> {
     let target = ctx.target(target_name)?;
-    let (backup_id, record) =
-        super::export::select_backup(repo, target_name, opts.backup.as_deref())?;
     let own = opts.into.is_none();
     let dest = match &opts.into {
-        Some(url) => {
-            Connection::new(&ConnInfo::parse(url).map_err(|e| usage(format!("--into: {e}")))?)
-        }
+        Some(url) => super::connection_from(url, "--into")?,
         None => ctx.connection(target_name)?,
     };
+    let (backup_id, record) =
+        super::export::select_backup(repo, target_name, opts.backup.as_deref())?;
+    let mut needed = vec!["dump"];
+    if opts.globals {
+        needed.push("globals");
+    }
+    for name in needed {
+        let stream = record
+            .stream(name)
+            .ok_or_else(|| usage(format!("backup {} has no {name} stream", backup_id.short())))?;
+        if let Some(id) = stream.chunks.iter().find(|id| !index.contains(id)) {
+            bail!(
+                "backup {} cannot be restored: its {name} needs blob {}, which no index lists (a missing or damaged index file)",
+                backup_id.short(),
+                id.short()
+            );
+        }
+    }
+    let dumped_by = record.tools.get("pg_dump").and_then(|v| parse_major(v));
+    if let Some(major) = dumped_by.filter(|m| *m > tools.major) {
+        bail!(usage(format!(
+            "pg_restore {} cannot read a dump made by pg_dump {major}; hint: install the PostgreSQL {major} client programs or set pg_bindir",
+            tools.major
+        )));
+    }
+
     let dest_db = dest.dbname().map(str::to_string).ok_or_else(|| {
         usage("the destination names no database; hint: give --into postgres://HOST/DBNAME")
     })?;
@@ -235,6 +263,32 @@ pub fn plan(
         )
         .map_err(|e| connect_error(&maint, e))?;
     let exists = !rows.is_empty();
+    let dest_version: u32 = tools
+        .query(&maint, "SHOW server_version_num")
+        .map_err(|e| connect_error(&maint, e))?
+        .first()
+        .and_then(|r| r[0].parse().ok())
+        .unwrap_or(0);
+    if exists && opts.clean && record.dump.is_none() {
+        bail!(usage(format!(
+            "backup {} has no table of contents, so lifeboat cannot tell what --clean must drop; hint: restore --into a new database",
+            backup_id.short()
+        )));
+    }
+    if opts.jobs > 1 {
+        let dir = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let need = record.stream("dump").map_or(0, |s| s.size);
+        let free = fs4::available_space(&dir)
+            .with_context(|| format!("cannot check free space in {}", dir.display()))?;
+        if free < need {
+            bail!(usage(format!(
+                "not enough space in {} for the temporary dump copy ({} needed, {} free); hint: pass --temp-dir DIR, or restore without --jobs",
+                dir.display(),
+                human_bytes(need),
+                human_bytes(free)
+            )));
+        }
+    }
 
     let dump = record.dump.clone().unwrap_or_default();
     let mut steps = Vec::new();
@@ -317,22 +371,25 @@ pub fn plan(
         record,
         dest,
         dest_db,
+        dest_version,
         exists,
         steps,
     })
 }
 
-fn confirm(plan: &Plan) -> Result<()> {
+fn confirm(plan: &Plan, globals: bool) -> Result<()> {
+    let what = match (plan.exists, globals) {
+        (true, true) => "replace the contents of database {db:?} and change roles on its server",
+        (true, false) => "replace the contents of database {db:?}",
+        _ => "change roles and tablespaces on the server of database {db:?}",
+    }
+    .replace("{db:?}", &format!("{:?}", plan.dest_db));
     if !std::io::stdin().is_terminal() {
         bail!(usage(format!(
-            "refusing to replace the contents of database {:?} without confirmation; hint: pass --yes (see the steps above, or --dry-run)",
-            plan.dest_db
+            "refusing to {what} without confirmation; hint: pass --yes (see the steps above, or --dry-run)"
         )));
     }
-    eprint!(
-        "This replaces the contents of database {:?}. Type the database name to continue: ",
-        plan.dest_db
-    );
+    eprint!("This will {what}. Type the database name to continue: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
@@ -361,11 +418,11 @@ fn user_tables(tools: &PgTools, conn: &Connection) -> Result<Vec<(String, String
 pub fn apply(
     ctx: &Context,
     repo: &Repository,
+    index: &Index,
     tools: &PgTools,
     plan: &Plan,
 ) -> Result<RestoreOutcome> {
     let clock = Instant::now();
-    let index = repo.load_index()?;
     let maint = plan.dest.with_dbname("postgres");
     let mut blocked: Option<String> = None;
     let mut done = Vec::new();
@@ -373,9 +430,18 @@ pub fn apply(
         if !ctx.quiet {
             eprintln!("step {}/{}: {step}", i + 1, plan.steps.len());
         }
-        let result = run_step(ctx, repo, &index, tools, plan, &maint, step, &mut blocked);
+        let result = if interrupted() {
+            Err(anyhow!("interrupted"))
+        } else {
+            run_step(ctx, repo, index, tools, plan, &maint, step, &mut blocked)
+        };
         if let Err(e) = result {
-            let mut msg = format!("restore failed at step {} ({step}): {e:#}", i + 1);
+            let text = format!("{e:#}");
+            let (cause, hint) = match text.split_once("; hint: ") {
+                Some((c, h)) => (c.to_string(), Some(h.to_string())),
+                None => (text, None),
+            };
+            let mut msg = format!("restore failed at step {} ({step}): {cause}", i + 1);
             if let Some(limit) = blocked.take() {
                 match allow_connections(tools, &maint, &plan.dest_db, &limit) {
                     Ok(()) => msg.push_str("; connections to the database are allowed again"),
@@ -384,6 +450,9 @@ pub fn apply(
                         ident(&plan.dest_db)
                     )),
                 }
+            }
+            if let Some(h) = hint {
+                msg.push_str(&format!("; hint: {h}"));
             }
             return Err(anyhow!(msg));
         }
@@ -423,7 +492,19 @@ fn run_step(
                         literal(db)
                     ),
                 )?;
-                let limit = rows.first().map_or("-1".to_string(), |r| r[0].clone());
+                let mut limit = rows.first().map_or("-1".to_string(), |r| r[0].clone());
+                if limit == "0" {
+                    // Most likely an earlier restore that was killed mid-way.
+                    eprintln!(
+                        "warning: {} already had CONNECTION LIMIT 0 (an interrupted restore?); it will be unlimited (-1) afterwards",
+                        ident(db)
+                    );
+                    limit = "-1".into();
+                }
+                eprintln!(
+                    "note: if lifeboat is killed before it finishes, allow connections again with: ALTER DATABASE {} CONNECTION LIMIT {limit};",
+                    ident(db)
+                );
                 tools.execute(
                     maint,
                     &format!("ALTER DATABASE {} CONNECTION LIMIT 0", ident(db)),
@@ -443,21 +524,33 @@ fn run_step(
             schemas,
             large_objects,
         } => {
-            let mut sql = String::from("BEGIN;\n");
+            // One transaction per schema, so a schema with thousands of
+            // tables does not need all their locks at once with the others'.
             for s in schemas {
-                sql.push_str(&format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", ident(s)));
+                tools.execute(
+                    &plan.dest,
+                    &format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(s)),
+                )?;
             }
-            // Recreate public as initdb makes it (owner and default grants).
-            if plan.record.database.server_version_num >= 150000 {
-                sql.push_str("CREATE SCHEMA public AUTHORIZATION pg_database_owner;\nGRANT USAGE ON SCHEMA public TO PUBLIC;\n");
+            // Recreate public as initdb on the destination's version makes it.
+            let public = if plan.dest_version >= 150000 {
+                "CREATE SCHEMA IF NOT EXISTS public AUTHORIZATION pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC"
             } else {
-                sql.push_str("CREATE SCHEMA public;\nGRANT ALL ON SCHEMA public TO PUBLIC;\n");
-            }
+                "CREATE SCHEMA IF NOT EXISTS public; GRANT ALL ON SCHEMA public TO PUBLIC"
+            };
+            tools.execute(&plan.dest, public)?;
             if *large_objects {
-                sql.push_str("SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata;\n");
+                // In batches: each lo_unlink takes a lock until commit.
+                loop {
+                    let rows = tools.query(
+                        &plan.dest,
+                        "SELECT count(lo_unlink(oid)) FROM (SELECT oid FROM pg_largeobject_metadata LIMIT 10000) lo",
+                    )?;
+                    if rows.first().is_none_or(|r| r[0] == "0") {
+                        break;
+                    }
+                }
             }
-            sql.push_str("COMMIT;");
-            tools.execute(&plan.dest, &sql)?;
             Ok(())
         }
         Step::PgRestore(run) => {
@@ -488,7 +581,9 @@ fn allow_connections(tools: &PgTools, maint: &Connection, db: &str, limit: &str)
 
 fn run_hooks(phase: &str, commands: &[String], plan: &Plan) -> Result<()> {
     for c in commands {
-        let status = std::process::Command::new("sh")
+        let mut cmd = std::process::Command::new("sh");
+        crate::pg::process::scrub_secrets(&mut cmd);
+        let status = cmd
             .arg("-c")
             .arg(c)
             .env("LIFEBOAT_TARGET", &plan.target)
@@ -558,15 +653,18 @@ fn restore_globals(
             .map(anyhow::Error::from)
             .unwrap_or_else(|| e.into()));
     }
+    let script = globals_script(&String::from_utf8_lossy(&sql))?;
+    let mut file = tempfile::Builder::new()
+        .prefix("lifeboat-globals-")
+        .tempfile()?;
+    file.write_all(script.as_bytes())?;
+    file.flush()?;
     let mut cmd = tools.command("psql")?;
-    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0"]);
+    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", "-f"])
+        .arg(file.path());
     maint.apply(&mut cmd);
-    let mut child = process::spawn(cmd, Stdio::piped())?;
-    let mut stdin = child.stdin();
-    let _ = stdin.write_all(&sql);
-    drop(stdin);
-    let mut out = child.stdout();
-    std::io::copy(&mut out, &mut std::io::sink())?;
+    let mut child = process::spawn(cmd, Stdio::null())?;
+    std::io::copy(&mut child.stdout(), &mut std::io::sink())?;
     let stderr = child.wait()?;
     // Roles that already exist are expected on an existing server.
     let problems: Vec<&str> = stderr
@@ -577,6 +675,28 @@ fn restore_globals(
         eprintln!("warning: globals: {p}");
     }
     Ok(())
+}
+
+/// The globals SQL as psql may run it: psql meta-commands (`\\! shell`) are
+/// refused, so a forged backup cannot run commands on the restore host.
+/// pg_dumpall's own `\\restrict` guard lines are dropped.
+fn globals_script(sql: &str) -> Result<String> {
+    let mut out = String::with_capacity(sql.len());
+    for line in sql.lines() {
+        let t = line.trim_start();
+        if t.starts_with("\\restrict") || t.starts_with("\\unrestrict") {
+            continue;
+        }
+        if t.starts_with('\\') {
+            bail!(
+                "the backup's globals contain a psql meta-command ({}); refusing to run them",
+                t.split_whitespace().next().unwrap_or(t)
+            );
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 fn pg_restore(
@@ -668,6 +788,9 @@ struct Counted<'a> {
 
 impl Read for Counted<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if interrupted() {
+            return Err(std::io::Error::other("interrupted"));
+        }
         let n = self.inner.read(buf)?;
         self.n += n as u64;
         self.progress.set(self.n);
@@ -697,4 +820,16 @@ fn check_tables(tools: &PgTools, plan: &Plan) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn globals_script_refuses_meta_commands() {
+        let ok =
+            super::globals_script("\\restrict abc\nCREATE ROLE a;\n\\unrestrict abc\n").unwrap();
+        assert_eq!(ok, "CREATE ROLE a;\n");
+        let err = super::globals_script("CREATE ROLE a;\n\\! rm -rf /\n").unwrap_err();
+        assert!(err.to_string().contains("meta-command"), "{err}");
+    }
 }

@@ -52,11 +52,20 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub fn new(info: &ConnInfo) -> Connection {
-        Connection {
+    /// Refuses secrets other than the password: they would have to go on a
+    /// command line, where every user of the host can read them.
+    pub fn new(info: &ConnInfo) -> Result<Connection, String> {
+        for key in ["sslpassword", "oauth_client_secret"] {
+            if info.get(key).is_some() {
+                return Err(format!(
+                    "{key} in a connection string would be visible in the process list; hint: put it in a service file (PGSERVICEFILE) and use service=NAME"
+                ));
+            }
+        }
+        Ok(Connection {
             password: info.password().map(str::to_string),
             info: info.without_password(),
-        }
+        })
     }
 
     pub fn dbname(&self) -> Option<&str> {
@@ -101,11 +110,32 @@ pub fn command(bindir: &Path, program: &str) -> Result<Command, ProcessError> {
         });
     }
     let mut cmd = Command::new(path);
+    scrub_secrets(&mut cmd);
     cmd.env(
         "PGCONNECT_TIMEOUT",
         std::env::var("PGCONNECT_TIMEOUT").unwrap_or_else(|_| "10".into()),
     );
     Ok(cmd)
+}
+
+/// Names of environment variables that hold lifeboat's own secrets (passphrases,
+/// dedup keys) beyond the `LIFEBOAT_*` ones, registered from the configuration.
+static SECRET_ENV: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+pub fn register_secret_env(names: Vec<String>) {
+    let _ = SECRET_ENV.set(names);
+}
+
+/// Child programs and hooks never inherit lifeboat's secrets.
+pub fn scrub_secrets(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LIFEBOAT_") {
+            cmd.env_remove(&k);
+        }
+    }
+    for k in SECRET_ENV.get().into_iter().flatten() {
+        cmd.env_remove(k);
+    }
 }
 
 pub fn spawn(mut cmd: Command, stdin: Stdio) -> Result<Running, ProcessError> {

@@ -138,13 +138,21 @@ pub fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Quote an SQL string literal (standard_conforming_strings is on since 9.1).
+/// Quote an SQL string literal. The E'' form means the same whatever
+/// standard_conforming_strings is set to.
 pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(super::literal("it's"), "E'it''s'");
+        assert_eq!(super::literal("a\\b"), "E'a\\\\b'");
+        assert_eq!(super::ident("a\"b"), "\"a\"\"b\"");
+    }
+
     #[test]
     fn majors() {
         assert_eq!(
