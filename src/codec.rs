@@ -22,6 +22,17 @@ pub const SEALED_MAGIC: &[u8; 8] = b"LBSEAL\x00\x01";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
+/// FORMAT.md: "Blobs above 16 MiB do not exist". Readers enforce it, so a
+/// damaged or forged length can never make us allocate more than this per blob.
+pub const MAX_BLOB_SIZE: usize = 16 * 1024 * 1024;
+/// Stored bytes a blob adds to its plaintext at most: nonce, encoding flag, tag
+/// (zstd is used only when it makes the payload smaller).
+pub const BLOB_OVERHEAD: usize = NONCE_LEN + 1 + TAG_LEN;
+/// The largest Argon2 memory a key file may ask for (512 MiB). Key files are
+/// read before anything is authenticated, so this bounds what a tampered one can
+/// make `open` allocate; our own key files use 64 MiB.
+const MAX_KDF_MEMORY_KIB: u32 = 512 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     /// The bytes were altered, truncated, or encrypted under another key.
@@ -226,6 +237,13 @@ impl SessionKey {
         stored: &[u8],
         raw_len: usize,
     ) -> Result<Vec<u8>> {
+        // `raw_len` comes from an index entry; zstd preallocates it, so check the
+        // format's bound before a forged value can ask for gigabytes.
+        if raw_len > MAX_BLOB_SIZE {
+            return Err(CodecError::Malformed(format!(
+                "blob length {raw_len} exceeds the {MAX_BLOB_SIZE}-byte bound"
+            )));
+        }
         let payload = aead_decrypt(&self.0, stored, &blob_aad(ty, id))?;
         match payload.split_first() {
             Some((0, raw)) => Ok(raw.to_vec()),
@@ -343,7 +361,7 @@ impl KdfParams {
             )));
         }
         // Refuse absurd parameters from a tampered key file (memory exhaustion).
-        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 100 || self.parallelism > 64 {
+        if self.memory_kib > MAX_KDF_MEMORY_KIB || self.iterations > 100 || self.parallelism > 64 {
             return Err(CodecError::Malformed("kdf parameters out of range".into()));
         }
         let params =
@@ -461,6 +479,28 @@ mod tests {
         assert!(matches!(
             SessionKey::unwrap(&wrapped, &wrong),
             Err(CodecError::NoMatchingIdentity)
+        ));
+    }
+
+    #[test]
+    fn oversized_blob_length_is_refused_before_decrypting() {
+        let sk = SessionKey::random();
+        let data = b"small".to_vec();
+        let id = mk().blob_id(&data);
+        let stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
+        assert!(matches!(
+            sk.decrypt_blob(BlobType::Data, &id, &stored, MAX_BLOB_SIZE + 1),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn kdf_memory_is_capped() {
+        let mut p = KdfParams::new_random();
+        p.memory_kib = MAX_KDF_MEMORY_KIB + 1;
+        assert!(matches!(
+            passphrase_encrypt(&p, "x", b"secret"),
+            Err(CodecError::Malformed(_))
         ));
     }
 

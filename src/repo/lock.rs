@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{RepoError, Repository, Result};
+use crate::codec::MetadataKey;
 use crate::format::{self, LockFile};
 use crate::storage::{PutMode, Storage};
 
@@ -20,6 +21,10 @@ pub struct LockGuard {
     storage: Arc<dyn Storage>,
     path: String,
     stop: Arc<AtomicBool>,
+    /// Set by the refresher when our lock was removed or could not be refreshed:
+    /// either way another process may treat it as stale, so nothing we wrote
+    /// after that may be published.
+    lost: Arc<AtomicBool>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -48,10 +53,12 @@ impl Repository {
             PutMode::Create,
         )?;
         let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
         let refresher = {
             let storage = Arc::clone(&self.storage);
             let meta = self.meta.clone();
             let stop = Arc::clone(&stop);
+            let lost = Arc::clone(&lost);
             let path = path.clone();
             std::thread::spawn(move || {
                 let mut lock = lock;
@@ -62,12 +69,9 @@ impl Repository {
                     waited += tick;
                     if waited >= REFRESH_EVERY {
                         waited = Duration::ZERO;
-                        lock.refreshed = Utc::now();
-                        let _ = storage.put(
-                            &path,
-                            &meta.seal("lock", &super::to_json(&lock)),
-                            PutMode::Overwrite,
-                        );
+                        if !refresh(storage.as_ref(), &meta, &path, &mut lock, &lost) {
+                            return;
+                        }
                     }
                 }
             })
@@ -76,21 +80,58 @@ impl Repository {
             storage: Arc::clone(&self.storage),
             path,
             stop,
+            lost,
             refresher: Mutex::new(Some(refresher)),
         })
     }
 }
 
+/// Refresh our lock once. Returns false, with `lost` set, when the lock is gone
+/// or could not be refreshed; the caller then stops refreshing for good.
+fn refresh(
+    storage: &dyn Storage,
+    meta: &MetadataKey,
+    path: &str,
+    lock: &mut LockFile,
+    lost: &AtomicBool,
+) -> bool {
+    // Never recreate a lock someone removed: a prune that found it stale may
+    // already be deleting packs we wrote, and a recreated lock would hide that
+    // from `check_held`. (A removal between this head and the put below still
+    // slips through; the storage offers no put-if-exists. The window is one
+    // round trip, against a 30-minute stale limit.)
+    if storage.head(path).is_err() {
+        // Gone, or we cannot tell: either way we cannot vouch for the lock.
+        lost.store(true, Ordering::SeqCst);
+        return false;
+    }
+    lock.refreshed = Utc::now();
+    let sealed = meta.seal("lock", &super::to_json(lock));
+    if storage.put(path, &sealed, PutMode::Overwrite).is_err() {
+        // A lock we cannot refresh will look stale to a prune soon: treat it as
+        // lost now rather than publish a backup whose packs may be deleted.
+        lost.store(true, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
 impl LockGuard {
-    /// Fail if our lock was removed (e.g. declared stale by a prune): data we
-    /// wrote may be gone, so nothing may be published.
+    /// Fail if our lock was removed (e.g. declared stale by a prune) or could not
+    /// be kept fresh: data we wrote may be gone, so nothing may be published.
     pub fn check_held(&self) -> Result<()> {
+        let lost = || {
+            RepoError::Other(format!(
+                "our lock {} was removed by another process or could not be refreshed; the backup is abandoned; hint: run it again",
+                self.path
+            ))
+        };
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(lost());
+        }
         match self.storage.head(&self.path) {
             Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Err(RepoError::Other(format!(
-                "our lock {} was removed by another process; the backup is abandoned; hint: run it again",
-                self.path
-            ))),
+            Err(e) if e.is_not_found() => Err(lost()),
             Err(e) => Err(e.into()),
         }
     }
@@ -110,4 +151,82 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_repo;
+    use crate::storage::ErrorKind;
+
+    fn lock_file() -> LockFile {
+        LockFile {
+            version: format::FORMAT_VERSION,
+            host: "h".into(),
+            pid: 1,
+            user: "u".into(),
+            command: "test".into(),
+            exclusive: false,
+            created: Utc::now(),
+            refreshed: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn check_held_fails_once_the_lock_is_removed() {
+        let (storage, repo) = test_repo();
+        let guard = repo.lock_shared("test").unwrap();
+        guard.check_held().unwrap();
+        storage.delete(&guard.path).unwrap();
+        assert!(guard.check_held().is_err());
+    }
+
+    #[test]
+    fn check_held_fails_when_marked_lost() {
+        let (_storage, repo) = test_repo();
+        let guard = repo.lock_shared("test").unwrap();
+        guard.lost.store(true, Ordering::SeqCst);
+        assert!(guard.check_held().is_err());
+    }
+
+    #[test]
+    fn refresh_never_recreates_a_removed_lock() {
+        let (storage, repo) = test_repo();
+        let path = format!("{}removed", format::LOCKS_DIR);
+        let lost = AtomicBool::new(false);
+        assert!(!refresh(
+            storage.as_ref(),
+            &repo.meta,
+            &path,
+            &mut lock_file(),
+            &lost
+        ));
+        assert!(lost.load(Ordering::SeqCst));
+        assert!(storage.head(&path).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn a_failed_refresh_marks_the_lock_lost() {
+        let (storage, repo) = test_repo();
+        let path = format!("{}mine", format::LOCKS_DIR);
+        storage.put(&path, b"old", PutMode::Create).unwrap();
+        let lost = AtomicBool::new(false);
+        assert!(refresh(
+            storage.as_ref(),
+            &repo.meta,
+            &path,
+            &mut lock_file(),
+            &lost
+        ));
+        assert!(!lost.load(Ordering::SeqCst));
+        storage.fail_next_puts(1, ErrorKind::Other);
+        assert!(!refresh(
+            storage.as_ref(),
+            &repo.meta,
+            &path,
+            &mut lock_file(),
+            &lost
+        ));
+        assert!(lost.load(Ordering::SeqCst));
+    }
 }

@@ -139,7 +139,19 @@ impl Repository {
         if storage.head(format::CONFIG_PATH).is_ok() {
             return Err(RepoError::AlreadyExists { url });
         }
-        if !storage.list("")?.is_empty() {
+        // Key files without a config are what an interrupted (or lost concurrent)
+        // init leaves: it writes `keys/<id>` first and `config` last. Allow init
+        // over them, or the location is stuck; the old key files become orphans,
+        // which `open` tolerates (it uses the key file that unseals `config`).
+        // Anything else, including a `keys/` of files that are not our key files
+        // (puts are atomic, so ours are whole), is someone's data: leave it alone.
+        let leftover_key_file = |path: &str| {
+            path.starts_with(format::KEYS_DIR)
+                && storage
+                    .get(path)
+                    .is_ok_and(|raw| serde_json::from_slice::<KeyFile>(&raw).is_ok())
+        };
+        if !storage.list("")?.iter().all(|o| leftover_key_file(&o.path)) {
             return Err(RepoError::Other(format!(
                 "{url} is not empty and holds no lifeboat repository; hint: choose an empty or new location"
             )));
@@ -263,9 +275,12 @@ impl Repository {
                 supported: format::FORMAT_VERSION,
             });
         }
-        let (meta, identities) = unlock_keys(storage.as_ref(), config.mode, &mut creds)?;
         let sealed =
             codec::b64_decode(&config.sealed).map_err(|e| corrupt("config", e.to_string()))?;
+        // Several key files may unlock with our secret (orphans of an interrupted
+        // init); the repository's own is the one whose key unseals `config`.
+        let fits = |m: &MetadataKey| m.unseal("config", &sealed).is_ok();
+        let (meta, identities) = unlock_keys(storage.as_ref(), config.mode, &mut creds, &fits)?;
         let settings_json = meta.unseal("config", &sealed).map_err(|e| match e {
             CodecError::Authentication
                 if config.mode == KeyMode::Recipients && identities.is_none() =>
@@ -413,12 +428,26 @@ impl Repository {
     }
 }
 
+/// Find the metadata key (and, in passphrase mode, the identity) in `keys/`.
+/// Key files are tried in turn; one that decrypts counts only if `fits` accepts
+/// its metadata key, i.e. it belongs to this repository's `config` rather than
+/// to an interrupted init.
 fn unlock_keys(
     storage: &dyn Storage,
     mode: KeyMode,
     creds: &mut Credentials,
+    fits: &dyn Fn(&MetadataKey) -> bool,
 ) -> Result<(MetadataKey, Option<Identities>)> {
     let url = storage.url();
+    // A secret that opens only key files of another config is the wrong secret
+    // if some key file refused it (that one may be the real one); if none did,
+    // the config itself does not match its keys.
+    let config_mismatch = |url: String| RepoError::Corrupt {
+        url,
+        what: format::CONFIG_PATH.into(),
+        detail: "its settings cannot be decrypted with any key file that the given secret opens"
+            .into(),
+    };
     let mut files = Vec::new();
     for obj in storage.list(format::KEYS_DIR)? {
         let raw = storage.get(&obj.path)?;
@@ -438,6 +467,7 @@ fn unlock_keys(
     let material = |json: &[u8]| -> Result<KeyMaterial> {
         serde_json::from_slice(json).map_err(|e| RepoError::Other(format!("key file: {e}")))
     };
+    let (mut refused, mut foreign) = (0usize, 0usize);
     match mode {
         KeyMode::Passphrase => {
             let pass = creds.passphrase.as_deref().ok_or_else(|| {
@@ -470,11 +500,17 @@ fn unlock_keys(
                             }
                             None => None,
                         };
-                        return Ok((meta, ids));
+                        if fits(&meta) {
+                            return Ok((meta, ids));
+                        }
+                        foreign += 1;
                     }
-                    Err(CodecError::Authentication) => continue,
+                    Err(CodecError::Authentication) => refused += 1,
                     Err(e) => return Err(RepoError::Other(e.to_string())),
                 }
+            }
+            if foreign > 0 && refused == 0 {
+                return Err(config_mismatch(url));
             }
             Err(RepoError::WrongPassphrase { url })
         }
@@ -494,13 +530,19 @@ fn unlock_keys(
                                 SecretBytes::from_base64(&m.metadata_key)
                                     .map_err(|e| RepoError::Other(e.to_string()))?,
                             );
-                            return Ok((meta, Some(ids)));
+                            if fits(&meta) {
+                                return Ok((meta, Some(ids)));
+                            }
+                            foreign += 1;
                         }
-                        Err(CodecError::NoMatchingIdentity) => continue,
+                        Err(CodecError::NoMatchingIdentity) => refused += 1,
                         Err(_) => matched = true,
                     }
                 }
                 if !matched {
+                    if foreign > 0 && refused == 0 {
+                        return Err(config_mismatch(url));
+                    }
                     return Err(RepoError::WrongIdentity { url });
                 }
                 return Err(RepoError::Corrupt {
@@ -517,6 +559,28 @@ fn unlock_keys(
             }
         }
     }
+}
+
+/// A repository on memory storage that can read and write, for unit tests. It
+/// uses public-key mode because a passphrase costs seconds of Argon2 in a
+/// debug build.
+#[cfg(test)]
+pub(crate) fn test_repo() -> (Arc<crate::storage::memory::MemoryStorage>, Repository) {
+    let identity = age::x25519::Identity::generate();
+    let storage = Arc::new(crate::storage::memory::MemoryStorage::new());
+    Repository::init(
+        storage.clone(),
+        InitKeys::Recipients(vec![identity.to_public().to_string()]),
+        3,
+    )
+    .expect("init");
+    let ids: Identities = vec![Box::new(identity)];
+    let creds = Credentials {
+        identities: Some(ids),
+        ..Credentials::default()
+    };
+    let repo = Repository::open(storage.clone(), creds).expect("open");
+    (storage, repo)
 }
 
 fn parse_recipients(strs: &[String]) -> Result<Vec<age::x25519::Recipient>> {
@@ -539,4 +603,90 @@ fn random_hex() -> String {
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+
+    const ORPHAN: &str = "keys/00000000000000000000000000000000";
+
+    fn passphrase(p: &str) -> Credentials {
+        Credentials {
+            passphrase: Some(p.into()),
+            ..Credentials::default()
+        }
+    }
+
+    /// The key file an init on a fresh storage writes.
+    fn key_file_of(keys: InitKeys) -> Vec<u8> {
+        let storage = Arc::new(MemoryStorage::new());
+        Repository::init(storage.clone(), keys, 3).expect("init");
+        let objs = storage.list(format::KEYS_DIR).unwrap();
+        storage.get(&objs[0].path).unwrap()
+    }
+
+    #[test]
+    fn init_over_an_interrupted_init_then_open_skips_the_orphan() {
+        let storage = Arc::new(MemoryStorage::new());
+        // What an init that crashed before writing config leaves; it sorts
+        // first, so open tries it first.
+        let orphan = key_file_of(InitKeys::Passphrase("pw".into()));
+        storage.put(ORPHAN, &orphan, PutMode::Create).unwrap();
+        let id = Repository::init(storage.clone(), InitKeys::Passphrase("pw".into()), 3)
+            .expect("init over an interrupted init")
+            .repo
+            .id;
+        let repo = Repository::open(storage.clone(), passphrase("pw")).expect("open");
+        assert_eq!(repo.id, id);
+        assert!(matches!(
+            Repository::open(storage.clone(), passphrase("other")),
+            Err(RepoError::WrongPassphrase { .. })
+        ));
+        // Only the orphan left: it opens, but it is not this repository's key.
+        for obj in storage.list(format::KEYS_DIR).unwrap() {
+            if obj.path != ORPHAN {
+                storage.delete(&obj.path).unwrap();
+            }
+        }
+        assert!(matches!(
+            Repository::open(storage, passphrase("pw")),
+            Err(RepoError::Corrupt { what, .. }) if what == "config"
+        ));
+    }
+
+    #[test]
+    fn open_skips_an_orphaned_age_key_file() {
+        let identity = age::x25519::Identity::generate();
+        let recipients = vec![identity.to_public().to_string()];
+        let storage = Arc::new(MemoryStorage::new());
+        let orphan = key_file_of(InitKeys::Recipients(recipients.clone()));
+        storage.put(ORPHAN, &orphan, PutMode::Create).unwrap();
+        let id = Repository::init(storage.clone(), InitKeys::Recipients(recipients), 3)
+            .expect("init over an interrupted init")
+            .repo
+            .id;
+        let ids: Identities = vec![Box::new(identity)];
+        let creds = Credentials {
+            identities: Some(ids),
+            ..Credentials::default()
+        };
+        let repo = Repository::open(storage, creds).expect("open");
+        assert_eq!(repo.id, id);
+        assert!(repo.can_read_content());
+    }
+
+    #[test]
+    fn init_refuses_a_location_with_other_data() {
+        for (path, data) in [
+            ("data/x", b"pack".as_slice()),
+            ("keys/id_rsa", b"not a lifeboat key file".as_slice()),
+        ] {
+            let storage = Arc::new(MemoryStorage::new());
+            storage.put(path, data, PutMode::Create).unwrap();
+            let r = Repository::init(storage, InitKeys::Recipients(vec![]), 3);
+            assert!(matches!(r, Err(RepoError::Other(_))), "{path}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::{BlobLocation, Index, RepoError, Repository, Result};
-use crate::codec::{Id, SessionKey};
+use crate::codec::{self, Id, SessionKey};
 use crate::format::{self, Stream};
 use crate::storage::ErrorKind;
 
@@ -117,6 +117,25 @@ impl Repository {
                     stream.name
                 ),
             })?;
+            // The index is authenticated, but whoever holds the metadata key (a
+            // backup host) can write one, and a bug can too. Lengths beyond the
+            // format's blob bound would make a fetcher allocate up to 4 GiB per
+            // blob, so refuse them before fetching anything.
+            let in_bounds = loc.raw_length as usize <= codec::MAX_BLOB_SIZE
+                && loc.length as usize <= codec::MAX_BLOB_SIZE + codec::BLOB_OVERHEAD
+                && loc.offset.checked_add(u64::from(loc.length)).is_some();
+            if !in_bounds {
+                return Err(self.corrupt(
+                    format!("{} (blob {})", format::pack_path(&loc.pack), id.short()),
+                    format!(
+                        "index entry out of bounds (offset {}, length {}, raw length {}; blobs are at most {} bytes)",
+                        loc.offset,
+                        loc.length,
+                        loc.raw_length,
+                        codec::MAX_BLOB_SIZE
+                    ),
+                ));
+            }
             wrapped.entry(loc.pack).or_insert_with(|| {
                 index
                     .wrapped_key(&loc.pack)
@@ -252,6 +271,48 @@ impl Drop for StreamReader {
         // Workers finish their current fetch and see the closed queue.
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::BlobType;
+    use crate::format::{BlobEntry, PackEntry};
+    use crate::repo::test_repo;
+
+    #[test]
+    fn an_oversized_index_entry_is_refused_before_fetching() {
+        let (_storage, repo) = test_repo();
+        let blob = Id([1; 32]);
+        let mut index = Index::default();
+        index
+            .add_pack(&PackEntry {
+                id: Id([2; 32]),
+                size: 100,
+                session_key: codec::b64_encode(b"unused"),
+                blobs: vec![BlobEntry {
+                    id: blob,
+                    ty: BlobType::Data,
+                    offset: 0,
+                    length: u32::MAX,
+                    raw_length: 10,
+                }],
+            })
+            .unwrap();
+        let stream = Stream {
+            name: "s".into(),
+            format: "raw".into(),
+            size: 10,
+            chunks: vec![blob],
+        };
+        match repo.read_stream(&index, &stream) {
+            Err(RepoError::Corrupt { what, .. }) => {
+                assert!(what.contains("blob 01010101"), "{what}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("an oversized entry was accepted"),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! A writing session: chunk streams, dedup against the index, compress and encrypt
 //! on worker threads, assemble packs and store them durably, then index them.
 //!
-//! The pipeline is bounded at every stage (channels of a few chunks), so memory
-//! stays at a few pack sizes whatever the input size:
+//! The pipeline is bounded at every stage (channels of a few chunks, at most
+//! `MAX_WORKERS` workers), so memory stays at a few pack sizes whatever the input
+//! size and however many CPUs the host has:
 //!
 //! ```text
 //! caller: read + chunk + hash + dedup --> workers: compress + encrypt --> packer: pack + put
@@ -15,9 +16,22 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::{Index, RepoError, Repository, Result};
-use crate::codec::{BlobType, Id, SessionKey};
+use crate::codec::{self, BlobType, Id, SessionKey};
 use crate::format::{self, BackupStats, BlobEntry, PackEntry, PackTrailer, Stream};
 use crate::storage::{ErrorKind, PutMode};
+
+/// Worker threads: at least 2 so compression overlaps chunking, at most 8 because
+/// each worker holds a chunk (up to 4 MiB), its compressed copy and a zstd
+/// context: on a 64-core host an unclamped pool would hold hundreds of MiB for
+/// little gain, since one packer thread stores the packs one after another.
+const MIN_WORKERS: usize = 2;
+const MAX_WORKERS: usize = 8;
+/// Chunks queued between stages. Fixed, not per worker, for the same reason.
+const CHANNEL_DEPTH: usize = 4;
+/// Room for a pack's footer (sealed trailer) in the pack buffer reserved up
+/// front. A trailer entry is ~100 bytes after sealing, so this covers hundreds
+/// of blobs; a pack of many tiny (highly compressible) blobs may still grow once.
+const FOOTER_RESERVE: usize = 64 * 1024;
 
 /// Called with the number of plaintext bytes read so far.
 pub type StreamProgress<'a> = &'a (dyn Fn(u64) + Sync);
@@ -41,8 +55,17 @@ pub struct Session<'r> {
     seen: HashSet<Id>,
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
-    packer: Option<JoinHandle<std::result::Result<Vec<PackEntry>, RepoError>>>,
+    packer: Option<JoinHandle<std::result::Result<Packed, RepoError>>>,
+    /// Chunks handed to the workers. A worker that panics loses its chunk without
+    /// telling anyone, so `finish` compares this with what the packer stored.
+    sent: u64,
     stats: BackupStats,
+}
+
+/// What the packer thread returns: the stored packs and how many blobs it got.
+struct Packed {
+    packs: Vec<PackEntry>,
+    blobs: u64,
 }
 
 impl Repository {
@@ -54,10 +77,10 @@ impl Repository {
             .map_err(|e| RepoError::Other(format!("wrapping session key: {e}")))?;
         let level = self.settings.compression_level;
         let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2);
-        let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
-        let (enc_tx, enc_rx) = sync_channel::<Encrypted>(threads * 2);
+            .map_or(MIN_WORKERS, |n| n.get())
+            .clamp(MIN_WORKERS, MAX_WORKERS);
+        let (job_tx, job_rx) = sync_channel::<Job>(CHANNEL_DEPTH);
+        let (enc_tx, enc_rx) = sync_channel::<Encrypted>(CHANNEL_DEPTH);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let workers = (0..threads)
             .map(|_| {
@@ -72,21 +95,30 @@ impl Repository {
             let storage = Arc::clone(&self.storage);
             let meta = self.meta.clone();
             let pack_size = self.settings.pack_size;
+            // A pack is flushed once it reaches `pack_size`, so it never exceeds
+            // that plus one stored blob, plus the footer added at flush.
+            let capacity =
+                pack_size + self.settings.chunker.max + codec::BLOB_OVERHEAD + FOOTER_RESERVE;
             std::thread::spawn(move || {
                 let mut p = Packer {
                     storage,
                     meta,
                     wrapped,
                     pack_size,
+                    capacity,
                     buf: Vec::new(),
                     blobs: Vec::new(),
                     done: Vec::new(),
+                    received: 0,
                 };
                 for e in enc_rx {
                     p.add(e)?;
                 }
                 p.flush()?;
-                Ok(p.done)
+                Ok(Packed {
+                    packs: p.done,
+                    blobs: p.received,
+                })
             })
         };
         Ok(Session {
@@ -96,6 +128,7 @@ impl Repository {
             jobs: Some(job_tx),
             workers,
             packer: Some(packer),
+            sent: 0,
             stats: BackupStats::default(),
         })
     }
@@ -124,15 +157,25 @@ struct Packer {
     meta: crate::codec::MetadataKey,
     wrapped: Vec<u8>,
     pack_size: usize,
+    /// Bytes reserved for each pack buffer (see `start_session`).
+    capacity: usize,
     buf: Vec<u8>,
     blobs: Vec<BlobEntry>,
     done: Vec<PackEntry>,
+    /// Blobs received from the workers, stored or about to be.
+    received: u64,
 }
 
 impl Packer {
     fn add(&mut self, e: Encrypted) -> Result<()> {
+        self.received += 1;
         if self.buf.is_empty() {
-            self.buf = format::pack_header(&self.wrapped);
+            // Reserve the whole pack now: growing by doubling copies the bytes
+            // again at each step, and appending the footer to a full 16 MiB
+            // buffer could double it to 32 MiB and copy everything once more.
+            self.buf = Vec::with_capacity(self.capacity);
+            self.buf
+                .extend_from_slice(&format::pack_header(&self.wrapped));
         }
         self.blobs.push(BlobEntry {
             id: e.id,
@@ -222,6 +265,7 @@ impl Session<'_> {
                 if jobs.send(Job { id, data: c.data }).is_err() {
                     return Err(self.fail());
                 }
+                self.sent += 1;
             }
             progress(size);
         }
@@ -234,26 +278,49 @@ impl Session<'_> {
         })
     }
 
-    /// The packer stopped: collect its error.
+    /// The pipeline stopped taking chunks: collect the reason.
     fn fail(&mut self) -> RepoError {
-        self.jobs = None;
-        match self.packer.take().map(|h| h.join()) {
-            Some(Ok(Err(e))) => e,
-            _ => RepoError::Other("the pack writer stopped unexpectedly".into()),
+        match self.stop_pipeline() {
+            Err(e) => e,
+            Ok(_) => RepoError::Other("the pack writer stopped unexpectedly".into()),
         }
+    }
+
+    /// Close the job queue and wait for every thread. The packer's own error
+    /// (e.g. a full disk) is the most useful one, so it wins over a worker panic.
+    fn stop_pipeline(&mut self) -> Result<Packed> {
+        self.jobs = None;
+        let mut worker_panicked = false;
+        for w in self.workers.drain(..) {
+            worker_panicked |= w.join().is_err();
+        }
+        let packed = match self.packer.take().map(|h| h.join()) {
+            Some(Ok(r)) => r?,
+            Some(Err(_)) => return Err(RepoError::Other("the pack writer panicked".into())),
+            None => return Err(RepoError::Other("the pack writer already stopped".into())),
+        };
+        if worker_panicked {
+            return Err(RepoError::Other(
+                "a compression worker panicked; chunks may be missing, so the backup is abandoned"
+                    .into(),
+            ));
+        }
+        Ok(packed)
     }
 
     /// Flush all packs and index them. Returns the statistics of the session.
     /// After this the data is durable and indexed but not yet referenced.
     pub fn finish(mut self) -> Result<BackupStats> {
-        self.jobs = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        let Packed { packs, blobs } = self.stop_pipeline()?;
+        // Belt and braces: whatever went wrong on the way, a chunk that was sent
+        // but never stored must stop the backup here, before the index and long
+        // before a record could name the missing blob.
+        if blobs != self.sent {
+            return Err(RepoError::Other(format!(
+                "{} chunks were sent to be stored but {blobs} arrived at the pack writer; the backup is abandoned",
+                self.sent
+            )));
         }
-        let packs = match self.packer.take().expect("finish once").join() {
-            Ok(r) => r?,
-            Err(_) => return Err(RepoError::Other("the pack writer panicked".into())),
-        };
         self.stats.stored_bytes = packs.iter().map(|p| p.size).sum();
         self.repo.write_index(packs)?;
         Ok(self.stats)
@@ -269,5 +336,52 @@ impl Drop for Session<'_> {
         if let Some(p) = self.packer.take() {
             let _ = p.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_repo;
+    use crate::storage::Storage;
+
+    fn write(session: &mut Session<'_>, data: &[u8]) -> Stream {
+        session
+            .write_stream("s", "raw", data, &mut |_| {}, &|_| {})
+            .expect("write_stream")
+    }
+
+    #[test]
+    fn finish_indexes_every_chunk() {
+        let (_storage, repo) = test_repo();
+        let mut s = repo.start_session().unwrap();
+        let stream = write(&mut s, &b"lifeboat ".repeat(100_000));
+        s.finish().unwrap();
+        let index = repo.load_index().unwrap();
+        assert!(stream.chunks.iter().all(|id| index.contains(id)));
+    }
+
+    #[test]
+    fn a_lost_chunk_fails_finish_before_the_index() {
+        let (storage, repo) = test_repo();
+        let mut s = repo.start_session().unwrap();
+        write(&mut s, b"some data");
+        // As if a worker had taken one more chunk off the queue and lost it.
+        s.sent += 1;
+        let err = s.finish().unwrap_err().to_string();
+        assert!(err.contains("2 chunks were sent"), "{err}");
+        assert!(storage.list(format::INDEX_DIR).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_panicked_worker_fails_finish() {
+        let (storage, repo) = test_repo();
+        let mut s = repo.start_session().unwrap();
+        write(&mut s, b"some data");
+        s.workers
+            .push(std::thread::spawn(|| panic!("injected worker panic")));
+        let err = s.finish().unwrap_err().to_string();
+        assert!(err.contains("compression worker panicked"), "{err}");
+        assert!(storage.list(format::INDEX_DIR).unwrap().is_empty());
     }
 }
