@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use lifeboat::pg::dumpfile::{
-    DumpSummary, ParseError, Toc, TocSniffer, is_system_schema, parse_toc, parse_toc_with_len,
+    BlockScanner, DumpSummary, ParseError, Toc, TocSniffer, is_system_schema, parse_toc,
+    parse_toc_with_len, patch_data_offsets,
 };
 use lifeboat::testkit::TestCluster;
 
@@ -856,4 +857,61 @@ fn synthetic_archive_with_wrong_version_label_is_not_misread() {
         assert_ne!(got, expected, "1.{written} read as 1.{label}");
         eprintln!("1.{written} read as 1.{label}: {got:?}");
     }
+}
+
+/// A piped dump has no data offsets; the scanner finds every data block and
+/// the patched copy points each TOC entry at its block, as pg_dump does for files.
+#[test]
+fn block_scanner_patches_offsets_of_piped_dumps() {
+    let f = fixtures();
+    for (name, archive) in [("-Z0", &f.uncompressed), ("compressed", &f.compressed)] {
+        let before = parse_toc(archive).unwrap();
+        let unset = before
+            .entries
+            .iter()
+            .filter(|e| e.data_offset_flag == 1)
+            .count();
+        assert!(
+            unset > 300,
+            "{name}: a piped dump leaves offsets unset ({unset})"
+        );
+        for piece in [1usize, 7, 65536, archive.len()] {
+            let mut scanner = BlockScanner::default();
+            for c in archive.chunks(piece) {
+                scanner.feed(c);
+            }
+            let (toc, found) = scanner.finish().unwrap();
+            let mut file = std::io::Cursor::new(archive.to_vec());
+            let patched = patch_data_offsets(&mut file, &toc, &found).unwrap();
+            assert_eq!(
+                patched, unset,
+                "{name}, pieces of {piece}: every data entry patched"
+            );
+            let out = file.into_inner();
+            assert_eq!(out.len(), archive.len());
+            let after = parse_toc(&out).unwrap();
+            for e in after
+                .entries
+                .iter()
+                .filter(|e| e.had_dumper && e.data_offset_flag == 2)
+            {
+                let at = e.data_offset_at + 1;
+                let off = u64::from_le_bytes(out[at..at + 8].try_into().unwrap()) as usize;
+                assert!(
+                    out[off] == 1 || out[off] == 3,
+                    "{name}: block type at {off}"
+                );
+                let id = u32::from_le_bytes(out[off + 2..off + 6].try_into().unwrap());
+                assert_eq!(
+                    id as i32, e.dump_id,
+                    "{name}: block at {off} is entry {}",
+                    e.dump_id
+                );
+            }
+        }
+    }
+    // A truncated archive is reported, not patched wrongly.
+    let mut scanner = BlockScanner::default();
+    scanner.feed(&f.uncompressed[..f.uncompressed.len() - 3]);
+    assert!(scanner.finish().is_err());
 }

@@ -14,6 +14,7 @@ use super::progress::Progress;
 use super::{Context, human_bytes, interrupted, usage, watch_for_interrupts};
 use crate::codec::Id;
 use crate::format::{BackupRecord, Stream};
+use crate::pg::dumpfile::{BlockScanner, patch_data_offsets};
 use crate::pg::process::{self, Connection};
 use crate::pg::tools::{PgTools, ident, literal, parse_major};
 use crate::repo::{Index, Repository};
@@ -740,8 +741,27 @@ fn pg_restore(
             .prefix("lifeboat-restore-")
             .suffix(".dump")
             .tempfile_in(dir)?;
-        if let Err(e) = std::io::copy(&mut counted, tmp.as_file_mut()) {
-            return Err(repo_or_io(counted.inner, e));
+        // A dump streamed from pg_dump has no data offsets in its TOC; fill
+        // them in so each pg_restore worker seeks to its table's data instead
+        // of scanning the file from the start.
+        let mut scanner = BlockScanner::default();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match counted.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(repo_or_io(counted.inner, e)),
+            };
+            scanner.feed(&buf[..n]);
+            tmp.as_file_mut().write_all(&buf[..n])?;
+        }
+        match scanner.finish() {
+            Ok((toc, found)) => {
+                patch_data_offsets(tmp.as_file_mut(), &toc, &found)?;
+            }
+            Err(e) => eprintln!(
+                "warning: could not index the dump's data blocks ({e}); pg_restore will scan for them"
+            ),
         }
         tmp.as_file_mut().flush()?;
         progress.finish();

@@ -130,6 +130,11 @@ pub struct TocEntry {
     pub section: i32,
     /// Whether the entry has a data part (TABLE DATA, BLOBS, SEQUENCE SET...).
     pub had_dumper: bool,
+    /// Where this entry's data-offset field (flag byte, then `off_size`
+    /// bytes) is in the archive, and its flag: 1 not set, 2 set, 3 no data.
+    /// A dump written to a pipe has flag 1 everywhere; see [`BlockScanner`].
+    pub data_offset_at: usize,
+    pub data_offset_flag: u8,
 }
 
 /// Header and TOC of a custom-format archive.
@@ -359,7 +364,7 @@ fn read_entries(r: &mut Reader<'_>, version: (u8, u8, u8)) -> Result<Vec<TocEntr
             }
         }
         // Custom format extra TOC data (_ReadExtraToc): the data offset.
-        r.offset()?;
+        let (data_offset_at, data_offset_flag) = r.offset()?;
 
         entries.push(TocEntry {
             dump_id,
@@ -369,6 +374,8 @@ fn read_entries(r: &mut Reader<'_>, version: (u8, u8, u8)) -> Result<Vec<TocEntr
             owner,
             section,
             had_dumper,
+            data_offset_at,
+            data_offset_flag,
         });
     }
     Ok(entries)
@@ -447,14 +454,16 @@ impl<'a> Reader<'a> {
     }
 
     /// `ReadOffset` (archive >= 1.7): a flag byte, then `off_size` bytes.
-    fn offset(&mut self) -> Result<(), ParseError> {
+    /// Returns where the field starts and its flag.
+    fn offset(&mut self) -> Result<(usize, u8), ParseError> {
+        let at = self.pos;
         let flag = self.byte()?;
         self.bytes(self.off_size)?;
         // K_OFFSET_POS_NOT_SET = 1, K_OFFSET_POS_SET = 2, K_OFFSET_NO_DATA = 3
         if !(1..=3).contains(&flag) {
             return Err(invalid(format!("unexpected data offset flag {flag}")));
         }
-        Ok(())
+        Ok((at, flag))
     }
 }
 
@@ -671,4 +680,219 @@ impl TocSniffer {
         }
         self.buf = Vec::new();
     }
+}
+
+/// Block types in the data part of a custom archive (pg_backup_custom.c).
+const BLK_DATA: u8 = 1;
+const BLK_BLOBS: u8 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    BlockType,
+    DumpId,
+    ChunkLen,
+    BlobOid,
+}
+
+/// Learns, as a custom archive streams past, where each data block starts.
+///
+/// pg_dump writing to a pipe cannot go back to fill in the TOC's data offsets,
+/// so `pg_restore --jobs` on such a file makes every worker scan for its data.
+/// With the positions found here the offsets can be patched into a seekable
+/// copy ([`patch_data_offsets`]), as pg_dump itself does when writing a file.
+/// Memory stays small: only the TOC prefix and a block header are buffered.
+pub struct BlockScanner {
+    prefix: Vec<u8>,
+    last_try: usize,
+    toc: Option<Toc>,
+    int_size: usize,
+    pos: u64,
+    want: Want,
+    block_type: u8,
+    block_start: u64,
+    hdr: Vec<u8>,
+    skip: u64,
+    found: Vec<(i32, u64)>,
+    error: Option<String>,
+}
+
+impl Default for BlockScanner {
+    fn default() -> Self {
+        BlockScanner {
+            prefix: Vec::new(),
+            last_try: 0,
+            toc: None,
+            int_size: 4,
+            pos: 0,
+            want: Want::BlockType,
+            block_type: 0,
+            block_start: 0,
+            hdr: Vec::new(),
+            skip: 0,
+            found: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+impl BlockScanner {
+    const PREFIX_LIMIT: usize = 64 * 1024 * 1024;
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.toc.is_some() {
+            self.scan(bytes);
+            return;
+        }
+        self.prefix.extend_from_slice(bytes);
+        if self.prefix.len() >= (2 * self.last_try).max(64 * 1024) {
+            self.try_toc(false);
+        }
+    }
+
+    fn try_toc(&mut self, last: bool) {
+        match parse_toc_with_len(&self.prefix) {
+            Ok((toc, len)) => {
+                self.int_size = usize::from(toc.header.int_size);
+                self.toc = Some(toc);
+                self.pos = len as u64;
+                let rest = std::mem::take(&mut self.prefix);
+                self.scan(&rest[len..]);
+            }
+            Err(ParseError::Incomplete) if !last && self.prefix.len() < Self::PREFIX_LIMIT => {
+                self.last_try = self.prefix.len();
+            }
+            Err(e) => {
+                self.error = Some(match e {
+                    ParseError::Invalid(m) => m,
+                    ParseError::Incomplete => "table of contents not found".into(),
+                });
+                self.prefix = Vec::new();
+            }
+        }
+    }
+
+    fn scan(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() && self.error.is_none() {
+            if self.skip > 0 {
+                let n = self.skip.min(buf.len() as u64) as usize;
+                self.skip -= n as u64;
+                self.pos += n as u64;
+                buf = &buf[n..];
+                continue;
+            }
+            let need = if self.want == Want::BlockType {
+                1
+            } else {
+                1 + self.int_size
+            };
+            let take = (need - self.hdr.len()).min(buf.len());
+            self.hdr.extend_from_slice(&buf[..take]);
+            self.pos += take as u64;
+            buf = &buf[take..];
+            if self.hdr.len() == need {
+                self.step();
+                self.hdr.clear();
+            }
+        }
+    }
+
+    fn int(&self) -> Option<i64> {
+        let (sign, mag) = self.hdr.split_first()?;
+        let mut v: i64 = 0;
+        for (i, &b) in mag.iter().enumerate().take(8) {
+            v |= i64::from(b) << (8 * i);
+        }
+        Some(if *sign == 1 { -v } else { v })
+    }
+
+    fn step(&mut self) {
+        match self.want {
+            Want::BlockType => {
+                let t = self.hdr[0];
+                if t != BLK_DATA && t != BLK_BLOBS {
+                    self.error = Some(format!(
+                        "unknown data block type {t} at byte {}",
+                        self.pos - 1
+                    ));
+                    return;
+                }
+                self.block_type = t;
+                self.block_start = self.pos - 1;
+                self.want = Want::DumpId;
+            }
+            Want::DumpId => {
+                let id = self.int().unwrap_or(0);
+                self.found.push((id as i32, self.block_start));
+                self.want = if self.block_type == BLK_DATA {
+                    Want::ChunkLen
+                } else {
+                    Want::BlobOid
+                };
+            }
+            Want::ChunkLen => match self.int() {
+                Some(0) => {
+                    self.want = if self.block_type == BLK_DATA {
+                        Want::BlockType
+                    } else {
+                        Want::BlobOid
+                    };
+                }
+                Some(n) if n > 0 => self.skip = n as u64,
+                _ => self.error = Some(format!("invalid data chunk length at byte {}", self.pos)),
+            },
+            Want::BlobOid => {
+                self.want = if self.int() == Some(0) {
+                    Want::BlockType
+                } else {
+                    Want::ChunkLen
+                };
+            }
+        }
+    }
+
+    /// The TOC and (dump id, block start) of every data block, once the
+    /// whole archive went past.
+    pub fn finish(mut self) -> Result<(Toc, Vec<(i32, u64)>), String> {
+        if self.toc.is_none() && self.error.is_none() {
+            self.try_toc(true);
+        }
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.skip > 0 || !self.hdr.is_empty() || self.want != Want::BlockType {
+            return Err("archive ends inside a data block".into());
+        }
+        Ok((self.toc.expect("toc parsed"), self.found))
+    }
+}
+
+/// Write the data offsets `found` by [`BlockScanner`] into the TOC of a
+/// seekable copy of the archive. Returns how many entries were patched.
+pub fn patch_data_offsets<F: std::io::Write + std::io::Seek>(
+    file: &mut F,
+    toc: &Toc,
+    found: &[(i32, u64)],
+) -> std::io::Result<usize> {
+    let off_size = usize::from(toc.header.off_size);
+    let at: std::collections::HashMap<i32, u64> = found.iter().copied().collect();
+    let mut patched = 0;
+    for e in &toc.entries {
+        let Some(&pos) = at.get(&e.dump_id) else {
+            continue;
+        };
+        // K_OFFSET_POS_NOT_SET (1) becomes K_OFFSET_POS_SET (2).
+        if e.data_offset_flag != 1 || off_size > 8 || (off_size < 8 && pos >> (8 * off_size) != 0) {
+            continue;
+        }
+        let mut field = vec![2u8];
+        field.extend_from_slice(&pos.to_le_bytes()[..off_size]);
+        file.seek(std::io::SeekFrom::Start(e.data_offset_at as u64))?;
+        file.write_all(&field)?;
+        patched += 1;
+    }
+    file.seek(std::io::SeekFrom::End(0))?;
+    Ok(patched)
 }
