@@ -66,7 +66,7 @@ pub struct ChunkerParams {
 impl Default for ChunkerParams {
     fn default() -> Self {
         ChunkerParams {
-            min: 256 * 1024,
+            min: 512 * 1024,
             avg: 1024 * 1024,
             max: 4 * 1024 * 1024,
         }

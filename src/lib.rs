@@ -3,6 +3,7 @@
 //! Dependencies point one way: `cli` -> `ops` -> `repo`/`pg` ->
 //! `storage`/`codec`/`format`. See ARCHITECTURE.md.
 
+pub mod chunker;
 pub mod cli;
 pub mod codec;
 pub mod config;

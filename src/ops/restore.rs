@@ -711,6 +711,11 @@ fn pg_restore(
 ) -> Result<()> {
     let mut cmd = tools.command("pg_restore")?;
     cmd.args(["--exit-on-error", "--no-password"]);
+    // What a DBA sets for a bulk load: index builds sort in memory, and commits
+    // do not wait for WAL flushes (check_tables makes everything durable before
+    // the restore is reported done). The user's own PGOPTIONS come last and win.
+    let user_options = std::env::var("PGOPTIONS").unwrap_or_default();
+    cmd.env("PGOPTIONS", format!("{RESTORE_SETTINGS} {user_options}"));
     if run.no_owner {
         cmd.arg("--no-owner");
     }
@@ -818,7 +823,16 @@ impl Read for Counted<'_> {
     }
 }
 
+/// Session settings for pg_restore's connections (see `pg_restore`).
+const RESTORE_SETTINGS: &str = "-c synchronous_commit=off -c maintenance_work_mem=256MB";
+
 fn check_tables(tools: &PgTools, plan: &Plan) -> Result<()> {
+    // pg_restore committed asynchronously; one synchronous commit flushes the
+    // WAL up to here, so everything restored is durable before we say so.
+    tools.execute(
+        &plan.dest,
+        "SET synchronous_commit = on; BEGIN; SELECT txid_current(); COMMIT;",
+    )?;
     let Some(dump) = &plan.record.dump else {
         bail!("this backup has no table list, so the restore cannot be checked");
     };

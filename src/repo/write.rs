@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::{Index, RepoError, Repository, Result};
+use crate::chunker::Chunker;
 use crate::codec::{self, BlobType, Id, SessionKey};
 use crate::format::{self, BackupStats, BlobEntry, PackEntry, PackTrailer, Stream};
 use crate::storage::{ErrorKind, PutMode};
@@ -23,11 +24,11 @@ use crate::storage::{ErrorKind, PutMode};
 /// Worker threads: at least 2 so compression overlaps chunking, at most 8 because
 /// each worker holds a chunk (up to 4 MiB), its compressed copy and a zstd
 /// context: on a 64-core host an unclamped pool would hold hundreds of MiB for
-/// little gain, since one packer thread stores the packs one after another.
+/// little gain: packs are assembled by one thread and stored by another.
 const MIN_WORKERS: usize = 2;
 const MAX_WORKERS: usize = 8;
 /// Chunks queued between stages. Fixed, not per worker, for the same reason.
-const CHANNEL_DEPTH: usize = 4;
+const CHANNEL_DEPTH: usize = 2;
 /// Room for a pack's footer (sealed trailer) in the pack buffer reserved up
 /// front. A trailer entry is ~100 bytes after sealing, so this covers hundreds
 /// of blobs; a pack of many tiny (highly compressible) blobs may still grow once.
@@ -54,6 +55,8 @@ pub struct Session<'r> {
     index: Index,
     seen: HashSet<Id>,
     jobs: Option<SyncSender<Job>>,
+    /// Chunk buffers the workers are done with, for the chunker to reuse.
+    spare: Receiver<Vec<u8>>,
     workers: Vec<JoinHandle<()>>,
     packer: Option<JoinHandle<std::result::Result<Packed, RepoError>>>,
     /// Chunks handed to the workers. A worker that panics loses its chunk without
@@ -82,17 +85,19 @@ impl Repository {
         let (job_tx, job_rx) = sync_channel::<Job>(CHANNEL_DEPTH);
         let (enc_tx, enc_rx) = sync_channel::<Encrypted>(CHANNEL_DEPTH);
         let job_rx = Arc::new(Mutex::new(job_rx));
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
         let workers = (0..threads)
             .map(|_| {
                 let rx = Arc::clone(&job_rx);
                 let tx = enc_tx.clone();
                 let key = key.clone();
-                std::thread::spawn(move || worker(rx, tx, key, level))
+                let spare = spare_tx.clone();
+                std::thread::spawn(move || worker(rx, tx, spare, key, level))
             })
             .collect();
         drop(enc_tx);
         let packer = {
-            let storage = Arc::clone(&self.storage);
+            let writer = PackWriter::new(Arc::clone(&self.storage));
             let meta = self.meta.clone();
             let pack_size = self.settings.pack_size;
             // A pack is flushed once it reaches `pack_size`, so it never exceeds
@@ -101,7 +106,7 @@ impl Repository {
                 pack_size + self.settings.chunker.max + codec::BLOB_OVERHEAD + FOOTER_RESERVE;
             std::thread::spawn(move || {
                 let mut p = Packer {
-                    storage,
+                    writer,
                     meta,
                     wrapped,
                     pack_size,
@@ -115,6 +120,7 @@ impl Repository {
                     p.add(e)?;
                 }
                 p.flush()?;
+                p.writer.finish()?;
                 Ok(Packed {
                     packs: p.done,
                     blobs: p.received,
@@ -126,6 +132,7 @@ impl Repository {
             index,
             seen: HashSet::new(),
             jobs: Some(job_tx),
+            spare: spare_rx,
             workers,
             packer: Some(packer),
             sent: 0,
@@ -134,7 +141,13 @@ impl Repository {
     }
 }
 
-fn worker(rx: Arc<Mutex<Receiver<Job>>>, tx: SyncSender<Encrypted>, key: SessionKey, level: i32) {
+fn worker(
+    rx: Arc<Mutex<Receiver<Job>>>,
+    tx: SyncSender<Encrypted>,
+    spare: SyncSender<Vec<u8>>,
+    key: SessionKey,
+    level: i32,
+) {
     loop {
         let job = match rx.lock().expect("job queue poisoned").recv() {
             Ok(j) => j,
@@ -149,11 +162,13 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, tx: SyncSender<Encrypted>, key: Session
         if tx.send(e).is_err() {
             return; // the packer failed; the session reports its error
         }
+        // Hand the buffer back to the chunker; drop it if enough are waiting.
+        let _ = spare.try_send(job.data);
     }
 }
 
 struct Packer {
-    storage: Arc<dyn crate::storage::Storage>,
+    writer: PackWriter,
     meta: crate::codec::MetadataKey,
     wrapped: Vec<u8>,
     pack_size: usize,
@@ -164,6 +179,53 @@ struct Packer {
     done: Vec<PackEntry>,
     /// Blobs received from the workers, stored or about to be.
     received: u64,
+}
+
+/// Stores finished packs on its own thread, so writing and fsyncing one pack
+/// overlaps with filling the next. At most one pack waits: the hand-over blocks
+/// until the previous pack is stored, which bounds memory to two packs.
+struct PackWriter {
+    tx: Option<SyncSender<(Id, Vec<u8>)>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl PackWriter {
+    fn new(storage: Arc<dyn crate::storage::Storage>) -> PackWriter {
+        let (tx, rx) = sync_channel::<(Id, Vec<u8>)>(0);
+        let thread = std::thread::spawn(move || {
+            for (id, pack) in rx {
+                match storage.put(&format::pack_path(&id), &pack, PutMode::Create) {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        });
+        PackWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn write(&mut self, id: Id, pack: Vec<u8>) -> Result<()> {
+        let tx = self.tx.as_ref().expect("writer used after finish");
+        if tx.send((id, pack)).is_err() {
+            // The thread stopped on an error: report it.
+            return self.finish();
+        }
+        Ok(())
+    }
+
+    /// Wait until every pack handed over is durable.
+    fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(RepoError::Other("the pack writer panicked".into())),
+            None => Err(RepoError::Other("the pack writer already stopped".into())),
+        }
+    }
 }
 
 impl Packer {
@@ -206,17 +268,11 @@ impl Packer {
         let mut pack = std::mem::take(&mut self.buf);
         pack.extend_from_slice(&format::pack_footer(&trailer));
         let id = Id::of_stored(&pack);
-        match self
-            .storage
-            .put(&format::pack_path(&id), &pack, PutMode::Create)
-        {
-            Ok(()) => {}
-            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.into()),
-        }
+        let size = pack.len() as u64;
+        self.writer.write(id, pack)?;
         self.done.push(PackEntry {
             id,
-            size: pack.len() as u64,
+            size,
             session_key: crate::codec::b64_encode(&self.wrapped),
             blobs,
         });
@@ -235,37 +291,38 @@ impl Session<'_> {
         observe: &mut dyn FnMut(&[u8]),
         progress: StreamProgress,
     ) -> Result<Stream> {
-        let params = self.repo.settings.chunker;
-        let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
+        let mut chunker = Chunker::new(
             input,
-            params.min,
-            params.avg,
-            params.max,
-            fastcdc::v2020::Normalization::Level1,
+            self.repo.settings.chunker,
             self.repo.meta.chunker_seed(),
         );
         let mut chunks = Vec::new();
         let mut size = 0u64;
-        for c in chunker {
-            let c = c.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(io) => {
-                    RepoError::Other(format!("reading {name}: {io}"))
-                }
-                other => RepoError::Other(format!("reading {name}: {other}")),
-            })?;
-            observe(&c.data);
-            let id = self.repo.meta.blob_id(&c.data);
-            size += c.data.len() as u64;
+        let mut reuse: Option<Vec<u8>> = None;
+        loop {
+            let buf = reuse
+                .take()
+                .or_else(|| self.spare.try_recv().ok())
+                .unwrap_or_default();
+            let next = chunker
+                .next_chunk_reusing(buf)
+                .map_err(|e| RepoError::Other(format!("reading {name}: {e}")))?;
+            let Some(data) = next else { break };
+            observe(&data);
+            let id = self.repo.meta.blob_id(&data);
+            size += data.len() as u64;
             self.stats.chunks += 1;
             chunks.push(id);
             if !self.index.contains(&id) && self.seen.insert(id) {
                 self.stats.new_chunks += 1;
-                self.stats.new_bytes += c.data.len() as u64;
+                self.stats.new_bytes += data.len() as u64;
                 let jobs = self.jobs.as_ref().expect("session in use after commit");
-                if jobs.send(Job { id, data: c.data }).is_err() {
+                if jobs.send(Job { id, data }).is_err() {
                     return Err(self.fail());
                 }
                 self.sent += 1;
+            } else {
+                reuse = Some(data);
             }
             progress(size);
         }
