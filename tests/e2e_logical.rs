@@ -248,14 +248,11 @@ fn clean_restore_runs_the_manual_procedure_with_hooks() {
     assert_eq!(env.fingerprint("hyper_db"), original);
     let hooks_ran = std::fs::read_to_string(&log).unwrap();
     assert_eq!(hooks_ran, "before hyper_db\nafter\n");
-    let limit = env
-        .cluster
-        .psql(
-            "postgres",
-            "SELECT datconnlimit FROM pg_database WHERE datname = 'hyper_db'",
-        )
-        .unwrap();
-    assert_eq!(limit.trim(), "-1", "connections allowed again");
+    assert_eq!(
+        env.connection_limit("hyper_db"),
+        "-1",
+        "connections allowed again"
+    );
 }
 
 #[test]
@@ -278,14 +275,11 @@ fn failing_hook_stops_and_leaves_connections_allowed() {
         "{}",
         r.stderr
     );
-    let limit = env
-        .cluster
-        .psql(
-            "postgres",
-            "SELECT datconnlimit FROM pg_database WHERE datname = 'hyper_db'",
-        )
-        .unwrap();
-    assert_eq!(limit.trim(), "-1");
+    assert_eq!(
+        env.connection_limit("hyper_db"),
+        "-1",
+        "connections allowed again"
+    );
 }
 
 #[test]

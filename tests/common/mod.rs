@@ -118,6 +118,16 @@ impl Env {
         testkit::database_fingerprint(&self.cluster, db).unwrap()
     }
 
+    /// `datconnlimit` of a database (-1: unlimited).
+    pub fn connection_limit(&self, db: &str) -> String {
+        let sql = format!("SELECT datconnlimit FROM pg_database WHERE datname = '{db}'");
+        self.cluster
+            .psql("postgres", &sql)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     /// Backups listed for a target, as JSON values.
     pub fn list(&self, target: &str) -> Vec<serde_json::Value> {
         let r = self.lifeboat(&["list", target, "--json"]).ok();
