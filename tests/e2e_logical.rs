@@ -542,3 +542,45 @@ fn kill_9_mid_backup_leaves_the_repository_valid() {
     env.lifeboat(&["restore", "dev", "--backup", &first, "--into", &into])
         .ok();
 }
+
+#[test]
+fn sigterm_during_clean_restore_allows_connections_again() {
+    let env = Env::new();
+    env.cluster
+        .psql(
+            "hyper_db",
+            "CREATE TABLE big AS SELECT g, md5(g::text) AS t FROM generate_series(1, 2000000) g;",
+        )
+        .unwrap();
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    let mut child = common::lifeboat_cmd()
+        .arg("--config")
+        .arg(&env.config)
+        .args(["restore", "dev", "--clean", "--yes"])
+        .env("LIFEBOAT_PASSPHRASE", common::PASSPHRASE)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the database is blocked, then ask lifeboat to stop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.connection_limit("hyper_db") != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never blocked connections"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("allowed again"), "{stderr}");
+    assert_eq!(env.connection_limit("hyper_db"), "-1");
+}
