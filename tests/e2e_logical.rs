@@ -554,7 +554,7 @@ fn sigterm_during_clean_restore_allows_connections_again() {
         .unwrap();
     env.lifeboat(&["init"]).ok();
     env.lifeboat(&["backup", "dev"]).ok();
-    let mut child = common::lifeboat_cmd()
+    let child = common::lifeboat_cmd()
         .arg("--config")
         .arg(&env.config)
         .args(["restore", "dev", "--clean", "--yes"])
