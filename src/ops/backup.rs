@@ -145,7 +145,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     cmd.args(["--format=custom", "--compress=0", "--no-password"]);
     conn.apply(&mut cmd);
     let mut child = process::spawn(cmd, Stdio::null())?;
-    let out = process::Batched(child.stdout());
+    let out = process::ReadAhead::new(process::Batched(child.stdout()));
     let progress = Progress::bytes(&format!("backup {target_name}"), None, ctx.quiet);
     let mut sniffer = TocSniffer::new(64 * 1024 * 1024);
     let written = session.write_stream(

@@ -262,3 +262,75 @@ impl<R: Read> Read for Batched<R> {
         Ok(n)
     }
 }
+
+/// Reads a child's output on its own thread, a megabyte at a time, so the
+/// child never waits while the consumer is busy (chunking and hashing come in
+/// bursts). At most `DEPTH` blocks wait, which bounds memory to a few MiB.
+pub struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    block: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ReadAhead {
+    const BLOCK: usize = 1 << 20;
+    const DEPTH: usize = 8;
+
+    pub fn new<R: Read + Send + 'static>(mut src: R) -> ReadAhead {
+        let (tx, rx) = std::sync::mpsc::sync_channel(Self::DEPTH);
+        std::thread::spawn(move || {
+            loop {
+                let mut block = vec![0u8; Self::BLOCK];
+                let mut len = 0;
+                let mut eof = false;
+                while len < block.len() {
+                    match src.read(&mut block[len..]) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(n) => len += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                block.truncate(len);
+                if (len > 0 && tx.send(Ok(block)).is_err()) || eof {
+                    return; // the consumer is gone, or the end
+                }
+            }
+        });
+        ReadAhead {
+            rx,
+            block: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.block.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.block = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => self.done = true,
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.pos);
+        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
