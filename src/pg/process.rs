@@ -268,6 +268,8 @@ impl<R: Read> Read for Batched<R> {
 /// bursts). At most `DEPTH` blocks wait, which bounds memory to a few MiB.
 pub struct ReadAhead {
     rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    /// Consumed blocks go back to the reading thread for reuse.
+    back: std::sync::mpsc::SyncSender<Vec<u8>>,
     block: Vec<u8>,
     pos: usize,
     done: bool,
@@ -275,13 +277,15 @@ pub struct ReadAhead {
 
 impl ReadAhead {
     const BLOCK: usize = 1 << 20;
-    const DEPTH: usize = 8;
+    const DEPTH: usize = 3;
 
     pub fn new<R: Read + Send + 'static>(mut src: R) -> ReadAhead {
         let (tx, rx) = std::sync::mpsc::sync_channel(Self::DEPTH);
+        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::DEPTH + 1);
         std::thread::spawn(move || {
             loop {
-                let mut block = vec![0u8; Self::BLOCK];
+                let mut block = spare.try_recv().unwrap_or_default();
+                block.resize(Self::BLOCK, 0);
                 let mut len = 0;
                 let mut eof = false;
                 while len < block.len() {
@@ -306,6 +310,7 @@ impl ReadAhead {
         });
         ReadAhead {
             rx,
+            back,
             block: Vec::new(),
             pos: 0,
             done: false,
@@ -321,7 +326,8 @@ impl Read for ReadAhead {
             }
             match self.rx.recv() {
                 Ok(Ok(b)) => {
-                    self.block = b;
+                    let used = std::mem::replace(&mut self.block, b);
+                    let _ = self.back.try_send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),

@@ -186,26 +186,41 @@ struct Packer {
 /// until the previous pack is stored, which bounds memory to two packs.
 struct PackWriter {
     tx: Option<SyncSender<(Id, Vec<u8>)>>,
+    /// Stored packs' buffers come back here for the next pack: two 16 MiB
+    /// buffers in all, instead of a fresh one per pack (allocated on one thread
+    /// and freed on another, which glibc's per-thread arenas do not give back).
+    returned: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
 impl PackWriter {
     fn new(storage: Arc<dyn crate::storage::Storage>) -> PackWriter {
         let (tx, rx) = sync_channel::<(Id, Vec<u8>)>(0);
+        let (back_tx, returned) = sync_channel::<Vec<u8>>(1);
         let thread = std::thread::spawn(move || {
-            for (id, pack) in rx {
+            for (id, mut pack) in rx {
                 match storage.put(&format::pack_path(&id), &pack, PutMode::Create) {
                     Ok(()) => {}
                     Err(e) if e.kind == ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e.into()),
                 }
+                pack.clear();
+                let _ = back_tx.try_send(pack);
             }
             Ok(())
         });
         PackWriter {
             tx: Some(tx),
+            returned,
             thread: Some(thread),
         }
+    }
+
+    /// An empty buffer for the next pack, reused if one came back.
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        self.returned
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(capacity))
     }
 
     fn write(&mut self, id: Id, pack: Vec<u8>) -> Result<()> {
@@ -235,7 +250,7 @@ impl Packer {
             // Reserve the whole pack now: growing by doubling copies the bytes
             // again at each step, and appending the footer to a full 16 MiB
             // buffer could double it to 32 MiB and copy everything once more.
-            self.buf = Vec::with_capacity(self.capacity);
+            self.buf = self.writer.buffer(self.capacity);
             self.buf
                 .extend_from_slice(&format::pack_header(&self.wrapped));
         }

@@ -1,0 +1,631 @@
+#!/usr/bin/env bash
+# Logical backup and restore: lifeboat side by side with pg_dump / pg_restore,
+# in one run, on one throwaway PostgreSQL 15 cluster. Writes docs/BENCHMARKS.md
+# (rewritten on every run, except a hand-written notes section at its end) and
+# prints a short summary.
+#
+#   bash bench/logical.sh                      # the full run (15-20 minutes on 2 cores)
+#   bash bench/logical.sh --scale 2 --bytea-mb 20 --out /tmp/smoke.md    # a quick smoke run
+#
+# Options:
+#   --scale N          pgbench scale of data set A (default 100, about 1.5 GB)
+#   --bytea-mb N       size of data set B, random bytea, in MiB (default 1024)
+#   --repeat N         runs of each backup-side timing, median reported (default 5)
+#   --fc-repeat N      runs of `pg_dump -Fc -f FILE` (gzip; a minute on data set B) (default 3)
+#   --restore-repeat N runs of each parallel restore timing (default 3)
+#   --port N           port of the throwaway cluster (default 54329; it listens on
+#                      a Unix socket in its temp dir only, so any port will do)
+#   --datasets "A B"   which data sets to run
+#   --out FILE         where the markdown goes (default docs/BENCHMARKS.md)
+#   --tmp DIR          parent of the temp dir (default /var/tmp; must be on the
+#                      disk you want to measure: the cluster, dumps and repositories
+#                      all live there)
+#   --quiet-wait S     before each timed run, wait up to S seconds (default 90) for
+#                      the machine to be idle (other processes < 0.15 cores)
+#   --retries N        a run disturbed by other processes (they used > 0.15 cores
+#                      during it) is measured again, up to N times (default 2)
+#   --rev REV          benchmark git revision REV (built from `git archive REV` in
+#                      target/bench-rev) instead of the working tree
+#
+# Run as root on Debian 12: the cluster runs as the `postgres` OS user; the
+# client programs (pg_dump, pg_restore, lifeboat) run as root and connect as the
+# PostgreSQL user postgres over the Unix socket. Caches are warm for every tool
+# alike (dropping the page cache is not possible here): the database fits in RAM
+# and each data set is read once before anything is timed.
+set -euo pipefail
+
+SCALE=100
+BYTEA_MB=1024
+REPEAT=5
+FC_REPEAT=3
+RESTORE_REPEAT=3
+PORT=54329
+DATASETS="A B"
+OUT=docs/BENCHMARKS.md
+TMP_PARENT=/var/tmp
+QUIET_WAIT=90
+RETRIES=2
+REV=""
+OTHER_LIMIT=0.15 # cores used by other processes during a run above which it counts as disturbed
+ARGS_GIVEN="$*"
+
+while (($#)); do
+    case $1 in
+    --scale) SCALE=$2; shift 2 ;;
+    --bytea-mb) BYTEA_MB=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --fc-repeat) FC_REPEAT=$2; shift 2 ;;
+    --restore-repeat) RESTORE_REPEAT=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    --datasets) DATASETS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --tmp) TMP_PARENT=$2; shift 2 ;;
+    --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
+    --retries) RETRIES=$2; shift 2 ;;
+    --rev) REV=$2; shift 2 ;;
+    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
+    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
+PGBIN=/usr/lib/postgresql/15/bin
+export PATH=$PGBIN:$PATH
+BENCH_START=$(date +%s)
+HZ=$(getconf CLK_TCK)
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (the cluster runs as the postgres OS user)"
+
+# ------------------------------------------------------------ prerequisites
+if [[ -f scripts/install-prereqs.sh ]]; then
+    bash scripts/install-prereqs.sh
+fi
+missing=()
+[[ -x /usr/bin/time ]] || missing+=(time)
+command -v jq >/dev/null || missing+=(jq)
+[[ -x $PGBIN/pgbench ]] || missing+=(postgresql-15)
+[[ -f /usr/share/postgresql/15/extension/pgcrypto.control ]] || missing+=(postgresql-contrib)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# ------------------------------------------------------------ temp dir, build
+T=$(mktemp -d "$TMP_PARENT/lifeboat-bench.XXXXXX")
+chmod 755 "$T"
+WORK=$T/work
+mkdir -p "$WORK/logs" "$WORK/tmp" "$T/sock" "$T/pgdata"
+chown postgres: "$T/sock" "$T/pgdata"
+SOCK=$T/sock
+PGDATA=$T/pgdata
+RESULTS=$WORK/results.tsv
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -f $PGDATA/postmaster.pid ]]; then
+        runuser -u postgres -- pg_ctl -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$T"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ -n $REV ]]; then
+    GIT_REV=$(git rev-parse --short "$REV^{commit}")
+    GIT_DIRTY=no
+    log "building lifeboat $GIT_REV (release, from git archive)"
+    mkdir -p "$T/src"
+    git archive "$GIT_REV" | tar -x -C "$T/src"
+    CARGO_TARGET_DIR=$ROOT/target/bench-rev cargo build --release --quiet --bin lifeboat --manifest-path "$T/src/Cargo.toml"
+    BUILT=$ROOT/target/bench-rev/release/lifeboat
+else
+    log "building lifeboat (release, working tree)"
+    GIT_REV=$(git rev-parse --short HEAD)
+    GIT_DIRTY=$(git status --porcelain -- src Cargo.toml Cargo.lock | grep -q . && echo yes || echo no)
+    cargo build --release --quiet --bin lifeboat
+    BUILT=target/release/lifeboat
+fi
+# A private copy: target/ is shared, and a rebuild by someone else must not swap
+# the binary in the middle of the run.
+cp "$BUILT" "$T/lifeboat"
+LB=$T/lifeboat
+
+# ------------------------------------------------------------ cluster
+log "starting a throwaway cluster in $T (port $PORT, socket only)"
+runuser -u postgres -- initdb -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C >"$WORK/logs/initdb.log"
+cat >>"$PGDATA/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$SOCK'
+port = $PORT
+shared_buffers = 1GB
+fsync = on
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+EOF
+runuser -u postgres -- pg_ctl -D "$PGDATA" -l "$SOCK/postgres.log" -w start >/dev/null
+read -r POSTMASTER <"$PGDATA/postmaster.pid"
+
+export PGHOST=$SOCK PGPORT=$PORT PGUSER=postgres
+export TMPDIR=$WORK/tmp # lifeboat restore --jobs puts its temporary dump copy here
+export LIFEBOAT_PASSPHRASE='benchmark passphrase, not a secret'
+
+sql() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+url() { echo "postgres://postgres@/$1?host=$SOCK&port=$PORT"; }
+
+# ------------------------------------------------------------ CPU accounting
+# jiffies the whole machine spent busy
+machine_busy() {
+    local _cpu u n s i w irq sirq st _rest
+    read -r _cpu u n s i w irq sirq st _rest </proc/stat
+    echo $((u + n + s + irq + sirq + st))
+}
+# jiffies the cluster spent: the postmaster with its reaped children, plus the live children
+server_cpu() {
+    local -a f kids=()
+    local total c
+    read -r -a f </proc/"$POSTMASTER"/stat
+    total=$((f[13] + f[14] + f[15] + f[16]))
+    { read -r -a kids </proc/"$POSTMASTER"/task/"$POSTMASTER"/children; } 2>/dev/null || true
+    for c in "${kids[@]}"; do
+        { read -r -a f </proc/"$c"/stat; } 2>/dev/null || continue
+        total=$((total + f[13] + f[14]))
+    done
+    echo "$total"
+}
+# wait until the machine is idle: other users of this machine (builds, test
+# suites) would make any timing meaningless
+wait_quiet() {
+    local start=$SECONDS a b said=0
+    while :; do
+        a=$(machine_busy)
+        sleep 1
+        b=$(machine_busy)
+        if awk -v d=$((b - a)) -v hz="$HZ" -v lim="$OTHER_LIMIT" 'BEGIN { exit !(d / hz < lim) }'; then
+            return
+        fi
+        if ((SECONDS - start >= QUIET_WAIT)); then
+            log "  the machine is still busy after ${QUIET_WAIT} s; measuring anyway"
+            return
+        fi
+        if ((!said)); then
+            log "  waiting for the machine to be idle (other processes use $(awk -v d=$((b - a)) -v hz="$HZ" 'BEGIN { printf "%.1f", d / hz }') cores)"
+            said=1
+        fi
+        sleep 4
+    done
+}
+# before each timed run: no dirty buffers or pages left by the previous one, an idle machine
+prep() {
+    sql -d postgres -c CHECKPOINT
+    sync
+    wait_quiet
+}
+
+# ------------------------------------------------------------ measuring
+# sample ROOTPID: until ROOTPID is gone, every 0.1 s read VmHWM (peak RSS) of every
+# process below it; print "comm peak_kB" per program name.
+sample() {
+    local root=$1 p c k v hwm comm
+    local -A peak=()
+    local -a queue kids
+    while [[ -e /proc/$root ]]; do
+        # (a children file has no final newline: read then "fails" but has read it)
+        kids=()
+        { read -r -a kids </proc/"$root"/task/"$root"/children; } 2>/dev/null || true
+        queue=("${kids[@]}")
+        while ((${#queue[@]})); do
+            p=${queue[0]}
+            queue=("${queue[@]:1}")
+            { read -r comm </proc/"$p"/comm; } 2>/dev/null || continue
+            [[ $comm == time ]] && continue # a child of time before its exec
+            hwm=0
+            { while read -r k v _; do
+                [[ $k == VmHWM: ]] && { hwm=$v; break; }
+            done </proc/"$p"/status; } 2>/dev/null || continue
+            ((hwm > ${peak[$comm]:-0})) && peak[$comm]=$hwm
+            for c in /proc/"$p"/task/*/children; do
+                kids=()
+                { read -r -a kids <"$c"; } 2>/dev/null || true
+                queue+=("${kids[@]}")
+            done
+        done
+        sleep 0.1
+    done
+    for c in "${!peak[@]}"; do echo "$c ${peak[$c]}"; done
+}
+
+# measure LABEL CMD...: run CMD under /usr/bin/time with the sampler beside it, and
+# append a line to $RESULTS (for $DS $STEP $RUN):
+#   ds step run wall_s tree_rss_kB peaks client_cpu_s server_cpu_s other_cores disturbed
+# tree_rss_kB is /usr/bin/time's %M: the largest of the process and its waited-for
+# children; peaks is "prog kB, prog kB" sampled per program; client CPU is user+sys
+# of the process tree; server CPU is what the cluster's backends used; other_cores
+# is what the rest of the machine used on average (other users, kernel threads,
+# the sampler). Output goes to $WORK/logs/LABEL.log. A failure stops the benchmark.
+measure() {
+    local label=$1
+    shift
+    local tf=$WORK/logs/$label.time sf=$WORK/logs/$label.rss rc=0 m0 s0 m1 s1 u sy
+    m0=$(machine_busy)
+    s0=$(server_cpu)
+    /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$WORK/logs/$label.log" 2>&1 &
+    local tpid=$!
+    sample "$tpid" >"$sf" &
+    local spid=$!
+    wait "$tpid" || rc=$?
+    m1=$(machine_busy)
+    s1=$(server_cpu)
+    wait "$spid" || true
+    if ((rc)); then
+        log "FAILED (exit $rc): $label: $*"
+        tail -n 30 "$WORK/logs/$label.log" >&2
+        exit 1
+    fi
+    read -r M_TIME M_RSS u sy <"$tf"
+    M_CLIENT=$(awk -v u="$u" -v s="$sy" 'BEGIN { printf "%.2f", u + s }')
+    M_SERVER=$(awk -v d=$((s1 - s0)) -v hz="$HZ" 'BEGIN { printf "%.2f", d / hz }')
+    M_OTHER=$(awk -v m=$((m1 - m0)) -v s=$((s1 - s0)) -v hz="$HZ" -v c="$M_CLIENT" -v w="$M_TIME" \
+        'BEGIN { o = ((m - s) / hz - c) / (w > 0.5 ? w : 0.5); printf "%.2f", (o < 0 ? 0 : o) }')
+    M_DISTURBED=$(awk -v o="$M_OTHER" -v lim="$OTHER_LIMIT" 'BEGIN { print (o > lim ? 1 : 0) }')
+    M_PEAKS=$(sort -k2,2nr "$sf" | awk '{printf "%s%s %d", (NR>1?", ":""), $1, $2}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$DS" "$STEP" "$RUN" "$M_TIME" "$M_RSS" "$M_PEAKS" \
+        "$M_CLIENT" "$M_SERVER" "$M_OTHER" "$M_DISTURBED" >>"$RESULTS"
+    log "  $label: ${M_TIME} s, CPU client ${M_CLIENT} s + server ${M_SERVER} s, max RSS $((M_RSS / 1024)) MiB [$M_PEAKS kB], others ${M_OTHER} cores"
+}
+
+# attempt FN: run the step function FN (which prepares and calls measure once);
+# measure again while other processes disturbed it, at most RETRIES more times.
+attempt() {
+    local i
+    for ((i = 0; i <= RETRIES; i++)); do
+        "$@"
+        ((M_DISTURBED)) || return 0
+        log "  disturbed: other processes used $M_OTHER cores during the run"
+    done
+}
+
+# ------------------------------------------------------------ aggregating
+# the runs of a step: the undisturbed ones, or all of them if every run was disturbed
+rows() { # DS STEP
+    awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st { all[++n] = $0; if ($10 == 0) clean[++m] = $0 }
+        END { if (m) for (i = 1; i <= m; i++) print clean[i]; else for (i = 1; i <= n; i++) print all[i] }' "$RESULTS"
+}
+median_col() { # DS STEP COLUMN
+    rows "$1" "$2" | cut -f"$3" | sort -n |
+        awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+median_time() { median_col "$1" "$2" 4; }
+all_times() { # DS STEP -> "12.3 / 12.5* / 12.9" in run order, * = disturbed
+    awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st { s = s (s == "" ? "" : " / ") $4 ($10 ? "*" : "") } END { print s }' "$RESULTS"
+}
+max_tree_rss() { # DS STEP -> kB
+    awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st && $5 > m { m = $5 } END { print m + 0 }' "$RESULTS"
+}
+peak_of() { # DS STEP PROG -> kB, max over the runs
+    awk -F'\t' -v ds="$1" -v st="$2" -v prog="$3" '
+        $1 == ds && $2 == st { n = split($6, a, ", "); for (i = 1; i <= n; i++) { split(a[i], b, " "); if (b[1] == prog && b[2] > m) m = b[2] } }
+        END { print m + 0 }' "$RESULTS"
+}
+peak_others() { # DS STEP PROG -> "pg_dump 10 MiB, psql 8 MiB" or "-"
+    awk -F'\t' -v ds="$1" -v st="$2" -v prog="$3" '
+        $1 == ds && $2 == st { n = split($6, a, ", "); for (i = 1; i <= n; i++) { split(a[i], b, " "); if (b[1] != prog && b[2] > m[b[1]]) m[b[1]] = b[2] } }
+        END { s = ""; for (k in m) s = s (s == "" ? "" : ", ") k " " int(m[k] / 1024 + 0.5) " MiB"; print (s == "" ? "-" : s) }' "$RESULTS"
+}
+mib() { awk -v b="$1" 'BEGIN { if (b < 1048576) printf "%.0f KiB", b / 1024; else printf "%.1f MiB", b / 1048576 }'; }
+kmib() { awk -v k="$1" 'BEGIN { printf "%d MiB", k / 1024 + 0.5 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
+get() { eval "echo \"\${$1:-}\""; }
+put() { printf -v "$1" '%s' "$2"; }
+
+# ------------------------------------------------------------ lifeboat helpers
+# a lifeboat config with a new, empty repository in DIR, for database DB
+lb_config() { # DIR DB
+    rm -rf "$1"
+    mkdir -p "$1"
+    cat >"$1/lifeboat.toml" <<EOF
+[repository.main]
+url = "file://$1/repo"
+
+[target.bench]
+database = "$(url "$2")"
+method = "logical"
+globals = false
+EOF
+    "$LB" --quiet --config "$1/lifeboat.toml" init >"$1/init.log"
+}
+# a field of the newest backup in list --json
+lb_field() { # DIR FIELD
+    "$LB" --quiet --config "$1/lifeboat.toml" list bench --json |
+        jq -r "if type == \"array\" then . else .backups end | sort_by(.started) | last | .$2"
+}
+table_rows() { sql -d "$1" -c "SELECT count(*) FROM $2"; }
+check_restored() { # DB: same row count as the source, then drop it
+    [[ $(table_rows "$1" "$MAIN") == "$DB_ROWS" ]] || die "restore into $1: row count of $MAIN differs from the source"
+    sql -d postgres -c "DROP DATABASE $1"
+}
+
+# ------------------------------------------------------------ data sets
+make_dataset() { # A|B
+    case $1 in
+    A)
+        DB=bench_a MAIN=pgbench_accounts
+        DESC="\`pgbench -i -s $SCALE\`"
+        log "data set A: pgbench -i -s $SCALE"
+        sql -d postgres -c "CREATE DATABASE $DB"
+        pgbench -i -q -s "$SCALE" "$DB" >"$WORK/logs/pgbench.log" 2>&1
+        ;;
+    B)
+        DB=bench_b MAIN=blobs
+        local rows=$((BYTEA_MB * 1048576 / 1000))
+        DESC="a table of $rows rows (id int primary key, payload bytea of 1000 random bytes from pgcrypto's gen_random_bytes)"
+        log "data set B: $rows rows of 1000 random bytes"
+        sql -d postgres -c "CREATE DATABASE $DB"
+        sql -d "$DB" <<EOF
+CREATE EXTENSION pgcrypto;
+CREATE TABLE blobs (id int NOT NULL, payload bytea NOT NULL);
+INSERT INTO blobs SELECT g, gen_random_bytes(1000) FROM generate_series(1, $rows) g;
+ALTER TABLE blobs ADD PRIMARY KEY (id);
+EOF
+        ;;
+    esac
+    sql -d "$DB" -c "VACUUM ANALYZE"
+    sql -d postgres -c CHECKPOINT
+    DB_SIZE=$(sql -d "$DB" -c "SELECT pg_database_size(current_database())")
+    DB_ROWS=$(table_rows "$DB" "$MAIN")
+    log "  $DB: $(mib "$DB_SIZE"), $DB_ROWS rows in $MAIN"
+}
+
+# ------------------------------------------------------------ the steps
+# Each prepares its own state, so that attempt can run it again.
+step_pgdump_fc() {
+    rm -f "$FC"
+    prep
+    measure "$DS-pgdump-fc-$RUN" pg_dump -Fc -d "$DB" -f "$FC"
+    put "SIZE_${DS}_FC" "$(stat -c %s "$FC")"
+}
+step_pgdump_z0() {
+    prep
+    measure "$DS-pgdump-z0-$RUN" sh -c 'exec pg_dump -Fc -Z0 -d "$1" >/dev/null' sh "$DB"
+}
+step_lb_first() {
+    lb_config "$REPO" "$DB"
+    prep
+    measure "$DS-lb-first-$RUN" "$LB" --quiet --config "$REPO/lifeboat.toml" backup bench
+    put "STORED_${DS}_FIRST" "$(lb_field "$REPO" stored_bytes)"
+    put "DU_${DS}_FIRST" "$(du -sb "$REPO/repo" | cut -f1)"
+    put "DUMP_${DS}" "$(lb_field "$REPO" dump_size)"
+}
+step_lb_second() {
+    prep
+    measure "$DS-lb-second-$RUN" "$LB" --quiet --config "$REPO/lifeboat.toml" backup bench
+    put "STORED_${DS}_SECOND_$RUN" "$(lb_field "$REPO" stored_bytes)"
+}
+step_pg_restore_j2() {
+    local db=${DB}_pgr
+    sql -d postgres -c "DROP DATABASE IF EXISTS $db"
+    createdb "$db"
+    prep
+    measure "$DS-pg_restore-j2-$RUN" pg_restore -j2 --exit-on-error -d "$db" "$FC"
+    check_restored "$db"
+}
+step_lb_restore_j2() {
+    local db=${DB}_lbj
+    sql -d postgres -c "DROP DATABASE IF EXISTS $db"
+    prep
+    measure "$DS-lb-restore-j2-$RUN" "$LB" --quiet --config "$REPO/lifeboat.toml" restore bench --into "$(url "$db")" --jobs 2
+    check_restored "$db"
+}
+step_lb_restore_stream() {
+    local db=${DB}_lbs
+    sql -d postgres -c "DROP DATABASE IF EXISTS $db"
+    prep
+    measure "$DS-lb-restore-stream-$RUN" "$LB" --quiet --config "$REPO/lifeboat.toml" restore bench --into "$(url "$db")"
+    check_restored "$db"
+}
+
+run_dataset() {
+    DS=$1
+    make_dataset "$DS"
+    mkdir -p "$WORK/$DS"
+    FC=$WORK/$DS/pg_dump.dump
+    REPO=$WORK/$DS/lb
+    put "SIZE_${DS}_DB" "$DB_SIZE"
+    put "ROWS_$DS" "$DB_ROWS"
+    put "DESC_$DS" "$DESC"
+
+    log "warm-up read (pg_dump -Z0 > /dev/null, not timed)"
+    pg_dump -Fc -Z0 -d "$DB" >/dev/null
+
+    # interleaved rounds, so that a slow phase of the machine hits every tool alike
+    for ((RUN = 1; RUN <= REPEAT; RUN++)); do
+        log "round $RUN/$REPEAT (backups)"
+        STEP=pgdump_fc
+        ((RUN > FC_REPEAT)) || attempt step_pgdump_fc
+        STEP=pgdump_z0 attempt step_pgdump_z0
+        STEP=lb_first attempt step_lb_first
+    done
+    # the repository of the last first backup stays, for the second backups and the restores
+    for ((RUN = 1; RUN <= REPEAT; RUN++)); do
+        STEP=lb_second attempt step_lb_second
+    done
+    for ((RUN = 1; RUN <= RESTORE_REPEAT; RUN++)); do
+        log "round $RUN/$RESTORE_REPEAT (restores)"
+        STEP=pg_restore_j2 attempt step_pg_restore_j2
+        STEP=lb_restore_j2 attempt step_lb_restore_j2
+    done
+    RUN=1 STEP=lb_restore_stream attempt step_lb_restore_stream
+
+    rm -rf "${WORK:?}/$DS" # the dump and the repository: the next data set needs the space
+    sql -d postgres -c "DROP DATABASE $DB"
+    sql -d postgres -c CHECKPOINT
+}
+
+# ------------------------------------------------------------ machine facts
+disk_speed() { # a 1 GiB sequential write with fsync at the end, on the bench disk
+    dd if=/dev/zero of="$WORK/ddtest" bs=1M count=1024 conv=fsync 2>&1 | tail -n1 | awk -F', ' '{print $NF}'
+    rm -f "$WORK/ddtest"
+}
+DISK_DEV=$(findmnt -no SOURCE -T "$T")
+DISK_FS=$(findmnt -no FSTYPE -T "$T")
+DISK_WRITE=$(disk_speed)
+CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
+MEM_GIB=$(awk '/MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
+PG_VERSION=$(postgres --version)
+LB_VERSION=$("$LB" --version)
+log "machine: $(nproc) cores ($CPU), $MEM_GIB GiB, $DISK_DEV $DISK_FS ($DISK_WRITE sequential write), $PG_VERSION, $LB_VERSION $GIT_REV"
+
+: >"$RESULTS"
+for ds in $DATASETS; do
+    run_dataset "$ds"
+done
+BENCH_SECS=$(($(date +%s) - BENCH_START))
+
+# ------------------------------------------------------------ report
+row() { # DS STEP TITLE SIZE [PROG]
+    local ds=$1 st=$2 title=$3 size=$4 prog=${5:-} own="-" kids="-"
+    if [[ -n $prog ]]; then
+        own=$(kmib "$(peak_of "$ds" "$st" "$prog")")
+        kids=$(peak_others "$ds" "$st" "$prog")
+    else
+        kids=$(peak_others "$ds" "$st" "-")
+    fi
+    printf '| %s | %s | %s | %s + %s | %s | %s | %s | %s |\n' "$title" "$(median_time "$ds" "$st")" "$(all_times "$ds" "$st")" \
+        "$(median_col "$ds" "$st" 7)" "$(median_col "$ds" "$st" 8)" \
+        "$(kmib "$(max_tree_rss "$ds" "$st")")" "$own" "$kids" "$size"
+}
+
+SUMMARY=""
+report_dataset() {
+    local ds=$1 z0 first pgr lbj stored fcsize second_stored news="" pct r k maxown=0 st name
+    z0=$(median_time "$ds" pgdump_z0)
+    first=$(median_time "$ds" lb_first)
+    pgr=$(median_time "$ds" pg_restore_j2)
+    lbj=$(median_time "$ds" lb_restore_j2)
+    stored=$(get "STORED_${ds}_FIRST")
+    fcsize=$(get "SIZE_${ds}_FC")
+    for ((r = 1; r <= REPEAT; r++)); do
+        news+="${news:+ / }$(mib "$(get "STORED_${ds}_SECOND_$r")")"
+    done
+    second_stored=$(get "STORED_${ds}_SECOND_1")
+    pct=$(awk -v a="$second_stored" -v b="$stored" 'BEGIN { printf "%.3f", (b > 0 ? 100 * a / b : 0) }')
+    for st in lb_first lb_second lb_restore_j2 lb_restore_stream; do
+        k=$(peak_of "$ds" "$st" lifeboat)
+        ((k > maxown)) && maxown=$k
+    done
+    local v1 v2 v3 v4 v5
+    v1=$(verdict le "$first" "$(awk -v z="$z0" 'BEGIN { print 1.1 * z }')")
+    v2=$(verdict le "$stored" "$(awk -v z="$fcsize" 'BEGIN { print 0.5 * z }')")
+    v3=$(verdict awk -v p="$pct" 'BEGIN { exit !(p < 1) }')
+    v4=$(verdict le "$lbj" "$(awk -v z="$pgr" 'BEGIN { print 1.05 * z }')")
+    v5=$(verdict test "$maxown" -lt 131072)
+    case $ds in A) name="A: pgbench" ;; B) name="B: random bytea (compresses poorly)" ;; esac
+    cat <<EOF
+
+## Data set $name
+
+Made with $(get "DESC_$ds"). Database $(mib "$(get "SIZE_${ds}_DB")") (\`pg_database_size\`), $(get "ROWS_$ds") rows in the main table;
+the uncompressed custom-format dump (lifeboat's \`dump_size\`) is $(mib "$(get "DUMP_$ds")").
+
+| step | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, client + server (median) | peak RSS, /usr/bin/time | lifeboat process peak | other programs' peak | size |
+| --- | ---: | --- | ---: | ---: | ---: | --- | ---: |
+$(row "$ds" pgdump_fc "\`pg_dump -Fc -f FILE\`" "$(mib "$fcsize") file")
+$(row "$ds" pgdump_z0 "\`pg_dump -Fc -Z0 > /dev/null\` (floor)" "-")
+$(row "$ds" lb_first "\`lifeboat backup\`, first, empty repository" "$(mib "$stored") stored ($(mib "$(get "DU_${ds}_FIRST")") \`du -sb\` repo)" lifeboat)
+$(row "$ds" lb_second "\`lifeboat backup\`, again, database unchanged" "$news stored ($pct % of first)" lifeboat)
+$(row "$ds" pg_restore_j2 "\`pg_restore -j2 -d NEWDB FILE\` (the -Fc file)" "-")
+$(row "$ds" lb_restore_j2 "\`lifeboat restore --into NEWDB --jobs 2\`" "-" lifeboat)
+$(row "$ds" lb_restore_stream "\`lifeboat restore --into NEWDB\` (streaming, 1 job)" "-" lifeboat)
+
+| target | measured | result |
+| --- | --- | --- |
+| backup wall time <= 1.1 x \`pg_dump -Fc -Z0 > /dev/null\` | $first s vs $z0 s = $(ratio "$first" "$z0") x | $v1 |
+| stored size <= 0.5 x the \`pg_dump -Fc\` file | $(mib "$stored") vs $(mib "$fcsize") = $(ratio "$stored" "$fcsize") x | $v2 |
+| second backup of the unchanged database stores < 1 % of the first | $(mib "$second_stored") = $pct % | $v3 |
+| \`restore --jobs 2\` <= 1.05 x \`pg_restore -j2\` from a local -Fc file | $lbj s vs $pgr s = $(ratio "$lbj" "$pgr") x | $v4 |
+| lifeboat process peak RSS < 128 MiB in backup and restore | $(kmib "$maxown") | $v5 |
+EOF
+    SUMMARY+="data set $ds:"$'\n'
+    SUMMARY+="  backup      $first s vs pg_dump -Z0 $z0 s = $(ratio "$first" "$z0") x (<= 1.1)  $v1"$'\n'
+    SUMMARY+="  stored      $(mib "$stored") vs pg_dump -Fc $(mib "$fcsize") = $(ratio "$stored" "$fcsize") x (<= 0.5)  $v2"$'\n'
+    SUMMARY+="  2nd backup  $(mib "$second_stored") stored = $pct % of the first (< 1 %)  $v3"$'\n'
+    SUMMARY+="  restore -j2 $lbj s vs pg_restore -j2 $pgr s = $(ratio "$lbj" "$pgr") x (<= 1.05)  $v4"$'\n'
+    SUMMARY+="  memory      lifeboat peak RSS $(kmib "$maxown") (< 128 MiB)  $v5"$'\n'
+}
+
+NOTES_HEADING='## Notes (hand-written; kept when the script rewrites this file)'
+NOTES=""
+if [[ -f $OUT ]] && grep -qxF "$NOTES_HEADING" "$OUT"; then
+    NOTES=$(awk -v h="$NOTES_HEADING" '$0 == h { p = 1 } p' "$OUT")
+fi
+DISTURBED=$(awk -F'\t' '$10 == 1' "$RESULTS" | wc -l)
+
+{
+    cat <<EOF
+# Benchmarks: logical backup and restore
+
+Generated by \`bench/logical.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); the whole run took $((BENCH_SECS / 60)) min $((BENCH_SECS % 60)) s.
+Rerunning the script rewrites this file (all but the notes at the end).
+
+Reproduce (as root on Debian 12, from the repository root):
+
+\`\`\`sh
+bash bench/logical.sh${ARGS_GIVEN:+ $ARGS_GIVEN}
+\`\`\`
+
+| | |
+| --- | --- |
+| machine | $(nproc) cores ($CPU), $MEM_GIB GiB RAM, Linux $(uname -r) |
+| disk | $DISK_DEV ($DISK_FS), 1 GiB sequential write with fsync: $DISK_WRITE |
+| PostgreSQL | $PG_VERSION; throwaway cluster: shared_buffers=1GB, fsync=on, max_wal_size=4GB, checkpoint_timeout=30min, other settings default (wal_level=replica, maintenance_work_mem=64MB) |
+| lifeboat | $LB_VERSION, git $GIT_REV$([[ -n $REV ]] && echo " (built from \`git archive\` of that commit)")$([[ $GIT_DIRTY == yes ]] && echo " plus uncommitted changes in src/ or Cargo.* (the working tree)"), \`cargo build --release\`; repository defaults (zstd level 3, chunks 256 KiB / 1 MiB / 4 MiB, 16 MiB packs), passphrase mode |
+| runs | backups: $REPEAT runs each ($FC_REPEAT of \`pg_dump -Fc -f FILE\`), interleaved round by round; restores: $RESTORE_REPEAT runs of each parallel restore, interleaved, and 1 streaming restore; the median is reported |
+
+How it is measured:
+
+- Everything runs on one disk: the cluster, the \`pg_dump -Fc\` file, the lifeboat repository (\`file://\`) and
+  lifeboat's temporary dump copy for \`restore --jobs\` (TMPDIR).
+- Caches are warm for all tools alike: the page cache cannot be dropped here, every database fits in RAM, and
+  each data set is read once (an untimed \`pg_dump\`) before anything is timed. Before each timed run:
+  \`CHECKPOINT\`, \`sync\`, and a wait (up to ${QUIET_WAIT} s) for the machine to be idle.
+- Wall time, "CPU client" (user + sys of the program and its children) and "peak RSS, /usr/bin/time" come from
+  \`/usr/bin/time -f '%e %M %U %S'\`; "CPU server" is what the cluster's processes used meanwhile (from /proc).
+  On Linux \`%M\` is the largest peak RSS of the process *and of the children it waited for* (pg_dump,
+  pg_restore), not the sum and not the lifeboat process alone. So the script also samples \`VmHWM\` of every
+  process in the tree every 0.1 s: "lifeboat process peak" is lifeboat alone (all its threads), "other
+  programs' peak" the largest pg_dump / pg_restore / psql process (per program). Server memory is in neither.
+- The machine may be shared (builds, test suites): the CPU the rest of the machine used is measured during
+  every run. A run during which it exceeded $OTHER_LIMIT cores is marked \`*\`, measured again (up to $RETRIES
+  times) and left out of the median (unless every run of the step was disturbed). This run: $DISTURBED disturbed run(s).
+- Backups: \`pg_dump -Fc -d DB -f FILE\` (default compression: gzip level 6) and \`pg_dump -Fc -Z0 -d DB > /dev/null\`
+  (what lifeboat runs, output thrown away: the floor); \`lifeboat backup\` into a new, empty repository each
+  run; then the same backup again, $REPEAT times, into the last repository with the database unchanged.
+  "stored" is \`stored_bytes\` of \`lifeboat list --json\`: what the backup added to the repository (packs
+  after compression and encryption).
+- Restores go into a fresh database each time: for \`pg_restore -j2 --exit-on-error\` it is made with
+  \`createdb\` before the clock starts; lifeboat creates its own (\`CREATE DATABASE\`) and, after pg_restore,
+  checks that every table of the dump exists: both are inside its time. After each restore the main table's
+  row count is compared with the source's; then the database is dropped.
+EOF
+    for ds in $DATASETS; do
+        report_dataset "$ds"
+    done
+    if [[ -n $NOTES ]]; then
+        printf '\n%s\n' "$NOTES"
+    fi
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+
+log "done in $((BENCH_SECS / 60)) min $((BENCH_SECS % 60)) s; wrote $OUT"
+echo "== lifeboat logical benchmark: $LB_VERSION, git $GIT_REV, $DISTURBED disturbed run(s) =="
+printf '%s' "$SUMMARY"
