@@ -588,7 +588,7 @@ bash bench/logical.sh${ARGS_GIVEN:+ $ARGS_GIVEN}
 | machine | $(nproc) cores ($CPU), $MEM_GIB GiB RAM, Linux $(uname -r) |
 | disk | $DISK_DEV ($DISK_FS), 1 GiB sequential write with fsync: $DISK_WRITE |
 | PostgreSQL | $PG_VERSION; throwaway cluster: shared_buffers=1GB, fsync=on, max_wal_size=4GB, checkpoint_timeout=30min, other settings default (wal_level=replica, maintenance_work_mem=64MB) |
-| lifeboat | $LB_VERSION, git $GIT_REV$([[ -n $REV ]] && echo " (built from \`git archive\` of that commit)")$([[ $GIT_DIRTY == yes ]] && echo " plus uncommitted changes in src/ or Cargo.* (the working tree)"), \`cargo build --release\`; repository defaults (zstd level 3, chunks 256 KiB / 1 MiB / 4 MiB, 16 MiB packs), passphrase mode |
+| lifeboat | $LB_VERSION, git $GIT_REV$([[ -n $REV ]] && echo " (built from \`git archive\` of that commit)")$([[ $GIT_DIRTY == yes ]] && echo " plus uncommitted changes in src/ or Cargo.* (the working tree)"), \`cargo build --release\`; repository defaults of that version (compression level, chunk and pack sizes), passphrase mode |
 | runs | backups: $REPEAT runs each ($FC_REPEAT of \`pg_dump -Fc -f FILE\`), interleaved round by round; restores: $RESTORE_REPEAT runs of each parallel restore, interleaved, and 1 streaming restore; the median is reported |
 
 How it is measured:
