@@ -11,7 +11,7 @@ use super::{Context, usage};
 use crate::codec::Id;
 use crate::pg::process;
 use crate::pg::tools::PgTools;
-use crate::repo::{Repository, StreamReader};
+use crate::repo::StreamReader;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -28,42 +28,12 @@ pub struct ExportOptions {
     pub output: Option<PathBuf>,
 }
 
-/// Select a target's backup: the given id prefix, or the newest.
-pub fn select_backup(
-    repo: &Repository,
-    target: &str,
-    prefix: Option<&str>,
-) -> Result<(Id, crate::format::BackupRecord)> {
-    match prefix {
-        Some(p) => {
-            let (id, rec) = repo.find_backup(p)?;
-            if rec.target != target {
-                bail!(usage(format!(
-                    "backup {} belongs to target {:?}, not {target:?}",
-                    id.short(),
-                    rec.target
-                )));
-            }
-            Ok((id, rec))
-        }
-        None => repo
-            .list_backups()?
-            .into_iter()
-            .rfind(|(_, r)| r.target == target)
-            .ok_or_else(|| {
-                usage(format!(
-                    "target {target:?} has no backups yet; hint: run `lifeboat backup {target}`"
-                ))
-            }),
-    }
-}
-
 pub fn run(ctx: &Context, target_name: &str, opts: &ExportOptions) -> Result<(Id, u64)> {
     let target = ctx.target(target_name)?;
     let (repo_name, _) = ctx.target_repository(target_name)?;
     let repo = ctx.open_repository(&repo_name)?;
     repo.check_can_read()?;
-    let (id, record) = select_backup(&repo, target_name, opts.backup.as_deref())?;
+    let (id, record) = super::select_backup(&repo, target_name, opts.backup.as_deref())?;
     let name = if opts.globals { "globals" } else { "dump" };
     let stream = record
         .stream(name)

@@ -115,6 +115,36 @@ pub fn read_identities(path: &std::path::Path) -> Result<crate::repo::Identities
         .map_err(|e| usage(format!("identity file {}: {e}", path.display())))
 }
 
+/// Select a target's backup: the given id prefix, or the newest.
+pub fn select_backup(
+    repo: &Repository,
+    target: &str,
+    prefix: Option<&str>,
+) -> Result<(crate::codec::Id, crate::format::BackupRecord)> {
+    match prefix {
+        Some(p) => {
+            let (id, rec) = repo.find_backup(p)?;
+            if rec.target != target {
+                anyhow::bail!(usage(format!(
+                    "backup {} belongs to target {:?}, not {target:?}",
+                    id.short(),
+                    rec.target
+                )));
+            }
+            Ok((id, rec))
+        }
+        None => repo
+            .list_backups()?
+            .into_iter()
+            .rfind(|(_, r)| r.target == target)
+            .ok_or_else(|| {
+                usage(format!(
+                    "target {target:?} has no backups yet; hint: run `lifeboat backup {target}`"
+                ))
+            }),
+    }
+}
+
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// From now on, SIGINT/SIGTERM only set a flag that long operations check, so

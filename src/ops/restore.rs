@@ -224,8 +224,7 @@ pub fn plan(
         Some(url) => super::connection_from(url, "--into")?,
         None => ctx.connection(target_name)?,
     };
-    let (backup_id, record) =
-        super::export::select_backup(repo, target_name, opts.backup.as_deref())?;
+    let (backup_id, record) = super::select_backup(repo, target_name, opts.backup.as_deref())?;
     let mut needed = vec!["dump"];
     if opts.globals {
         needed.push("globals");
