@@ -8,7 +8,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::str::FromStr;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
@@ -217,16 +217,9 @@ impl SessionKey {
 
     /// Compress (if it helps) and encrypt one blob.
     pub fn encrypt_blob(&self, ty: BlobType, id: &Id, plaintext: &[u8], level: i32) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(plaintext.len() / 2 + 64);
-        payload.push(1u8);
-        let compressed = zstd::bulk::compress(plaintext, level).expect("zstd compress of memory");
-        if compressed.len() < plaintext.len() {
-            payload.extend_from_slice(&compressed);
-        } else {
-            payload[0] = 0;
-            payload.extend_from_slice(plaintext);
-        }
-        aead_encrypt(&self.0, &payload, &blob_aad(ty, id))
+        let mut out = Vec::new();
+        BlobEncoder::new(self.clone(), level).encode(ty, id, plaintext, &mut out);
+        out
     }
 
     /// Decrypt and decompress one blob. The caller checks the plaintext's id.
@@ -251,6 +244,59 @@ impl SessionKey {
                 .map_err(|e| CodecError::Malformed(format!("zstd: {e}"))),
             _ => Err(CodecError::Malformed("unknown blob encoding".into())),
         }
+    }
+}
+
+/// Compresses and encrypts blobs with one session key, reusing its zstd context
+/// and scratch buffer: one per writing thread. (Fresh multi-MiB buffers for every
+/// blob, allocated on one thread and freed on another, made glibc's per-thread
+/// arenas grow during long backups.)
+pub struct BlobEncoder {
+    key: SessionKey,
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+}
+
+impl BlobEncoder {
+    pub fn new(key: SessionKey, level: i32) -> BlobEncoder {
+        BlobEncoder {
+            key,
+            compressor: zstd::bulk::Compressor::new(level).expect("zstd context"),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Write the stored form of one blob into `out` (cleared first):
+    /// nonce || XChaCha20-Poly1305(flag || payload) || tag, as FORMAT.md says.
+    pub fn encode(&mut self, ty: BlobType, id: &Id, plaintext: &[u8], out: &mut Vec<u8>) {
+        // zstd only counts when it makes the blob smaller, so give it no more
+        // room than the plaintext: an error means "not smaller".
+        self.scratch.clear();
+        self.scratch.reserve(plaintext.len());
+        let compressed = self
+            .compressor
+            .compress_to_buffer(plaintext, &mut self.scratch)
+            .is_ok_and(|n| n < plaintext.len());
+        let (flag, payload) = if compressed {
+            (1u8, &self.scratch[..])
+        } else {
+            (0u8, plaintext)
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        out.clear();
+        out.reserve(BLOB_OVERHEAD + payload.len());
+        out.extend_from_slice(&nonce);
+        out.push(flag);
+        out.extend_from_slice(payload);
+        let tag = XChaCha20Poly1305::new((&self.key.0.0).into())
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&nonce),
+                &blob_aad(ty, id),
+                &mut out[NONCE_LEN..],
+            )
+            .expect("XChaCha20-Poly1305 encryption of memory cannot fail");
+        out.extend_from_slice(&tag);
     }
 }
 

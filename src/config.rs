@@ -7,7 +7,7 @@
 //! # named by passphrase_env) or from passphrase_file; or to age recipients:
 //! # recipients = ["age1..."], identity_file = "..." where restores run, and
 //! # dedup_key_file = "..." (or $LIFEBOAT_DEDUP_KEY) where backups are written
-//! compression_level = 3                  # zstd, 1..=19
+//! compression_level = 1                  # zstd, 1..=19 (default 1: fastest; higher stores a little less)
 //!
 //! [target.staging]
 //! database = "postgres://backup@staging-db/hyper_db"

@@ -74,7 +74,7 @@ impl Default for ChunkerParams {
 }
 
 pub const DEFAULT_PACK_SIZE: usize = 16 * 1024 * 1024;
-pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
 /// `keys/<id>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -44,13 +44,15 @@ impl PgTools {
             }
         }
         best.ok_or_else(|| {
-            ToolsError::NotFound(
+            ToolsError::NotFound(if candidates.is_empty() {
+                "pg_config --bindir, /usr/lib/postgresql/*/bin and PATH".to_string()
+            } else {
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
-                    .join(", "),
-            )
+                    .join(", ")
+            })
         })
     }
 
@@ -106,6 +108,10 @@ impl PgTools {
     }
 }
 
+/// Where PostgreSQL's programs may be: `pg_config --bindir`, then Debian's
+/// `/usr/lib/postgresql/*/bin`, each once. Directories on PATH only count when
+/// neither finds anything: on Debian they hold Perl wrappers that cost a
+/// process each and lead to the same binaries.
 fn candidate_bindirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
@@ -118,10 +124,14 @@ fn candidate_bindirs() -> Vec<PathBuf> {
         found.sort();
         dirs.extend(found);
     }
-    if let Some(path) = std::env::var_os("PATH") {
+    dirs.retain(|d| d.join("pg_dump").exists());
+    if dirs.is_empty()
+        && let Some(path) = std::env::var_os("PATH")
+    {
         dirs.extend(std::env::split_paths(&path).filter(|d| d.join("pg_dump").exists()));
     }
-    dirs.dedup();
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())));
     dirs
 }
 

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use super::{Index, RepoError, Repository, Result};
 use crate::chunker::Chunker;
-use crate::codec::{self, BlobType, Id, SessionKey};
+use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
 use crate::format::{self, BackupStats, BlobEntry, PackEntry, PackTrailer, Stream};
 use crate::storage::{ErrorKind, PutMode};
 
@@ -86,13 +86,19 @@ impl Repository {
         let (enc_tx, enc_rx) = sync_channel::<Encrypted>(CHANNEL_DEPTH);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+        // Buffers of stored blobs go back from the packer to the workers.
+        let (stored_tx, stored_rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+        let stored_rx = Arc::new(Mutex::new(stored_rx));
         let workers = (0..threads)
             .map(|_| {
+                let buffers = WorkerBuffers {
+                    spare: spare_tx.clone(),
+                    stored: Arc::clone(&stored_rx),
+                };
                 let rx = Arc::clone(&job_rx);
                 let tx = enc_tx.clone();
-                let key = key.clone();
-                let spare = spare_tx.clone();
-                std::thread::spawn(move || worker(rx, tx, spare, key, level))
+                let encoder = BlobEncoder::new(key.clone(), level);
+                std::thread::spawn(move || worker(rx, tx, buffers, encoder))
             })
             .collect();
         drop(enc_tx);
@@ -115,6 +121,7 @@ impl Repository {
                     blobs: Vec::new(),
                     done: Vec::new(),
                     received: 0,
+                    recycle: stored_tx,
                 };
                 for e in enc_rx {
                     p.add(e)?;
@@ -141,19 +148,42 @@ impl Repository {
     }
 }
 
+/// Where a worker returns chunk buffers and finds buffers for stored blobs, so
+/// a long backup reuses a fixed set of buffers instead of allocating per chunk.
+struct WorkerBuffers {
+    spare: SyncSender<Vec<u8>>,
+    stored: Arc<Mutex<Receiver<Vec<u8>>>>,
+}
+
+/// Buffers above this size are freed, not reused: a buffer keeps the largest
+/// size it ever held, and a pool of maximal chunks would hold 4 MiB each.
+const RECYCLE_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Put a buffer back into a pool, unless it is large or the pool is full.
+fn recycle(pool: &SyncSender<Vec<u8>>, buf: Vec<u8>) {
+    if buf.capacity() <= RECYCLE_LIMIT {
+        let _ = pool.try_send(buf);
+    }
+}
+
 fn worker(
     rx: Arc<Mutex<Receiver<Job>>>,
     tx: SyncSender<Encrypted>,
-    spare: SyncSender<Vec<u8>>,
-    key: SessionKey,
-    level: i32,
+    buffers: WorkerBuffers,
+    mut encoder: BlobEncoder,
 ) {
     loop {
         let job = match rx.lock().expect("job queue poisoned").recv() {
             Ok(j) => j,
             Err(_) => return,
         };
-        let stored = key.encrypt_blob(BlobType::Data, &job.id, &job.data, level);
+        let mut stored = buffers
+            .stored
+            .lock()
+            .expect("buffer queue poisoned")
+            .try_recv()
+            .unwrap_or_default();
+        encoder.encode(BlobType::Data, &job.id, &job.data, &mut stored);
         let e = Encrypted {
             id: job.id,
             raw_length: job.data.len() as u32,
@@ -163,7 +193,7 @@ fn worker(
             return; // the packer failed; the session reports its error
         }
         // Hand the buffer back to the chunker; drop it if enough are waiting.
-        let _ = spare.try_send(job.data);
+        recycle(&buffers.spare, job.data);
     }
 }
 
@@ -179,6 +209,8 @@ struct Packer {
     done: Vec<PackEntry>,
     /// Blobs received from the workers, stored or about to be.
     received: u64,
+    /// Stored blobs' buffers, back to the workers once copied into the pack.
+    recycle: SyncSender<Vec<u8>>,
 }
 
 /// Stores finished packs on its own thread, so writing and fsyncing one pack
@@ -262,6 +294,7 @@ impl Packer {
             raw_length: e.raw_length,
         });
         self.buf.extend_from_slice(&e.stored);
+        recycle(&self.recycle, e.stored);
         if self.buf.len() >= self.pack_size {
             self.flush()?;
         }
