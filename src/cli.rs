@@ -64,6 +64,40 @@ enum Command {
         #[command(flatten)]
         opts: RestoreOptions,
     },
+    /// Apply the retention rules and delete what no remaining backup needs
+    Prune {
+        /// Apply only this target's rules (data no backup needs is freed either way)
+        target: Option<String>,
+        /// Print what would be kept, deleted and freed; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Packs that no index lists (left by interrupted backups) are deleted
+        /// only once this old, in case their writer is merely slow
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// Check that every backup's objects exist (and with --read-data, are intact)
+    Verify {
+        target: Option<String>,
+        /// Read, authenticate and re-hash every stored byte
+        #[arg(long)]
+        read_data: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a backup whatever the retention rules say
+    Pin {
+        /// Backup id or a unique prefix of it
+        id: String,
+        /// Why (stored with the pin)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let the retention rules apply to a pinned backup again
+    Unpin {
+        /// Backup id or a unique prefix of it
+        id: String,
+    },
     /// Write a standard pg_dump file (or the globals SQL) from a backup
     Export {
         target: String,
@@ -191,6 +225,28 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
             }
         }
+        Command::Prune {
+            target,
+            dry_run,
+            grace,
+        } => {
+            ops::prune::run(
+                &ctx,
+                &ops::prune::PruneOptions {
+                    target,
+                    dry_run,
+                    grace,
+                },
+                &mut out,
+            )?;
+        }
+        Command::Verify {
+            target,
+            read_data,
+            json,
+        } => ops::verify::run(&ctx, target.as_deref(), read_data, json, &mut out)?,
+        Command::Pin { id, reason } => writeln!(out, "{}", ops::pin::pin(&ctx, &id, reason)?)?,
+        Command::Unpin { id } => writeln!(out, "{}", ops::pin::unpin(&ctx, &id)?)?,
         Command::Export {
             target,
             backup,
@@ -243,19 +299,8 @@ fn find_anywhere(
     ctx: &Context,
     prefix: &str,
 ) -> Result<(ops::list::BackupView, crate::format::BackupRecord)> {
-    let mut found = Vec::new();
-    for name in ctx.config.repositories.keys() {
-        let repo = ctx.open_repository(name)?;
-        match repo.find_backup(prefix) {
-            Ok((id, rec)) => found.push((ops::list::BackupView::new(name, &id, &rec), rec)),
-            Err(crate::repo::RepoError::NoSuchBackup(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match found.len() {
-        0 => Err(ops::usage(format!(
-            "no backup matches {prefix:?}; hint: `lifeboat list` shows the ids"
-        ))),
-        _ => Ok(found.remove(0)),
-    }
+    let (name, repo, id, rec) = ops::find_backup(ctx, prefix)?;
+    let mut view = ops::list::BackupView::new(&name, &id, &rec);
+    view.pinned = repo.list_pins()?.is_pinned(&id);
+    Ok((view, rec))
 }

@@ -489,7 +489,7 @@ impl Retention {
         *self == Retention::default()
     }
 
-    fn rules(&self) -> [(&'static str, Option<u32>); 6] {
+    pub fn rules(&self) -> [(&'static str, Option<u32>); 6] {
         [
             ("keep_last", self.keep_last),
             ("keep_days", self.keep_days),

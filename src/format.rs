@@ -22,6 +22,7 @@ pub const DATA_DIR: &str = "data/";
 pub const INDEX_DIR: &str = "index/";
 pub const BACKUPS_DIR: &str = "backups/";
 pub const LOCKS_DIR: &str = "locks/";
+pub const PINS_DIR: &str = "pins/";
 
 pub fn pack_path(id: &Id) -> String {
     let h = id.to_hex();
@@ -207,6 +208,22 @@ pub struct LockFile {
     pub exclusive: bool,
     pub created: DateTime<Utc>,
     pub refreshed: DateTime<Utc>,
+}
+
+/// `pins/<backup-id>`: the backup is kept whatever the retention rules say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinFile {
+    pub version: u32,
+    pub backup: Id,
+    pub created: DateTime<Utc>,
+    pub host: String,
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub fn pin_path(backup: &Id) -> String {
+    format!("{PINS_DIR}{backup}")
 }
 
 /// Split a stored pack into (wrapped session key, blob area start, trailer bytes).

@@ -16,6 +16,9 @@ use crate::pg::dumpfile::TocSniffer;
 use crate::pg::process::{self, Connection};
 use crate::pg::tools::PgTools;
 
+/// How long a backup waits for a running prune (which holds the exclusive lock).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 pub struct BackupOutcome {
     pub id: Id,
     pub record: BackupRecord,
@@ -107,6 +110,13 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let repo = ctx.open_repository(&repo_name)?;
     let conn = ctx.connection(target_name)?;
     let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
+    let lock =
+        repo.lock_shared_waiting(&format!("backup {target_name}"), LOCK_WAIT, &|holder| {
+            if !ctx.quiet {
+                eprintln!("waiting for {holder} to finish (up to 10 minutes)");
+            }
+        })?;
+    crate::failpoint::hit("backup:locked");
     let started = Utc::now();
     let clock = Instant::now();
     let database = database_info(&tools, &conn)?;
@@ -114,7 +124,6 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         .check_can_dump(database.server_version_num / 10000)
         .map_err(|e| usage(e.to_string()))?;
 
-    let lock = repo.lock_shared(&format!("backup {target_name}"))?;
     let mut session = repo.start_session()?;
     let mut streams = Vec::new();
 
@@ -182,6 +191,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     };
 
     let stats = session.finish().context("storing the backup")?;
+    crate::failpoint::hit("backup:before-record");
     lock.check_held()?;
     let mut tools_used = std::collections::BTreeMap::new();
     tools_used.insert("pg_dump".to_string(), tools.version.clone());
@@ -200,6 +210,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         stats,
     };
     let id = repo.write_backup_record(&record)?;
+    crate::failpoint::hit("backup:after-record");
     drop(lock);
     Ok(BackupOutcome {
         id,

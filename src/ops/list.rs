@@ -29,6 +29,8 @@ pub struct BackupView {
     /// Plaintext size over what this backup added to storage.
     pub dedup_ratio: f64,
     pub host: String,
+    /// Kept by prune whatever the retention rules say (`lifeboat pin`).
+    pub pinned: bool,
 }
 
 impl BackupView {
@@ -54,6 +56,7 @@ impl BackupView {
                 r.stats.size as f64 / r.stats.stored_bytes as f64
             },
             host: r.host.clone(),
+            pinned: false,
         }
     }
 }
@@ -72,9 +75,19 @@ pub fn collect(ctx: &Context, target: Option<&str>) -> Result<Vec<(BackupView, B
     let mut out = Vec::new();
     for name in names {
         let repo = ctx.open_repository(&name)?;
-        for (id, rec) in repo.list_backups()? {
+        let scan = repo.scan_backups()?;
+        for d in &scan.damaged {
+            eprintln!(
+                "warning: repository {name:?}: {} cannot be read ({}); hint: run `lifeboat verify`",
+                d.object, d.problem
+            );
+        }
+        let pins = repo.list_pins()?;
+        for (id, rec) in scan.records {
             if target.is_none_or(|t| rec.target == t) {
-                out.push((BackupView::new(&name, &id, &rec), rec));
+                let mut view = BackupView::new(&name, &id, &rec);
+                view.pinned = pins.is_pinned(&id);
+                out.push((view, rec));
             }
         }
     }
@@ -88,7 +101,7 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
     }
     writeln!(
         out,
-        "{:<8}  {:<12}  {:<8}  {:<20}  {:>7}  {:<16}  {:>9}  {:>9}  {:>9}  {:>6}",
+        "{:<8}  {:<12}  {:<8}  {:<20}  {:>7}  {:<16}  {:>9}  {:>9}  {:>9}  {:>6}  PINNED",
         "ID",
         "TARGET",
         "METHOD",
@@ -103,7 +116,7 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
     for v in views {
         writeln!(
             out,
-            "{:<8}  {:<12}  {:<8}  {:<20}  {:>7.1}  {:<16}  {:>9}  {:>9}  {:>9}  {:>5.1}x",
+            "{:<8}  {:<12}  {:<8}  {:<20}  {:>7.1}  {:<16}  {:>9}  {:>9}  {:>9}  {:>5.1}x  {}",
             v.short_id,
             v.target,
             format!("{:?}", v.method).to_lowercase(),
@@ -113,7 +126,8 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
             human_bytes(v.dump_size),
             human_bytes(v.new_bytes),
             human_bytes(v.stored_bytes),
-            v.dedup_ratio
+            v.dedup_ratio,
+            if v.pinned { "yes" } else { "" }
         )?;
     }
     Ok(())
@@ -122,6 +136,13 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
 pub fn print_details(out: &mut dyn Write, v: &BackupView, r: &BackupRecord) -> std::io::Result<()> {
     writeln!(out, "backup      {}", v.id)?;
     writeln!(out, "repository  {}", v.repository)?;
+    if v.pinned {
+        writeln!(
+            out,
+            "pinned      yes: prune keeps it (`lifeboat unpin {}` releases it)",
+            v.short_id
+        )?;
+    }
     writeln!(out, "target      {} ({:?})", v.target, v.method)?;
     writeln!(out, "started     {}", v.started.to_rfc3339())?;
     writeln!(

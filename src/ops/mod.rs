@@ -5,8 +5,11 @@ pub mod backup;
 pub mod export;
 pub mod init;
 pub mod list;
+pub mod pin;
 pub mod progress;
+pub mod prune;
 pub mod restore;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -113,6 +116,30 @@ pub fn read_identities(path: &std::path::Path) -> Result<crate::repo::Identities
     })?;
     file.into_identities()
         .map_err(|e| usage(format!("identity file {}: {e}", path.display())))
+}
+
+/// Find a backup by id prefix in any repository of the configuration: the
+/// repository's name, the open repository, the id and the record.
+pub fn find_backup(
+    ctx: &Context,
+    prefix: &str,
+) -> Result<(
+    String,
+    Repository,
+    crate::codec::Id,
+    crate::format::BackupRecord,
+)> {
+    for name in ctx.config.repositories.keys() {
+        let repo = ctx.open_repository(name)?;
+        match repo.find_backup(prefix) {
+            Ok((id, rec)) => return Ok((name.clone(), repo, id, rec)),
+            Err(crate::repo::RepoError::NoSuchBackup(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(usage(format!(
+        "no backup matches {prefix:?}; hint: `lifeboat list` shows the ids"
+    )))
 }
 
 /// Select a target's backup: the given id prefix, or the newest.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Repository, Result};
+use super::{Damage, Repository, Result};
 use crate::codec::{BlobType, Id};
 use crate::format::{self, IndexFile, PackEntry};
 
@@ -21,6 +21,9 @@ pub struct Index {
     blobs: HashMap<Id, BlobLocation>,
     pack_keys: HashMap<Id, Vec<u8>>,
     pack_sizes: HashMap<Id, u64>,
+    /// Index files that could not be read. Their blobs are unknown: a reader
+    /// that needs one fails naming it; prune re-indexes their packs.
+    pub damaged: Vec<Damage>,
 }
 
 impl Index {
@@ -63,20 +66,50 @@ impl Index {
     }
 }
 
+/// Readable index files with their paths, and the damaged ones.
+pub(crate) type IndexFiles = (Vec<(String, IndexFile)>, Vec<Damage>);
+
 impl Repository {
-    /// Load and authenticate every index file.
+    /// Load and authenticate every index file; damaged ones are set aside in
+    /// `Index::damaged` so that one bad file does not stop unaffected restores.
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::default();
-        for obj in self.storage.list(format::INDEX_DIR)? {
-            let bytes = self.get_verified(&obj.path)?;
-            let json = self.unseal(&obj.path, "index", &bytes)?;
-            let file: IndexFile = serde_json::from_slice(&json)
-                .map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
+        let (files, damaged) = self.load_index_files()?;
+        let mut index = Index {
+            damaged,
+            ..Index::default()
+        };
+        for (_, file) in &files {
             for p in &file.packs {
-                index.add_pack(p).map_err(|e| self.corrupt(&obj.path, e))?;
+                index.add_pack(p).map_err(|e| self.corrupt("index", e))?;
             }
         }
         Ok(index)
+    }
+
+    /// Every readable index file with its path, and the damaged ones.
+    pub(crate) fn load_index_files(&self) -> Result<IndexFiles> {
+        let mut files = Vec::new();
+        let mut damaged = Vec::new();
+        for obj in self.storage.list(format::INDEX_DIR)? {
+            match self.read_index_file(&obj.path) {
+                Ok(f) => files.push((obj.path, f)),
+                Err(e) if e.is_damage() => damaged.push(Damage::from_error(&obj.path, &e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((files, damaged))
+    }
+
+    fn read_index_file(&self, path: &str) -> Result<IndexFile> {
+        let bytes = self.get_verified(path)?;
+        let json = self.unseal(path, "index", &bytes)?;
+        let file: IndexFile =
+            serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
+        for p in &file.packs {
+            crate::codec::b64_decode(&p.session_key)
+                .map_err(|e| self.corrupt(path, format!("pack {}: {e}", p.id)))?;
+        }
+        Ok(file)
     }
 
     /// Write one index file naming `packs`, which must already be durable.

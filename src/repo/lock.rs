@@ -28,10 +28,128 @@ pub struct LockGuard {
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A lock not refreshed for this long is stale (FORMAT.md).
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// Another process's lock, as found under `locks/`.
+#[derive(Debug, Clone)]
+pub struct HeldLock {
+    pub path: String,
+    /// None if the lock object could not be read (it still counts).
+    pub lock: Option<LockFile>,
+}
+
+impl std::fmt::Display for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.lock {
+            Some(l) => write!(
+                f,
+                "`{}` on host {} (pid {}, since {})",
+                l.command,
+                l.host,
+                l.pid,
+                l.created.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            None => write!(f, "an unreadable lock {}", self.path),
+        }
+    }
+}
+
 impl Repository {
-    /// Take a shared lock (backups, WAL pushes).
+    /// Take a shared lock (backups, WAL pushes). While a prune holds the
+    /// exclusive lock, wait for it up to `wait`, calling `waiting` once.
     pub fn lock_shared(&self, command: &str) -> Result<LockGuard> {
-        self.take_lock(command, false)
+        self.lock_shared_waiting(command, Duration::ZERO, &|_| {})
+    }
+
+    pub fn lock_shared_waiting(
+        &self,
+        command: &str,
+        wait: Duration,
+        waiting: &dyn Fn(&HeldLock),
+    ) -> Result<LockGuard> {
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            let guard = self.take_lock(command, false)?;
+            let exclusive = self
+                .other_locks(&guard.path)?
+                .into_iter()
+                .find(|l| l.lock.as_ref().is_none_or(|l| l.exclusive));
+            let Some(holder) = exclusive else {
+                return Ok(guard);
+            };
+            drop(guard);
+            if started.elapsed() >= wait {
+                return Err(RepoError::Busy(format!(
+                    "repository {} is locked exclusively by {holder}; hint: wait for it to finish, or remove {} if that process is gone",
+                    self.url(),
+                    holder.path
+                )));
+            }
+            if !told {
+                waiting(&holder);
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Take the exclusive lock (prune). Stale locks are removed first; any
+    /// other lock makes this fail, naming its holder.
+    pub fn lock_exclusive(&self, command: &str) -> Result<LockGuard> {
+        let busy = |holder: &HeldLock| {
+            let what = match &holder.lock {
+                Some(l) if l.exclusive => "another prune is running",
+                _ => "the repository is in use",
+            };
+            RepoError::Busy(format!(
+                "{what}: {holder}; hint: run it again when that has finished (a lock of a crashed process on this host, or one not refreshed for 30 minutes, is removed automatically)"
+            ))
+        };
+        if let Some(other) = self.other_locks("")?.first() {
+            return Err(busy(other));
+        }
+        let guard = self.take_lock(command, true)?;
+        // Someone may have locked between our look and our lock: look again.
+        if let Some(other) = self.other_locks(&guard.path)?.first() {
+            return Err(busy(other));
+        }
+        Ok(guard)
+    }
+
+    /// The live locks other than `ours`; stale ones are removed on the way.
+    fn other_locks(&self, ours: &str) -> Result<Vec<HeldLock>> {
+        let mut live = Vec::new();
+        for obj in self.storage.list(format::LOCKS_DIR)? {
+            if obj.path == ours {
+                continue;
+            }
+            let lock = self
+                .storage
+                .get(&obj.path)
+                .ok()
+                .and_then(|b| self.meta.unseal("lock", &b).ok())
+                .and_then(|json| serde_json::from_slice::<LockFile>(&json).ok());
+            let old = |t: Option<chrono::DateTime<Utc>>| {
+                t.is_some_and(|t| (Utc::now() - t).to_std().is_ok_and(|age| age > STALE_AFTER))
+            };
+            let stale = match &lock {
+                Some(l) => {
+                    old(Some(l.refreshed)) || (l.host == hostname() && !process_alive(l.pid))
+                }
+                None => old(obj.modified.map(chrono::DateTime::<Utc>::from)),
+            };
+            if stale {
+                self.storage.delete(&obj.path)?;
+            } else {
+                live.push(HeldLock {
+                    path: obj.path,
+                    lock,
+                });
+            }
+        }
+        Ok(live)
     }
 
     fn take_lock(&self, command: &str, exclusive: bool) -> Result<LockGuard> {
@@ -145,6 +263,11 @@ impl Drop for LockGuard {
         }
         let _ = self.storage.delete(&self.path);
     }
+}
+
+/// Whether a process of this host is still running (its lock is not stale).
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 pub fn hostname() -> String {

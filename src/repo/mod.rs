@@ -2,11 +2,15 @@
 //! writing its objects in the order docs/FORMAT.md prescribes.
 //!
 //! **Invariant:** a backup record is written only after every pack it needs is
-//! durable and indexed (see `write::Session`). Nothing in this module deletes.
+//! durable and indexed (see `write::Session`). Only `prune` deletes data, under
+//! the exclusive lock, and never a pack a remaining backup needs.
 
 mod index;
 mod lock;
+mod pins;
+mod prune;
 mod read;
+mod verify;
 mod write;
 
 use std::sync::Arc;
@@ -21,8 +25,11 @@ use crate::format::{
 use crate::storage::{ErrorKind, PutMode, Storage, StorageError};
 
 pub use index::{BlobLocation, Index};
-pub use lock::{LockGuard, hostname};
+pub use lock::{HeldLock, LockGuard, hostname};
+pub use pins::Pins;
+pub use prune::CleanupPlan;
 pub use read::StreamReader;
+pub use verify::{BackupHealth, Problem, VerifyReport};
 pub use write::{Session, StreamProgress};
 
 /// Repository errors, by what the user can do about them.
@@ -60,6 +67,9 @@ pub enum RepoError {
     NoSuchBackup(String),
     #[error("backup id prefix {0:?} is ambiguous; hint: give more digits")]
     AmbiguousBackup(String),
+    /// Another process holds a lock that conflicts with ours.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Storage(#[from] StorageError),
     #[error("{0}")]
@@ -84,7 +94,44 @@ impl RepoError {
     }
 }
 
+impl RepoError {
+    /// The object itself is bad (missing, altered, unreadable), as opposed to
+    /// the storage failing or a wrong secret: other objects may still be fine.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, RepoError::Corrupt { .. } | RepoError::Missing { .. })
+    }
+}
+
 pub type Result<T> = std::result::Result<T, RepoError>;
+
+/// An object that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    pub object: String,
+    pub problem: String,
+}
+
+impl Damage {
+    pub fn from_error(object: &str, e: &RepoError) -> Damage {
+        let problem = match e {
+            RepoError::Corrupt { detail, .. } => detail.clone(),
+            RepoError::Missing { .. } => "missing".into(),
+            other => other.to_string(),
+        };
+        Damage {
+            object: object.to_string(),
+            problem,
+        }
+    }
+}
+
+/// What `scan_backups` found.
+#[derive(Default)]
+pub struct BackupScan {
+    /// Oldest first.
+    pub records: Vec<(Id, BackupRecord)>,
+    pub damaged: Vec<Damage>,
+}
 
 pub type Identities = Vec<Box<dyn age::Identity + Send + Sync>>;
 
@@ -382,21 +429,37 @@ impl Repository {
             .map_err(|e| self.corrupt(path, format!("cannot be decrypted ({e})")))
     }
 
-    /// Every backup record, oldest first.
+    /// Every readable backup record, oldest first. Damaged records are skipped:
+    /// one bad object must not hide the others (`scan_backups` names them).
     pub fn list_backups(&self) -> Result<Vec<(Id, BackupRecord)>> {
-        let mut out = Vec::new();
+        Ok(self.scan_backups()?.records)
+    }
+
+    /// Every backup record, oldest first, and the record objects that cannot be
+    /// read (missing while listed, altered, undecryptable).
+    pub fn scan_backups(&self) -> Result<BackupScan> {
+        let mut scan = BackupScan::default();
         for obj in self.storage.list(format::BACKUPS_DIR)? {
-            let bytes = self.get_verified(&obj.path)?;
-            let json = self.unseal(&obj.path, "backup", &bytes)?;
-            let rec: BackupRecord = serde_json::from_slice(&json)
-                .map_err(|e| self.corrupt(&obj.path, e.to_string()))?;
-            let id: Id = obj.path[format::BACKUPS_DIR.len()..]
-                .parse()
-                .map_err(|e: CodecError| self.corrupt(&obj.path, e.to_string()))?;
-            out.push((id, rec));
+            match self.read_backup_record(&obj.path) {
+                Ok(r) => scan.records.push(r),
+                Err(e) if e.is_damage() => scan.damaged.push(Damage::from_error(&obj.path, &e)),
+                Err(e) => return Err(e),
+            }
         }
-        out.sort_by(|a, b| a.1.started.cmp(&b.1.started).then(a.0.cmp(&b.0)));
-        Ok(out)
+        scan.records
+            .sort_by(|a, b| a.1.started.cmp(&b.1.started).then(a.0.cmp(&b.0)));
+        Ok(scan)
+    }
+
+    fn read_backup_record(&self, path: &str) -> Result<(Id, BackupRecord)> {
+        let bytes = self.get_verified(path)?;
+        let json = self.unseal(path, "backup", &bytes)?;
+        let rec: BackupRecord =
+            serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
+        let id: Id = path[format::BACKUPS_DIR.len()..]
+            .parse()
+            .map_err(|e: CodecError| self.corrupt(path, e.to_string()))?;
+        Ok((id, rec))
     }
 
     /// Find a backup by id prefix.

@@ -112,9 +112,13 @@ impl Repository {
             let loc = index.get(id).ok_or_else(|| RepoError::Missing {
                 url: self.url(),
                 what: format!(
-                    "blob {} of stream {:?} (not in any index)",
+                    "blob {} of stream {:?} (not in any index{}); hint: `lifeboat verify` tells more, and `lifeboat prune` re-indexes packs whose index was lost",
                     id.short(),
-                    stream.name
+                    stream.name,
+                    match index.damaged.first() {
+                        Some(d) => format!("; {} is damaged: {}", d.object, d.problem),
+                        None => String::new(),
+                    }
                 ),
             })?;
             // The index is authenticated, but whoever holds the metadata key (a

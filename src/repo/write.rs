@@ -230,12 +230,15 @@ impl PackWriter {
         let (tx, rx) = sync_channel::<(Id, Vec<u8>)>(0);
         let (back_tx, returned) = sync_channel::<Vec<u8>>(1);
         let thread = std::thread::spawn(move || {
+            let mut written = 0;
             for (id, mut pack) in rx {
                 match storage.put(&format::pack_path(&id), &pack, PutMode::Create) {
                     Ok(()) => {}
                     Err(e) if e.kind == ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e.into()),
                 }
+                written += 1;
+                crate::failpoint::hit(&format!("pack:{written}"));
                 pack.clear();
                 let _ = back_tx.try_send(pack);
             }
@@ -427,6 +430,7 @@ impl Session<'_> {
             )));
         }
         self.stats.stored_bytes = packs.iter().map(|p| p.size).sum();
+        crate::failpoint::hit("backup:before-index");
         self.repo.write_index(packs)?;
         Ok(self.stats)
     }

@@ -142,11 +142,16 @@ impl Storage for LocalStorage {
     }
 
     fn head(&self, path: &str) -> Result<ObjectMeta> {
-        let (_, size) = self.open_object("stat", path)?;
+        let (file, size) = self.open_object("stat", path)?;
         Ok(ObjectMeta {
             path: path.to_string(),
             size,
+            modified: file.metadata().and_then(|m| m.modified()).ok(),
         })
+    }
+
+    fn cleanup(&self, older_than: Duration) -> Result<usize> {
+        self.cleanup_temp_files(older_than)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -173,6 +178,7 @@ impl Storage for LocalStorage {
                     Ok(meta) => objects.push(ObjectMeta {
                         path: rel,
                         size: meta.len(),
+                        modified: meta.modified().ok(),
                     }),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {} // deleted meanwhile
                     Err(e) => return Err(e),

@@ -124,6 +124,7 @@ impl Storage for MemoryStorage {
             Ok(ObjectMeta {
                 path: path.to_string(),
                 size: data.len() as u64,
+                modified: None,
             })
         })
     }
@@ -139,6 +140,7 @@ impl Storage for MemoryStorage {
             .map(|(path, data)| ObjectMeta {
                 path: path.clone(),
                 size: data.len() as u64,
+                modified: None,
             })
             .collect())
     }

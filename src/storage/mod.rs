@@ -67,6 +67,9 @@ pub struct ObjectMeta {
     /// Path relative to the repository root, '/'-separated.
     pub path: String,
     pub size: u64,
+    /// When the object was last written, if the backend knows (prune's grace
+    /// period only deletes unreferenced objects it knows to be old).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A flat namespace of immutable-by-convention objects under '/'-separated paths.
@@ -83,6 +86,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
     /// Remove an object; removing a missing object is not an error.
     fn delete(&self, path: &str) -> Result<()>;
+    /// Remove what crashed writers left behind that `list` does not show
+    /// (temporary files; unfinished multipart uploads), if it is at least
+    /// `older_than` old. Returns how many were removed.
+    fn cleanup(&self, older_than: std::time::Duration) -> Result<usize> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// Open the repository storage named by `url`.

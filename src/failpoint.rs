@@ -1,0 +1,29 @@
+//! Crash and pause points for the crash and concurrency tests. In debug builds
+//! only (the tests run the debug binary): with `LIFEBOAT_CRASH_AT=NAME` the
+//! process sends itself SIGKILL when it reaches point NAME, which is a kill -9
+//! at an exact place; with `LIFEBOAT_PAUSE_AT=NAME:SECONDS` it sleeps there.
+//! Release builds compile `hit` to nothing.
+//!
+//! Points: `pack:N` (after the N-th pack of a session is durable),
+//! `backup:before-index`, `backup:before-record`, `backup:after-record`,
+//! `backup:locked`, `prune:locked`, `prune:after-forget`, `prune:after-index`,
+//! `prune:after-index-delete`, `prune:pack-delete:N` (after N packs deleted).
+
+pub fn hit(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        if std::env::var("LIFEBOAT_CRASH_AT").is_ok_and(|v| v == name) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Ok(v) = std::env::var("LIFEBOAT_PAUSE_AT")
+            && let Some((point, secs)) = v.rsplit_once(':')
+            && point == name
+            && let Ok(secs) = secs.parse::<f64>()
+        {
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}

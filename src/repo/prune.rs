@@ -1,0 +1,216 @@
+//! Removing what no backup needs. The only code that deletes backup data.
+//!
+//! `plan_cleanup` decides, `apply_cleanup` acts; a dry run is the plan alone.
+//! Order of deletion (FORMAT.md, "Prune"): forgotten backup records first, then
+//! a new index for every kept pack, then the old index files, then the packs.
+//! A crash at any point leaves every remaining backup restorable; what is left
+//! over is removed by the next prune.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use super::lock::LockGuard;
+use super::{Damage, Repository, Result};
+use crate::codec::{self, Id};
+use crate::format::{self, BackupRecord, PackEntry, PackTrailer};
+
+/// What a prune will do to the stored data, given which backups remain.
+#[derive(Debug, Default)]
+pub struct CleanupPlan {
+    /// Backup records to delete, with the size of each record object.
+    pub forget: Vec<Id>,
+    /// Packs to keep, as the new index will list them.
+    pub keep: Vec<PackEntry>,
+    /// Packs to delete (id, size).
+    pub delete: Vec<(Id, u64)>,
+    /// Kept packs that no readable index listed (their index was lost or
+    /// damaged): the new index lists them again.
+    pub reindexed: usize,
+    /// Unreferenced packs younger than the grace period: left alone.
+    pub young: usize,
+    /// Index files the new index replaces.
+    pub old_index_files: Vec<String>,
+    /// Whether a new index is written (something changed, or the index is
+    /// spread over several files).
+    pub rewrite_index: bool,
+    /// Blobs a remaining backup needs that are nowhere in the repository,
+    /// with the backups that need them. Prune still frees what is unneeded;
+    /// `verify` reports these as damage.
+    pub missing: Vec<(Id, Vec<Id>)>,
+    /// Objects that could not be read (index files, unindexed packs).
+    pub damaged: Vec<Damage>,
+}
+
+impl CleanupPlan {
+    pub fn bytes_freed(&self) -> u64 {
+        self.delete.iter().map(|(_, size)| size).sum()
+    }
+}
+
+impl Repository {
+    /// Plan the removal of `forget` and of every pack the `remaining` backups
+    /// do not need. Unindexed packs count only once older than `grace`.
+    pub fn plan_cleanup(
+        &self,
+        remaining: &[(Id, &BackupRecord)],
+        forget: Vec<Id>,
+        grace: Duration,
+    ) -> Result<CleanupPlan> {
+        let mut needed: HashMap<Id, Vec<Id>> = HashMap::new();
+        for (bid, rec) in remaining {
+            for s in &rec.streams {
+                for c in &s.chunks {
+                    let users = needed.entry(*c).or_default();
+                    if users.last() != Some(bid) {
+                        users.push(*bid);
+                    }
+                }
+            }
+        }
+        let (files, damaged_index) = self.load_index_files()?;
+        let stored: HashMap<Id, crate::storage::ObjectMeta> = self
+            .storage
+            .list(format::DATA_DIR)?
+            .into_iter()
+            .filter_map(|o| {
+                let id = o.path.rsplit('/').next()?.parse().ok()?;
+                Some((id, o))
+            })
+            .collect();
+
+        let mut plan = CleanupPlan {
+            forget,
+            damaged: damaged_index.clone(),
+            rewrite_index: files.len() > 1 || !damaged_index.is_empty(),
+            old_index_files: files
+                .iter()
+                .map(|(p, _)| p.clone())
+                .chain(damaged_index.iter().map(|d| d.object.clone()))
+                .collect(),
+            ..CleanupPlan::default()
+        };
+        // Packs no readable index lists: leftovers of interrupted backups, or
+        // packs whose index was lost. Their trailers say what they hold.
+        let indexed: HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+            .collect();
+        let mut candidates: Vec<(PackEntry, bool)> = files
+            .into_iter()
+            .flat_map(|(_, f)| f.packs)
+            .map(|p| (p, true))
+            .collect();
+        let mut unindexed: Vec<&crate::storage::ObjectMeta> = stored
+            .iter()
+            .filter(|(id, _)| !indexed.contains(id))
+            .map(|(_, o)| o)
+            .collect();
+        unindexed.sort_by(|a, b| a.path.cmp(&b.path));
+        for obj in unindexed {
+            match self.read_pack_entry(&obj.path) {
+                Ok(entry) => candidates.push((entry, false)),
+                Err(e) if e.is_damage() => {
+                    plan.damaged.push(Damage::from_error(&obj.path, &e));
+                    let id = obj.path.rsplit('/').next().and_then(|n| n.parse().ok());
+                    match id {
+                        Some(id) if old_enough(obj.modified, grace) => {
+                            plan.delete.push((id, obj.size))
+                        }
+                        _ => plan.young += 1,
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let mut found: HashSet<Id> = HashSet::new();
+        let mut seen: HashSet<Id> = HashSet::new();
+        for (entry, indexed) in candidates {
+            if !seen.insert(entry.id) {
+                plan.rewrite_index = true; // listed twice: merge
+                continue;
+            }
+            let Some(obj) = stored.get(&entry.id) else {
+                // Listed but gone: drop it from the index. Blobs a backup needs
+                // show up as missing below.
+                plan.rewrite_index = true;
+                continue;
+            };
+            if entry.blobs.iter().any(|b| needed.contains_key(&b.id)) {
+                found.extend(entry.blobs.iter().map(|b| b.id));
+                if !indexed {
+                    plan.reindexed += 1;
+                    plan.rewrite_index = true;
+                }
+                plan.keep.push(entry);
+            } else if indexed || old_enough(obj.modified, grace) {
+                plan.delete.push((entry.id, obj.size));
+                plan.rewrite_index |= indexed;
+            } else {
+                plan.young += 1;
+            }
+        }
+        plan.missing = needed
+            .into_iter()
+            .filter(|(blob, _)| !found.contains(blob))
+            .collect();
+        plan.missing.sort_by_key(|m| m.0);
+        plan.keep.sort_by_key(|p| p.id);
+        plan.delete.sort();
+        Ok(plan)
+    }
+
+    /// Carry out a plan under the exclusive lock.
+    pub fn apply_cleanup(&self, plan: &CleanupPlan, lock: &LockGuard) -> Result<()> {
+        lock.check_held()?;
+        for id in &plan.forget {
+            self.storage
+                .delete(&format!("{}{id}", format::BACKUPS_DIR))?;
+            self.storage.delete(&format::pin_path(id))?;
+        }
+        crate::failpoint::hit("prune:after-forget");
+        if plan.rewrite_index {
+            lock.check_held()?;
+            let new = self.write_index(plan.keep.clone())?;
+            crate::failpoint::hit("prune:after-index");
+            let new_path = new.map(|id| format!("{}{id}", format::INDEX_DIR));
+            for old in &plan.old_index_files {
+                if Some(old) != new_path.as_ref() {
+                    self.storage.delete(old)?;
+                }
+            }
+            crate::failpoint::hit("prune:after-index-delete");
+        }
+        for (n, (id, _)) in plan.delete.iter().enumerate() {
+            lock.check_held()?;
+            self.storage.delete(&format::pack_path(id))?;
+            crate::failpoint::hit(&format!("prune:pack-delete:{}", n + 1));
+        }
+        Ok(())
+    }
+
+    /// Rebuild a pack's index entry from the pack itself (its header and its
+    /// sealed trailer), checking that the pack's content matches its name.
+    pub(super) fn read_pack_entry(&self, path: &str) -> Result<PackEntry> {
+        let bytes = self.get_verified(path)?;
+        let env =
+            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
+        let json = self.unseal(path, "pack", env.trailer)?;
+        let trailer: PackTrailer =
+            serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
+        let id = Id::of_stored(&bytes);
+        Ok(PackEntry {
+            id,
+            size: bytes.len() as u64,
+            session_key: codec::b64_encode(env.wrapped_key),
+            blobs: trailer.blobs,
+        })
+    }
+}
+
+fn old_enough(modified: Option<SystemTime>, grace: Duration) -> bool {
+    if grace.is_zero() {
+        return true;
+    }
+    modified.is_some_and(|m| m.elapsed().is_ok_and(|age| age >= grace))
+}

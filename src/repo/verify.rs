@@ -1,0 +1,322 @@
+//! Checking a repository: every backup's objects exist with the right size and,
+//! with `read_data`, every byte authenticates and re-hashes to its id. Every
+//! problem is reported (not only the first), with the backups it affects.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::{Damage, Repository, Result};
+use crate::codec::{Id, SessionKey};
+use crate::format::{self, BackupRecord, BlobEntry, PackEntry};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The object (or blob) that is wrong.
+    pub object: String,
+    pub problem: String,
+    /// Backups that cannot be restored because of it.
+    pub backups: Vec<Id>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupHealth {
+    pub id: Id,
+    pub target: String,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub finished: chrono::DateTime<chrono::Utc>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Oldest first.
+    pub backups: Vec<BackupHealth>,
+    pub problems: Vec<Problem>,
+    pub index_files: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    /// Packs no index lists and no backup needs: what interrupted backups
+    /// left; prune removes them.
+    pub leftover_packs: usize,
+    /// Whether packs were read in full.
+    pub read_data: bool,
+    /// Whether blob contents were decrypted and re-hashed (needs the identity).
+    pub content_checked: bool,
+    pub bytes_read: u64,
+}
+
+impl Repository {
+    pub fn verify(&self, read_data: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            read_data,
+            content_checked: read_data && self.can_read_content(),
+            ..VerifyReport::default()
+        };
+        let mut problems: Vec<Problem> = Vec::new();
+        let damage = |d: Damage, backups: Vec<Id>| Problem {
+            object: d.object,
+            problem: d.problem,
+            backups,
+        };
+
+        let scan = self.scan_backups()?;
+        for d in scan.damaged {
+            let id = d.object[format::BACKUPS_DIR.len()..].parse().ok();
+            problems.push(damage(d, id.into_iter().collect()));
+        }
+        let pins = self.list_pins()?;
+        problems.extend(pins.damaged.into_iter().map(|d| damage(d, Vec::new())));
+        let (files, damaged_index) = self.load_index_files()?;
+        report.index_files = files.len() + damaged_index.len();
+        problems.extend(damaged_index.into_iter().map(|d| damage(d, Vec::new())));
+
+        let stored: HashMap<Id, u64> = self
+            .storage
+            .list(format::DATA_DIR)?
+            .into_iter()
+            .filter_map(|o| Some((o.path.rsplit('/').next()?.parse().ok()?, o.size)))
+            .collect();
+        report.packs = stored.len();
+        report.pack_bytes = stored.values().sum();
+
+        // Which pack holds each blob, per the index; then packs no index lists.
+        let mut packs: HashMap<Id, PackEntry> = HashMap::new();
+        for (_, f) in files {
+            for p in f.packs {
+                packs.entry(p.id).or_insert(p);
+            }
+        }
+        let mut unindexed: HashMap<Id, PackEntry> = HashMap::new();
+        let mut unindexed_ids: Vec<&Id> =
+            stored.keys().filter(|id| !packs.contains_key(id)).collect();
+        unindexed_ids.sort();
+        for id in unindexed_ids {
+            let path = format::pack_path(id);
+            match self.read_pack_entry(&path) {
+                Ok(e) => {
+                    unindexed.insert(*id, e);
+                }
+                Err(e) if e.is_damage() => {
+                    problems.push(damage(Damage::from_error(&path, &e), Vec::new()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let locate = |packs: &HashMap<Id, PackEntry>| -> HashMap<Id, Id> {
+            packs
+                .values()
+                .flat_map(|p| p.blobs.iter().map(move |b| (b.id, p.id)))
+                .collect()
+        };
+        let in_index = locate(&packs);
+        let in_unindexed = locate(&unindexed);
+
+        // Per backup: which packs it needs, and blobs no index lists.
+        let mut users: HashMap<Id, BTreeSet<Id>> = HashMap::new();
+        let mut needed_unindexed: HashSet<Id> = HashSet::new();
+        for (bid, rec) in &scan.records {
+            let (mut lost, mut orphaned) = (0usize, BTreeSet::new());
+            for c in chunks(rec) {
+                match in_index.get(c) {
+                    Some(pack) => {
+                        users.entry(*pack).or_default().insert(*bid);
+                    }
+                    None => match in_unindexed.get(c) {
+                        Some(pack) => {
+                            orphaned.insert(*pack);
+                            needed_unindexed.insert(*pack);
+                        }
+                        None => lost += 1,
+                    },
+                }
+            }
+            if lost > 0 {
+                problems.push(Problem {
+                    object: format!("backup {}", bid.short()),
+                    problem: format!(
+                        "{lost} of its blobs are in no index and no pack: the data is lost"
+                    ),
+                    backups: vec![*bid],
+                });
+            }
+            for pack in orphaned {
+                problems.push(Problem {
+                    object: format::pack_path(&pack),
+                    problem: "holds blobs of this backup but no index lists it (a lost or damaged index); `lifeboat prune` re-indexes it".into(),
+                    backups: vec![*bid],
+                });
+            }
+        }
+        report.leftover_packs = unindexed.len() - needed_unindexed.len().min(unindexed.len());
+
+        // Every indexed pack: present, the right size, and with read_data, intact.
+        let affected = |pack: &Id| -> Vec<Id> {
+            users
+                .get(pack)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let mut to_read: Vec<&PackEntry> = Vec::new();
+        let mut ids: Vec<&Id> = packs.keys().collect();
+        ids.sort();
+        for id in ids {
+            let entry = &packs[id];
+            let path = format::pack_path(id);
+            match stored.get(id) {
+                None => problems.push(Problem {
+                    object: path,
+                    problem: "missing".into(),
+                    backups: affected(id),
+                }),
+                Some(&size) if size != entry.size => problems.push(Problem {
+                    object: path,
+                    problem: format!(
+                        "{size} bytes, the index says {} (truncated or altered)",
+                        entry.size
+                    ),
+                    backups: affected(id),
+                }),
+                Some(_) => to_read.push(entry),
+            }
+        }
+        if read_data {
+            let (bytes, bad) = self.read_packs(&to_read, report.content_checked, progress);
+            report.bytes_read = bytes;
+            for (pack, problem) in bad {
+                problems.push(Problem {
+                    object: format::pack_path(&pack),
+                    problem,
+                    backups: affected(&pack),
+                });
+            }
+        }
+
+        let bad: HashSet<Id> = problems
+            .iter()
+            .flat_map(|p| p.backups.iter().copied())
+            .collect();
+        report.backups = scan
+            .records
+            .iter()
+            .map(|(id, r)| BackupHealth {
+                id: *id,
+                target: r.target.clone(),
+                started: r.started,
+                finished: r.finished,
+                ok: !bad.contains(id),
+            })
+            .collect();
+        report.problems = problems;
+        Ok(report)
+    }
+
+    /// Read packs in full on a few threads: hash, envelope, trailer against the
+    /// index and, if `content`, every blob decrypted and re-hashed.
+    fn read_packs(
+        &self,
+        packs: &[&PackEntry],
+        content: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> (u64, Vec<(Id, String)>) {
+        let queue = Mutex::new(packs.iter());
+        let bad = Mutex::new(Vec::new());
+        let bytes = std::sync::atomic::AtomicU64::new(0);
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut keys: HashMap<Vec<u8>, SessionKey> = HashMap::new();
+                    loop {
+                        let Some(entry) = queue.lock().expect("queue").next() else {
+                            return;
+                        };
+                        let (n, result) = self.check_pack(entry, content, &mut keys);
+                        let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                        progress(total);
+                        if let Err(problem) = result {
+                            bad.lock().expect("problems").push((entry.id, problem));
+                        }
+                    }
+                });
+            }
+        });
+        let mut bad = bad.into_inner().expect("problems");
+        bad.sort();
+        (bytes.into_inner(), bad)
+    }
+
+    fn check_pack(
+        &self,
+        entry: &PackEntry,
+        content: bool,
+        keys: &mut HashMap<Vec<u8>, SessionKey>,
+    ) -> (u64, std::result::Result<(), String>) {
+        let path = format::pack_path(&entry.id);
+        let bytes = match self.storage.get(&path) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return (0, Err("missing".into())),
+            Err(e) => return (0, Err(format!("cannot be read: {e}"))),
+        };
+        let n = bytes.len() as u64;
+        if Id::of_stored(&bytes) != entry.id {
+            return (
+                n,
+                Err("content does not match its name (altered or truncated)".into()),
+            );
+        }
+        let result = (|| {
+            let env = format::parse_pack_envelope(&bytes).map_err(|e| e.to_string())?;
+            let json = self
+                .meta
+                .unseal("pack", env.trailer)
+                .map_err(|e| format!("trailer cannot be decrypted ({e})"))?;
+            let trailer: format::PackTrailer =
+                serde_json::from_slice(&json).map_err(|e| format!("trailer: {e}"))?;
+            let mut listed: Vec<&BlobEntry> = entry.blobs.iter().collect();
+            let mut held: Vec<&BlobEntry> = trailer.blobs.iter().collect();
+            listed.sort_by_key(|b| b.offset);
+            held.sort_by_key(|b| b.offset);
+            if listed != held {
+                return Err("its trailer and the index disagree about its blobs".to_string());
+            }
+            if !content {
+                return Ok(());
+            }
+            let key = match keys.get(env.wrapped_key) {
+                Some(k) => k.clone(),
+                None => {
+                    let ids = self.identities().map_err(|e| e.to_string())?;
+                    let k = SessionKey::unwrap(env.wrapped_key, ids)
+                        .map_err(|e| format!("session key: {e}"))?;
+                    keys.insert(env.wrapped_key.to_vec(), k.clone());
+                    k
+                }
+            };
+            for b in &trailer.blobs {
+                let end = b.offset + u64::from(b.length);
+                let Some(stored) = bytes.get(b.offset as usize..end as usize) else {
+                    return Err(format!("blob {} lies outside the pack", b.id.short()));
+                };
+                let plain = key
+                    .decrypt_blob(b.ty, &b.id, stored, b.raw_length as usize)
+                    .map_err(|_| format!("blob {}: authentication failed", b.id.short()))?;
+                if plain.len() != b.raw_length as usize || self.meta.blob_id(&plain) != b.id {
+                    return Err(format!(
+                        "blob {}: content does not match its id",
+                        b.id.short()
+                    ));
+                }
+            }
+            Ok(())
+        })();
+        (n, result)
+    }
+}
+
+fn chunks(rec: &BackupRecord) -> impl Iterator<Item = &Id> {
+    rec.streams.iter().flat_map(|s| s.chunks.iter())
+}
