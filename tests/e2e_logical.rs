@@ -176,6 +176,19 @@ fn public_key_mode_backup_host_cannot_restore() {
     let into = env.cluster.uri("from_writer");
     env.lifeboat_env(&["restore", "dev", "--into", &into], &[])
         .fails(2, "identity_file");
+    // The backup host verifies what it can and says what it could not.
+    let v = env.lifeboat_env(&["verify", "--read-data"], &[]).ok();
+    assert!(
+        v.stdout.contains("blob contents NOT checked"),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        v.stdout.contains("target dev: newest good backup"),
+        "{}",
+        v.stdout
+    );
+    env.lifeboat_env(&["prune"], &[]).ok();
 
     // The restore host has only the identity.
     env.write_repo_config(
@@ -455,10 +468,10 @@ fn bad_input_gets_one_line_errors_and_exit_codes() {
 
 #[test]
 fn full_disk_fails_cleanly_and_keeps_the_repository_valid() {
-    if !testkit::running_as_root() {
-        eprintln!("full_disk test needs root to mount a tmpfs; CI runs as root");
-        return;
-    }
+    assert!(
+        testkit::running_as_root(),
+        "this test mounts a small tmpfs and needs root (CI runs as root): run the suite as root"
+    );
     let env = Env::new();
     let mnt = env.repo_path();
     std::fs::create_dir_all(&mnt).unwrap();
@@ -493,6 +506,10 @@ fn full_disk_fails_cleanly_and_keeps_the_repository_valid() {
     env.cluster.psql("hyper_db", "DROP TABLE noise").unwrap();
     env.lifeboat(&["restore", "dev", "--into", &into]).ok();
     assert_eq!(env.fingerprint("after_full"), env.fingerprint("hyper_db"));
+    // Still full of the failed backup's packs: prune frees them, verify is clean.
+    env.lifeboat(&["prune", "--grace", "0s"]).ok();
+    env.lifeboat(&["verify", "--read-data"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
 }
 
 #[test]

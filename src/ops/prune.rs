@@ -138,7 +138,7 @@ fn prune_repository(
     writeln!(
         out,
         "  data: {} packs to delete ({}), {} kept",
-        plan.delete.len(),
+        plan.packs_deleted(),
         human_bytes(plan.bytes_freed()),
         plan.keep.len()
     )?;
@@ -179,7 +179,7 @@ fn prune_repository(
     let outcome = PruneOutcome {
         forgotten: forget.len(),
         kept: remaining.len(),
-        packs_deleted: plan.delete.len(),
+        packs_deleted: plan.packs_deleted(),
         bytes_freed: plan.bytes_freed(),
     };
     match lock {
@@ -190,8 +190,10 @@ fn prune_repository(
             human_bytes(outcome.bytes_freed)
         )?,
         Some(lock) => {
-            repo.apply_cleanup(&plan, &lock)?;
+            // Temporary files of interrupted writes first: on a full disk that
+            // frees the room the new index needs.
             let temp = repo.storage().cleanup(opts.grace)?;
+            repo.apply_cleanup(&plan, &lock)?;
             writeln!(
                 out,
                 "  deleted {} backups and {} packs, freed {}{}",

@@ -235,7 +235,7 @@ pub fn plan(
             .ok_or_else(|| usage(format!("backup {} has no {name} stream", backup_id.short())))?;
         if let Some(id) = stream.chunks.iter().find(|id| !index.contains(id)) {
             bail!(
-                "backup {} cannot be restored: its {name} needs blob {}, which no index lists (a missing or damaged index file)",
+                "backup {} cannot be restored: its {name} needs blob {}, which is not in any index (a missing or damaged index file); hint: `lifeboat verify` tells more, and `lifeboat prune` re-indexes packs whose index was lost",
                 backup_id.short(),
                 id.short()
             );

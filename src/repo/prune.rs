@@ -21,8 +21,13 @@ pub struct CleanupPlan {
     pub forget: Vec<Id>,
     /// Packs to keep, as the new index will list them.
     pub keep: Vec<PackEntry>,
-    /// Packs to delete (id, size).
+    /// Packs to delete (id, size) that an index lists: deleted last, after
+    /// the new index no longer lists them.
     pub delete: Vec<(Id, u64)>,
+    /// Packs to delete that no index lists (leftovers of interrupted backups):
+    /// deleted first, which frees space on a full disk before the new index
+    /// has to be written.
+    pub delete_unindexed: Vec<(Id, u64)>,
     /// Kept packs that no readable index listed (their index was lost or
     /// damaged): the new index lists them again.
     pub reindexed: usize,
@@ -43,7 +48,15 @@ pub struct CleanupPlan {
 
 impl CleanupPlan {
     pub fn bytes_freed(&self) -> u64 {
-        self.delete.iter().map(|(_, size)| size).sum()
+        self.delete
+            .iter()
+            .chain(&self.delete_unindexed)
+            .map(|(_, size)| size)
+            .sum()
+    }
+
+    pub fn packs_deleted(&self) -> usize {
+        self.delete.len() + self.delete_unindexed.len()
     }
 }
 
@@ -114,7 +127,7 @@ impl Repository {
                     let id = obj.path.rsplit('/').next().and_then(|n| n.parse().ok());
                     match id {
                         Some(id) if old_enough(obj.modified, grace) => {
-                            plan.delete.push((id, obj.size))
+                            plan.delete_unindexed.push((id, obj.size))
                         }
                         _ => plan.young += 1,
                     }
@@ -143,9 +156,11 @@ impl Repository {
                     plan.rewrite_index = true;
                 }
                 plan.keep.push(entry);
-            } else if indexed || old_enough(obj.modified, grace) {
+            } else if indexed {
                 plan.delete.push((entry.id, obj.size));
-                plan.rewrite_index |= indexed;
+                plan.rewrite_index = true;
+            } else if old_enough(obj.modified, grace) {
+                plan.delete_unindexed.push((entry.id, obj.size));
             } else {
                 plan.young += 1;
             }
@@ -157,12 +172,16 @@ impl Repository {
         plan.missing.sort_by_key(|m| m.0);
         plan.keep.sort_by_key(|p| p.id);
         plan.delete.sort();
+        plan.delete_unindexed.sort();
         Ok(plan)
     }
 
     /// Carry out a plan under the exclusive lock.
     pub fn apply_cleanup(&self, plan: &CleanupPlan, lock: &LockGuard) -> Result<()> {
         lock.check_held()?;
+        for (id, _) in &plan.delete_unindexed {
+            self.storage.delete(&format::pack_path(id))?;
+        }
         for id in &plan.forget {
             self.storage
                 .delete(&format!("{}{id}", format::BACKUPS_DIR))?;

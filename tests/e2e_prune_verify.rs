@@ -1,0 +1,436 @@
+//! Retention, prune, verify and pins end to end, including crashes at chosen
+//! points (debug builds honour LIFEBOAT_CRASH_AT / LIFEBOAT_PAUSE_AT, see
+//! src/failpoint.rs), concurrent commands and damaged repositories.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+use common::{Env, Run};
+
+/// Make the database differ from every earlier backup (a new pack's worth).
+fn change(env: &Env, n: u32) {
+    env.cluster
+        .psql(
+            "hyper_db",
+            &format!(
+                "DROP TABLE IF EXISTS churn;
+                 CREATE TABLE churn AS SELECT {n} AS n, md5(g::text || '{n}') AS pad FROM generate_series(1, 20000) g;"
+            ),
+        )
+        .unwrap();
+}
+
+/// Back up and remember what the database looked like, by backup id.
+fn backup(env: &Env, target: &str, seen: &mut HashMap<String, String>) -> String {
+    env.lifeboat(&["backup", target]).ok();
+    let id = env.list(target).last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    seen.insert(id.clone(), env.fingerprint("hyper_db"));
+    id
+}
+
+fn ids(env: &Env, target: &str) -> Vec<String> {
+    env.list(target)
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every listed backup of `target` restores to what was backed up.
+#[track_caller]
+fn all_restore(env: &Env, target: &str, seen: &HashMap<String, String>, tag: &str) {
+    for (i, id) in ids(env, target).iter().enumerate() {
+        let db = format!("r_{tag}_{i}");
+        env.lifeboat(&[
+            "restore",
+            target,
+            "--backup",
+            id,
+            "--into",
+            &env.cluster.uri(&db),
+        ])
+        .ok();
+        assert_eq!(
+            Some(&env.fingerprint(&db)),
+            seen.get(id),
+            "backup {id} restored to something else ({tag})"
+        );
+        env.cluster
+            .psql("postgres", &format!("DROP DATABASE \"{db}\""))
+            .unwrap();
+    }
+}
+
+fn verify_json(env: &Env, extra: &[&str]) -> (Run, serde_json::Value) {
+    let mut args = vec!["verify", "--json"];
+    args.extend_from_slice(extra);
+    let r = env.lifeboat(&args);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("verify --json: {e}\n{}\n{}", r.stdout, r.stderr));
+    (r, v)
+}
+
+#[track_caller]
+fn assert_verifies_clean(env: &Env, what: &str) {
+    let (r, v) = verify_json(env, &["--read-data"]);
+    assert_eq!(r.code, 0, "verify after {what}: {}\n{}", r.stdout, r.stderr);
+    assert_eq!(v[0]["problems"].as_array().unwrap().len(), 0, "{what}");
+    assert_eq!(v[0]["content_checked"], true);
+}
+
+fn leftover_packs(env: &Env) -> u64 {
+    verify_json(env, &[]).1[0]["leftover_packs"]
+        .as_u64()
+        .unwrap()
+}
+
+fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Child {
+    let mut cmd = common::lifeboat_cmd();
+    cmd.arg("--config")
+        .arg(&env.config)
+        .args(args)
+        .env("LIFEBOAT_PASSPHRASE", common::PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn finish(child: Child) -> Run {
+    let o = child.wait_with_output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn prune_keeps_what_the_rules_say_and_pins_and_frees_the_rest() {
+    let env = Env::new(); // target dev: keep_last = 3
+    env.lifeboat(&["init"]).ok();
+    let mut seen = HashMap::new();
+    let mut made = Vec::new();
+    for n in 0..5 {
+        change(&env, n);
+        made.push(backup(&env, "dev", &mut seen));
+    }
+    let pinned = &made[0];
+    env.lifeboat(&["pin", &pinned[..8], "--reason", "before the migration"])
+        .ok();
+    let packs_before = env.packs().len();
+
+    let dry = env.lifeboat(&["prune", "--dry-run"]).ok();
+    assert_eq!(ids(&env, "dev").len(), 5, "a dry run deletes nothing");
+    assert_eq!(env.packs().len(), packs_before);
+    assert!(dry.stdout.contains("keep_last = 3"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("pinned"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("newest, keep_last #1"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains(&format!("delete  {}", &made[1][..8])));
+
+    let real = env.lifeboat(&["prune"]).ok();
+    // Plan, then apply: the real run printed the same plan.
+    let plan = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.contains("dry run") && !l.contains("deleted "))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(plan(&dry.stdout), plan(&real.stdout));
+    let mut want = vec![
+        made[0].clone(),
+        made[2].clone(),
+        made[3].clone(),
+        made[4].clone(),
+    ];
+    want.sort();
+    let mut have = ids(&env, "dev");
+    have.sort();
+    assert_eq!(have, want, "the 3 newest and the pinned one remain");
+    assert!(
+        env.packs().len() < packs_before,
+        "the forgotten backup's data is freed"
+    );
+    assert_verifies_clean(&env, "prune");
+    all_restore(&env, "dev", &seen, "pruned");
+
+    // Unpinned, the rules apply to it again.
+    env.lifeboat(&["unpin", &pinned[..8]]).ok();
+    env.lifeboat(&["prune"]).ok();
+    assert_eq!(ids(&env, "dev"), made[2..].to_vec());
+    assert_verifies_clean(&env, "second prune");
+    assert_eq!(leftover_packs(&env), 0);
+}
+
+#[test]
+fn kill_9_at_every_point_of_backup_and_prune_leaves_a_valid_repository() {
+    let env = Env::new();
+    env.lifeboat(&["init"]).ok();
+    let mut seen = HashMap::new();
+    let mut n = 0;
+    for _ in 0..2 {
+        change(&env, n);
+        n += 1;
+        backup(&env, "dev", &mut seen);
+    }
+    let crash_points = [
+        "pack:1",
+        "backup:before-index",
+        "backup:before-record",
+        "backup:after-record",
+        "prune:after-forget",
+        "prune:after-index",
+        "prune:after-index-delete",
+        "prune:pack-delete:1",
+    ];
+    for point in crash_points {
+        change(&env, n);
+        n += 1;
+        let fingerprint = env.fingerprint("hyper_db");
+        let before = ids(&env, "dev");
+        let args: &[&str] = if point.starts_with("prune") {
+            // Something to prune: one more backup than keep_last = 3.
+            backup(&env, "dev", &mut seen);
+            change(&env, n);
+            n += 1;
+            backup(&env, "dev", &mut seen);
+            &["prune"]
+        } else {
+            &["backup", "dev"]
+        };
+        let r = env.lifeboat_env(
+            args,
+            &[
+                ("LIFEBOAT_PASSPHRASE", common::PASSPHRASE),
+                ("LIFEBOAT_CRASH_AT", point),
+            ],
+        );
+        assert_eq!(
+            r.code, -1,
+            "{point}: not killed\n{}\n{}",
+            r.stdout, r.stderr
+        );
+        let after = ids(&env, "dev");
+        if point == "backup:after-record" {
+            // The record was written: a complete backup, listed and restorable.
+            assert_eq!(after.len(), before.len() + 1, "{point}");
+            seen.insert(after.last().unwrap().clone(), fingerprint);
+        } else if point.starts_with("backup") {
+            assert_eq!(after, before, "{point}: nothing half-written is listed");
+        }
+        assert_verifies_clean(&env, point);
+        all_restore(&env, "dev", &seen, &point.replace([':', '-'], "_"));
+        // The next backup and prune work and clean up what the crash left.
+        backup(&env, "dev", &mut seen);
+        env.lifeboat(&["prune", "--grace", "0s"]).ok();
+        assert_eq!(leftover_packs(&env), 0, "{point}: prune left leftovers");
+        assert_verifies_clean(&env, &format!("prune after {point}"));
+    }
+    all_restore(&env, "dev", &seen, "end");
+}
+
+#[test]
+fn concurrent_backups_and_prunes_lose_nothing() {
+    let env = Env::new();
+    env.cluster.createdb("other").unwrap();
+    env.cluster
+        .psql(
+            "other",
+            "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+        )
+        .unwrap();
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&format!(
+        "{cfg}\n{}",
+        env.target_section("other", "other", "")
+    ));
+    env.lifeboat(&["init"]).ok();
+    let mut seen = HashMap::new();
+    for n in 0..4 {
+        change(&env, n);
+        backup(&env, "dev", &mut seen);
+    }
+
+    // A backup in progress: prune refuses and changes nothing; the backup lands.
+    change(&env, 10);
+    let fingerprint = env.fingerprint("hyper_db");
+    let slow = spawn(
+        &env,
+        &["backup", "dev"],
+        &[("LIFEBOAT_PAUSE_AT", "backup:before-record:5")],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    env.lifeboat(&["prune"])
+        .fails(1, "the repository is in use");
+    finish(slow).ok();
+    seen.insert(ids(&env, "dev").last().unwrap().clone(), fingerprint);
+    assert_eq!(
+        ids(&env, "dev").len(),
+        5,
+        "prune did nothing while the backup ran"
+    );
+
+    // A prune in progress: a backup waits for it, then lands; a second prune refuses.
+    let prune = spawn(&env, &["prune"], &[("LIFEBOAT_PAUSE_AT", "prune:locked:5")]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    env.lifeboat(&["prune"])
+        .fails(1, "another prune is running");
+    change(&env, 11);
+    let waited = env.lifeboat(&["backup", "dev"]).ok();
+    assert!(waited.stderr.contains("waiting for"), "{}", waited.stderr);
+    seen.insert(
+        ids(&env, "dev").last().unwrap().clone(),
+        env.fingerprint("hyper_db"),
+    );
+    finish(prune).ok();
+    assert_verifies_clean(&env, "concurrent prune and backup");
+    all_restore(&env, "dev", &seen, "concurrent");
+
+    // Two backups of different targets at once.
+    let a = spawn(&env, &["backup", "dev"], &[]);
+    let b = spawn(&env, &["backup", "other"], &[]);
+    finish(a).ok();
+    finish(b).ok();
+    assert_eq!(ids(&env, "other").len(), 1);
+    seen.insert(
+        ids(&env, "dev").last().unwrap().clone(),
+        env.fingerprint("hyper_db"),
+    );
+    assert_verifies_clean(&env, "two backups at once");
+    all_restore(&env, "dev", &seen, "parallel");
+    env.lifeboat(&["restore", "other", "--into", &env.cluster.uri("other_copy")])
+        .ok();
+    assert_eq!(env.fingerprint("other_copy"), env.fingerprint("other"));
+}
+
+/// The index file each backup session wrote, oldest first.
+fn index_files(env: &Env) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(env.repo_path().join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    files
+}
+
+#[test]
+fn verify_names_each_kind_of_damage_and_other_backups_still_restore() {
+    let env = Env::new();
+    env.cluster.createdb("other").unwrap();
+    env.cluster
+        .psql(
+            "other",
+            "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
+        )
+        .unwrap();
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&format!(
+        "{cfg}\n{}",
+        env.target_section("other", "other", "")
+    ));
+    env.lifeboat(&["init"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    let dev_packs = env.packs();
+    env.lifeboat(&["backup", "other"]).ok();
+    let dev_id = ids(&env, "dev")[0][..8].to_string();
+    let other_fp = env.fingerprint("other");
+    assert_verifies_clean(&env, "two backups");
+    let pack = dev_packs[0].clone();
+    let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let original = std::fs::read(&pack).unwrap();
+    let other_restores = |tag: &str| {
+        let db = format!("other_{tag}");
+        env.lifeboat(&["restore", "other", "--into", &env.cluster.uri(&db)])
+            .ok();
+        assert_eq!(env.fingerprint(&db), other_fp, "{tag}");
+    };
+    #[track_caller]
+    fn damaged(env: &Env, read_data: bool, object: &str, problem: &str, backup: &str) {
+        let args: &[&str] = if read_data {
+            &["verify", "--read-data"]
+        } else {
+            &["verify"]
+        };
+        let r = env.lifeboat(args).fails(1, "verify found");
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.contains("PROBLEM") && l.contains(object))
+            .unwrap_or_else(|| panic!("no problem names {object}:\n{}", r.stdout));
+        assert!(line.contains(problem), "{line}");
+        assert!(line.contains(backup), "{line}");
+        assert!(
+            r.stdout.contains("target other: newest good backup"),
+            "{}",
+            r.stdout
+        );
+    }
+
+    // A missing pack.
+    std::fs::remove_file(&pack).unwrap();
+    damaged(&env, false, &pack_name, "missing", &dev_id);
+    other_restores("missing");
+    std::fs::write(&pack, &original).unwrap();
+
+    // A truncated pack: the size says so without reading.
+    std::fs::write(&pack, &original[..original.len() - 100]).unwrap();
+    damaged(&env, false, &pack_name, "truncated", &dev_id);
+    other_restores("truncated");
+
+    // A flipped byte: only reading finds it.
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 1;
+    std::fs::write(&pack, &flipped).unwrap();
+    env.lifeboat(&["verify"]).ok();
+    damaged(&env, true, &pack_name, "altered", &dev_id);
+    other_restores("flipped");
+    std::fs::write(&pack, &original).unwrap();
+    assert_verifies_clean(&env, "repair of the pack");
+
+    // A damaged index file, then a missing one: verify says which pack lost
+    // its index, restores of other backups work, and prune re-indexes.
+    let dev_index = index_files(&env)[0].clone();
+    let index_bytes = std::fs::read(&dev_index).unwrap();
+    let mut bad = index_bytes.clone();
+    bad[10] ^= 1;
+    std::fs::write(&dev_index, &bad).unwrap();
+    let index_name = dev_index.file_name().unwrap().to_str().unwrap().to_string();
+    damaged(&env, false, &pack_name, "no index lists it", &dev_id);
+    let r = env.lifeboat(&["verify"]).fails(1, "verify found");
+    assert!(r.stdout.contains(&index_name), "{}", r.stdout);
+    other_restores("bad_index");
+    std::fs::remove_file(&dev_index).unwrap();
+    damaged(&env, false, &pack_name, "no index lists it", &dev_id);
+    other_restores("no_index");
+    env.lifeboat(&["restore", "dev", "--into", &env.cluster.uri("dev_no_index")])
+        .fails(1, "not in any index");
+    let pruned = env.lifeboat(&["prune"]).ok();
+    assert!(
+        pruned.stdout.contains("the new index lists them again"),
+        "{}",
+        pruned.stdout
+    );
+    assert_verifies_clean(&env, "prune re-indexed");
+    env.lifeboat(&[
+        "restore",
+        "dev",
+        "--into",
+        &env.cluster.uri("dev_reindexed"),
+    ])
+    .ok();
+    assert_eq!(
+        env.fingerprint("dev_reindexed"),
+        env.fingerprint("hyper_db")
+    );
+}
