@@ -433,4 +433,28 @@ fn verify_names_each_kind_of_damage_and_other_backups_still_restore() {
         env.fingerprint("dev_reindexed"),
         env.fingerprint("hyper_db")
     );
+
+    // A damaged backup record: named by verify and list; prune changes nothing
+    // (it cannot know what that backup needs); the other target still restores.
+    let record = env
+        .repo_path()
+        .join("backups")
+        .join(ids(&env, "dev")[0].clone());
+    let mut rec = std::fs::read(&record).unwrap();
+    rec[20] ^= 1;
+    std::fs::write(&record, &rec).unwrap();
+    let r = env.lifeboat(&["verify"]).fails(1, "verify found");
+    assert!(
+        r.stdout.contains(&format!("PROBLEM backups/{}", &dev_id)),
+        "{}",
+        r.stdout
+    );
+    let l = env.lifeboat(&["list"]).ok();
+    assert!(l.stderr.contains("cannot be read"), "{}", l.stderr);
+    assert!(l.stdout.contains("other"), "{}", l.stdout);
+    let packs = env.packs().len();
+    env.lifeboat(&["prune", "--grace", "0s"])
+        .fails(1, "prune would not know which data those backups need");
+    assert_eq!(env.packs().len(), packs);
+    other_restores("bad_record");
 }
