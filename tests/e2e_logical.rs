@@ -25,12 +25,29 @@ fn round_trip_of_a_hard_schema_restores_every_row() {
     env.lifeboat(&["restore", "rt", "--into", &into]).ok();
     assert_eq!(env.fingerprint("rt_copy"), original);
 
-    // Parallel restore through a temporary file.
+    // Parallel restore, each pg_restore fed its tables' data from the
+    // repository (no temporary copy of the dump).
     let into2 = env.cluster.uri("rt_parallel");
-    let r = env
-        .lifeboat(&["restore", "rt", "--into", &into2, "--jobs", "2"])
+    let dry = env
+        .lifeboat(&[
+            "restore",
+            "rt",
+            "--into",
+            &into2,
+            "--jobs",
+            "3",
+            "--dry-run",
+        ])
         .ok();
-    assert!(r.stderr.contains("temporary space"), "{}", r.stderr);
+    assert!(
+        dry.stdout.contains("3 parallel pg_restore processes"),
+        "{}",
+        dry.stdout
+    );
+    let r = env
+        .lifeboat(&["restore", "rt", "--into", &into2, "--jobs", "3"])
+        .ok();
+    assert!(!r.stderr.contains("temporary"), "{}", r.stderr);
     assert_eq!(env.fingerprint("rt_parallel"), original);
 
     // Export without lock-in: pg_restore and psql read what lifeboat writes.
@@ -129,6 +146,10 @@ fn tampered_pack_fails_restore_and_export_naming_it() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("data/"), "{}", r.stderr);
     assert!(!out.exists(), "a failed export leaves no file");
+    assert!(r.stderr.contains(&name), "names the pack: {}", r.stderr);
+    let into = env.cluster.uri("tampered_parallel");
+    let r = env.lifeboat(&["restore", "dev", "--into", &into, "--jobs", "2"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains(&name), "names the pack: {}", r.stderr);
 }
 

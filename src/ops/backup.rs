@@ -12,7 +12,7 @@ use super::{Context, human_bytes, usage};
 use crate::codec::Id;
 use crate::config::Method;
 use crate::format::{self, BackupKind, BackupRecord, DatabaseInfo};
-use crate::pg::dumpfile::TocSniffer;
+use crate::pg::dumpfile::{BlockScanner, TocSniffer};
 use crate::pg::process::{self, Connection};
 use crate::pg::tools::PgTools;
 
@@ -157,11 +157,15 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let out = process::ReadAhead::new(process::Batched(child.stdout()));
     let progress = Progress::bytes(&format!("backup {target_name}"), None, ctx.quiet);
     let mut sniffer = TocSniffer::new(64 * 1024 * 1024);
+    let mut blocks = BlockScanner::default();
     let written = session.write_stream(
         "dump",
         "pg_dump-custom",
         out,
-        &mut |bytes| sniffer.feed(bytes),
+        &mut |bytes| {
+            sniffer.feed(bytes);
+            blocks.feed(bytes);
+        },
         &|n| progress.set(n),
     );
     progress.finish();
@@ -181,7 +185,18 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     }
     streams.push(stream);
     let dump = match sniffer.finish() {
-        Ok(toc) => Some(toc.summary()),
+        Ok(toc) => {
+            let mut summary = toc.summary();
+            // Where each table's data is: parallel restores need it. Without
+            // it they fall back to a temporary copy of the dump.
+            match blocks.finish() {
+                Ok((_, found)) => summary.data_blocks = found,
+                Err(e) => eprintln!(
+                    "warning: could not locate the dump's data blocks ({e}); parallel restores of this backup will need a temporary copy"
+                ),
+            }
+            Some(summary)
+        }
         Err(e) => {
             eprintln!(
                 "warning: could not read the dump's table of contents ({e}); restores of this backup cannot check its tables"

@@ -30,7 +30,7 @@ pub struct RestoreOptions {
     /// Replace the contents of an existing database (asks first unless --yes)
     #[arg(long)]
     pub clean: bool,
-    /// Parallel pg_restore jobs (uses a temporary copy of the dump)
+    /// Parallel pg_restore processes (tables' data and index builds at once)
     #[arg(long, short, default_value_t = 1)]
     pub jobs: u32,
     /// Print the steps without changing anything
@@ -45,7 +45,8 @@ pub struct RestoreOptions {
     /// Do not restore ownership (pg_restore --no-owner)
     #[arg(long)]
     pub no_owner: bool,
-    /// Where --jobs puts its temporary copy (default: $TMPDIR)
+    /// Where --jobs puts a temporary copy of the dump, for backups that do not
+    /// record their data blocks (made before 2026-11-25; default: $TMPDIR)
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
 }
@@ -122,6 +123,11 @@ impl std::fmt::Display for Step {
             }
             Step::PgRestore(run) => {
                 match &run.temp_dir {
+                    _ if run.split => write!(
+                        f,
+                        "pg_restore streaming from the repository: the schema, then the tables' data in {0} parallel pg_restore processes, then indexes and constraints with --jobs={0}",
+                        run.jobs
+                    )?,
                     Some(dir) => write!(
                         f,
                         "pg_restore with {} jobs from a temporary copy in {}",
@@ -147,7 +153,12 @@ impl std::fmt::Display for Step {
 #[derive(Debug, Clone)]
 pub struct PgRestoreRun {
     pub jobs: u32,
-    /// Parallel restores read a temporary copy of the dump from here.
+    /// Parallel restore of a backup that records where each table's data is:
+    /// `jobs` pg_restore processes stream their tables' data from the
+    /// repository; no temporary copy.
+    pub split: bool,
+    /// Parallel restores of older backups read a temporary copy of the dump
+    /// from here.
     pub temp_dir: Option<PathBuf>,
     pub no_owner: bool,
 }
@@ -275,7 +286,12 @@ pub fn plan(
             backup_id.short()
         )));
     }
-    if opts.jobs > 1 {
+    let split = opts.jobs > 1
+        && record
+            .dump
+            .as_ref()
+            .is_some_and(|d| !d.data_blocks.is_empty());
+    if opts.jobs > 1 && !split {
         let dir = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let need = record.stream("dump").map_or(0, |s| s.size);
         let free = fs4::available_space(&dir)
@@ -345,9 +361,10 @@ pub fn plan(
         });
     }
     let temp_dir =
-        (opts.jobs > 1).then(|| opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir));
+        (opts.jobs > 1 && !split).then(|| opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir));
     steps.push(Step::PgRestore(PgRestoreRun {
         jobs: opts.jobs.max(1),
+        split,
         temp_dir,
         no_owner: opts.no_owner,
     }));
@@ -708,19 +725,16 @@ fn pg_restore(
     stream: &Stream,
     run: &PgRestoreRun,
 ) -> Result<()> {
-    let mut cmd = tools.command("pg_restore")?;
-    cmd.args(["--exit-on-error", "--no-password"]);
-    // Commits do not wait for WAL flushes (check_tables makes everything
-    // durable before the restore is reported done). maintenance_work_mem is
-    // left alone on purpose: raising it lets every pg_restore job start parallel
-    // index builds, which oversubscribes small servers (measured: +40% with -j2
-    // on 2 cores). The user's own PGOPTIONS come last and win.
-    let user_options = std::env::var("PGOPTIONS").unwrap_or_default();
-    cmd.env("PGOPTIONS", format!("{RESTORE_SETTINGS} {user_options}"));
-    if run.no_owner {
-        cmd.arg("--no-owner");
+    if run.split {
+        let blocks = plan
+            .record
+            .dump
+            .as_ref()
+            .map(|d| d.data_blocks.clone())
+            .unwrap_or_default();
+        return pg_restore_split(ctx, repo, index, tools, plan, stream, run, &blocks);
     }
-    plan.dest.apply(&mut cmd);
+    let mut cmd = pg_restore_command(tools, plan, run)?;
     let progress = Progress::bytes("restore", Some(stream.size), ctx.quiet);
     let mut reader = repo.read_stream(index, stream)?;
     let mut counted = Counted {
@@ -822,6 +836,199 @@ impl Read for Counted<'_> {
         self.progress.set(self.n);
         Ok(n)
     }
+}
+
+fn pg_restore_command(
+    tools: &PgTools,
+    plan: &Plan,
+    run: &PgRestoreRun,
+) -> Result<std::process::Command> {
+    let mut cmd = tools.command("pg_restore")?;
+    cmd.args(["--exit-on-error", "--no-password"]);
+    // Commits do not wait for WAL flushes (check_tables makes everything
+    // durable before the restore is reported done). maintenance_work_mem is
+    // left alone on purpose: raising it lets every pg_restore job start parallel
+    // index builds, which oversubscribes small servers (measured: +40% with -j2
+    // on 2 cores). The user's own PGOPTIONS come last and win.
+    let user_options = std::env::var("PGOPTIONS").unwrap_or_default();
+    cmd.env("PGOPTIONS", format!("{RESTORE_SETTINGS} {user_options}"));
+    if run.no_owner {
+        cmd.arg("--no-owner");
+    }
+    plan.dest.apply(&mut cmd);
+    Ok(cmd)
+}
+
+/// A parallel restore without a temporary copy of the dump. pg_restore can
+/// only run jobs in parallel from a seekable file, but one pg_restore reading
+/// a stream restores any subset of the archive given as a `-L` list, if the
+/// stream holds the header, the TOC and that subset's data blocks in archive
+/// order. So: the schema (pre-data) from header + TOC; the tables' data split
+/// over `jobs` pg_restore processes, largest tables first to the least loaded
+/// one, each fed only its blocks from the repository; then indexes,
+/// constraints and the rest (post-data) with `--jobs` from a file holding
+/// just the header and TOC (those entries have no data to seek to).
+#[allow(clippy::too_many_arguments)]
+fn pg_restore_split(
+    ctx: &Context,
+    repo: &Repository,
+    index: &Index,
+    tools: &PgTools,
+    plan: &Plan,
+    stream: &Stream,
+    run: &PgRestoreRun,
+    blocks: &[(i32, u64)],
+) -> Result<()> {
+    let mut blocks = blocks.to_vec();
+    blocks.sort_by_key(|b| b.1);
+    let prefix_len = blocks.first().map_or(stream.size, |b| b.1);
+    let ranges: Vec<(i32, std::ops::Range<u64>)> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.0, b.1..blocks.get(i + 1).map_or(stream.size, |n| n.1)))
+        .collect();
+    if ranges
+        .iter()
+        .any(|(_, r)| r.start >= r.end || r.end > stream.size)
+    {
+        bail!(
+            "the backup's data block positions do not fit its dump; hint: restore without --jobs"
+        );
+    }
+    let mut prefix = Vec::new();
+    let mut reader = repo.read_stream_range(index, stream, 0..prefix_len)?;
+    if let Err(e) = reader.read_to_end(&mut prefix) {
+        return Err(reader
+            .get_mut()
+            .take_error()
+            .map(anyhow::Error::from)
+            .unwrap_or_else(|| e.into()));
+    }
+    let toc = crate::pg::dumpfile::parse_toc(&prefix)
+        .map_err(|e| anyhow::anyhow!("the dump's table of contents: {e}"))?;
+
+    // Pre-data: tables, types, functions... from header + TOC alone.
+    let mut cmd = pg_restore_command(tools, plan, run)?;
+    cmd.arg("--section=pre-data");
+    let mut child = process::spawn(cmd, Stdio::piped())?;
+    let fed = child.stdin().write_all(&prefix);
+    child.wait()?;
+    fed?;
+
+    // Data: blocks to workers, largest first to the least loaded.
+    let jobs = (run.jobs as usize).max(1);
+    let mut load = vec![0u64; jobs];
+    let mut assigned: Vec<Vec<usize>> = vec![Vec::new(); jobs];
+    let mut by_size: Vec<usize> = (0..ranges.len()).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse(ranges[i].1.end - ranges[i].1.start));
+    for i in by_size {
+        let w = (0..jobs).min_by_key(|&w| load[w]).unwrap_or(0);
+        load[w] += ranges[i].1.end - ranges[i].1.start;
+        assigned[w].push(i);
+    }
+    // Data entries without a block (sequence values) go to the first worker.
+    let with_block: std::collections::HashSet<i32> = ranges.iter().map(|r| r.0).collect();
+    let blockless: Vec<i32> = toc
+        .entries
+        .iter()
+        .filter(|e| e.section == 3 && !with_block.contains(&e.dump_id))
+        .map(|e| e.dump_id)
+        .collect();
+    let lists = tempfile::Builder::new()
+        .prefix("lifeboat-restore-")
+        .tempdir()?;
+    let total: u64 = load.iter().sum();
+    let progress = Progress::bytes("restore", Some(total), ctx.quiet);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = assigned
+            .iter_mut()
+            .enumerate()
+            .filter(|(w, a)| !a.is_empty() || (*w == 0 && !blockless.is_empty()))
+            .map(|(w, mine)| {
+                mine.sort();
+                let mut list: String = if w == 0 {
+                    blockless.iter().map(|id| format!("{id};\n")).collect()
+                } else {
+                    String::new()
+                };
+                list.extend(mine.iter().map(|&i| format!("{};\n", ranges[i].0)));
+                let path = lists.path().join(format!("data-{w}.list"));
+                let (prefix, ranges, progress, done) = (&prefix, &ranges, &progress, &done);
+                s.spawn(move || -> Result<()> {
+                    std::fs::write(&path, list)?;
+                    let mut cmd = pg_restore_command(tools, plan, run)?;
+                    cmd.arg("--section=data").arg("--use-list").arg(&path);
+                    let mut child = process::spawn(cmd, Stdio::piped())?;
+                    let mut stdin = child.stdin();
+                    let mut fed = stdin.write_all(prefix).map_err(anyhow::Error::from);
+                    for &i in mine.iter() {
+                        if fed.is_err() {
+                            break;
+                        }
+                        fed = (|| -> Result<()> {
+                            let mut part =
+                                repo.read_stream_range(index, stream, ranges[i].1.clone())?;
+                            let mut buf = vec![0u8; 1 << 20];
+                            loop {
+                                if interrupted() {
+                                    bail!("interrupted");
+                                }
+                                let n = match part.read(&mut buf) {
+                                    Ok(0) => return Ok(()),
+                                    Ok(n) => n,
+                                    Err(e) => {
+                                        return Err(part
+                                            .get_mut()
+                                            .take_error()
+                                            .map(anyhow::Error::from)
+                                            .unwrap_or_else(|| e.into()));
+                                    }
+                                };
+                                stdin.write_all(&buf[..n])?;
+                                let sum =
+                                    done.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                                progress.set(sum + n as u64);
+                            }
+                        })();
+                    }
+                    drop(stdin);
+                    // A repository error killed the feed: stop pg_restore, and
+                    // report the repository's error rather than its broken pipe.
+                    if let Err(e) = fed.as_ref()
+                        && e.downcast_ref::<std::io::Error>().is_none()
+                    {
+                        child.kill();
+                        let _ = child.wait();
+                        return fed;
+                    }
+                    child.wait()?;
+                    fed
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a restore feeder panicked")))
+            })
+            .collect()
+    });
+    progress.finish();
+    for r in results {
+        r?;
+    }
+
+    // Post-data: indexes, constraints, triggers, ACLs, in parallel.
+    let toc_file = lists.path().join("toc.dump");
+    std::fs::write(&toc_file, &prefix)?;
+    let mut cmd = pg_restore_command(tools, plan, run)?;
+    cmd.arg("--section=post-data")
+        .arg(format!("--jobs={jobs}"))
+        .arg(&toc_file);
+    process::spawn(cmd, Stdio::null())?.wait()?;
+    Ok(())
 }
 
 /// Session settings for pg_restore's connections (see `pg_restore`).

@@ -173,6 +173,11 @@ pub struct DumpSummary {
     pub large_objects: bool,
     /// Number of TOC entries.
     pub entries: usize,
+    /// (dump id, offset in the archive) of every data block, in archive
+    /// order, as [`BlockScanner`] found them. Lets a restore feed each
+    /// parallel pg_restore only its tables' data. Empty if unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_blocks: Vec<(i32, u64)>,
 }
 
 /// Parse the header and TOC from the beginning of a custom-format archive.
@@ -563,6 +568,7 @@ impl Toc {
             materialized_views: self.materialized_views(),
             large_objects: self.has_large_objects(),
             entries: self.entries.len(),
+            data_blocks: Vec::new(),
         }
     }
 }
