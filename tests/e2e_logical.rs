@@ -12,6 +12,15 @@ fn round_trip_of_a_hard_schema_restores_every_row() {
     env.cluster
         .psql("rt", testkit::roundtrip_schema_sql())
         .unwrap();
+    // Two tables of several MiB: a parallel restore splits the data over
+    // several pg_restore processes (small tables travel together).
+    env.cluster
+        .psql(
+            "rt",
+            "CREATE TABLE public.bulk_a AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 150000) g;
+             CREATE TABLE public.bulk_b AS SELECT g AS id, md5((-g)::text) AS h FROM generate_series(1, 150000) g;",
+        )
+        .unwrap();
     let mut cfg = std::fs::read_to_string(&env.config).unwrap();
     cfg.push_str(&env.target_section("rt", "rt", ""));
     env.write_config(&cfg);

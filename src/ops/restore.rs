@@ -915,15 +915,31 @@ fn pg_restore_split(
     child.wait()?;
     fed?;
 
-    // Data: blocks to workers, largest first to the least loaded.
+    // Data: neighbouring small blocks travel together (so that a thousand
+    // small tables do not each fetch and decrypt the chunk they share), then
+    // units go to workers, largest first to the least loaded.
+    let mut units: Vec<(Vec<i32>, std::ops::Range<u64>)> = Vec::new();
+    for (id, r) in &ranges {
+        match units.last_mut() {
+            Some((ids, u))
+                if r.end - r.start < SMALL_BLOCK
+                    && u.end == r.start
+                    && u.end - u.start < SMALL_BLOCK =>
+            {
+                ids.push(*id);
+                u.end = r.end;
+            }
+            _ => units.push((vec![*id], r.clone())),
+        }
+    }
     let jobs = (run.jobs as usize).max(1);
     let mut load = vec![0u64; jobs];
     let mut assigned: Vec<Vec<usize>> = vec![Vec::new(); jobs];
-    let mut by_size: Vec<usize> = (0..ranges.len()).collect();
-    by_size.sort_by_key(|&i| std::cmp::Reverse(ranges[i].1.end - ranges[i].1.start));
+    let mut by_size: Vec<usize> = (0..units.len()).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse(units[i].1.end - units[i].1.start));
     for i in by_size {
         let w = (0..jobs).min_by_key(|&w| load[w]).unwrap_or(0);
-        load[w] += ranges[i].1.end - ranges[i].1.start;
+        load[w] += units[i].1.end - units[i].1.start;
         assigned[w].push(i);
     }
     // Data entries without a block (sequence values) go to the first worker.
@@ -952,9 +968,11 @@ fn pg_restore_split(
                 } else {
                     String::new()
                 };
-                list.extend(mine.iter().map(|&i| format!("{};\n", ranges[i].0)));
+                for &i in mine.iter() {
+                    list.extend(units[i].0.iter().map(|id| format!("{id};\n")));
+                }
                 let path = lists.path().join(format!("data-{w}.list"));
-                let (prefix, ranges, progress, done) = (&prefix, &ranges, &progress, &done);
+                let (prefix, units, progress, done) = (&prefix, &units, &progress, &done);
                 s.spawn(move || -> Result<()> {
                     std::fs::write(&path, list)?;
                     let mut cmd = pg_restore_command(tools, plan, run)?;
@@ -968,7 +986,7 @@ fn pg_restore_split(
                         }
                         fed = (|| -> Result<()> {
                             let mut part =
-                                repo.read_stream_range(index, stream, ranges[i].1.clone())?;
+                                repo.read_stream_range(index, stream, units[i].1.clone())?;
                             let mut buf = vec![0u8; 1 << 20];
                             loop {
                                 if interrupted() {
@@ -1030,6 +1048,9 @@ fn pg_restore_split(
     process::spawn(cmd, Stdio::null())?.wait()?;
     Ok(())
 }
+
+/// Data blocks smaller than this are restored together with their neighbours.
+const SMALL_BLOCK: u64 = 4 << 20;
 
 /// Session settings for pg_restore's connections (see `pg_restore`).
 const RESTORE_SETTINGS: &str = "-c synchronous_commit=off";
