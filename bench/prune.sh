@@ -10,7 +10,7 @@
 # if there is none); the rest of the file is left alone, and bench/logical.sh keeps
 # this section when it rewrites the file. Prints a short summary.
 #
-#   bash bench/prune.sh                      # the full run (about 20 minutes on 2 cores)
+#   bash bench/prune.sh                      # the full run (about 5 minutes on 2 cores)
 #   bash bench/prune.sh --scale 2 --backups 5 --bytea-mb 20 --out /tmp/smoke.md   # a quick smoke run
 #
 # Options:
@@ -206,6 +206,8 @@ prep() {
 # measure LABEL CMD...: run CMD under /usr/bin/time and append a line to $RESULTS
 # (for $DS $STEP $RUN):
 #   ds step run wall_s max_rss_kB cpu_s other_cores disturbed
+# wall_s is taken with a nanosecond clock around /usr/bin/time (whose %e has only
+# 10 ms steps, too coarse for cat from the page cache); it includes a fork and exec.
 # max_rss_kB is /usr/bin/time's %M (the commands timed here run no children, except
 # the cat pipeline); cpu_s is user + sys of the process tree; other_cores is what the
 # rest of the machine used on average (other users, kernel threads). Output goes to
@@ -213,16 +215,19 @@ prep() {
 measure() {
     local label=$1
     shift
-    local tf=$WORK/logs/$label.time rc=0 m0 m1 u sy
+    local tf=$WORK/logs/$label.time rc=0 m0 m1 t0 t1 u sy
     m0=$(machine_busy)
+    t0=$(date +%s%N)
     /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$WORK/logs/$label.log" 2>&1 || rc=$?
+    t1=$(date +%s%N)
     m1=$(machine_busy)
     if ((rc)); then
         log "FAILED (exit $rc): $label: $*"
         tail -n 30 "$WORK/logs/$label.log" >&2
         exit 1
     fi
-    read -r M_TIME M_RSS u sy <"$tf"
+    read -r _ M_RSS u sy <"$tf"
+    M_TIME=$(awk -v n=$((t1 - t0)) 'BEGIN { printf "%.3f", n / 1e9 }')
     M_CPU=$(awk -v u="$u" -v s="$sy" 'BEGIN { printf "%.2f", u + s }')
     M_OTHER=$(awk -v m=$((m1 - m0)) -v hz="$HZ" -v c="$M_CPU" -v w="$M_TIME" \
         'BEGIN { o = (m / hz - c) / (w > 0.5 ? w : 0.5); printf "%.2f", (o < 0 ? 0 : o) }')
@@ -493,11 +498,12 @@ The repositories (\`file://\`, on the disk above):
   under \`data/\` ($(mib "$REPO_DU_A") \`du -sb\` of the repository); that is $(mib "$NEW_A") of plaintext (the sum of the
   backups' \`new_bytes\`), standing for $(mib "$TOTAL_A") of dumps.
 - **B: one backup of incompressible data:** a table of $ROWS_B rows of 1000 random bytes (pgcrypto's
-  \`gen_random_bytes\`), $(mib "$DB_SIZE_B"); $(mib "$STORED_B") in $PACKS_B packs, $(mib "$NEW_B") of plaintext.
+  \`gen_random_bytes\`), $(mib "$DB_SIZE_B"); $(mib "$STORED_B") in $PACKS_B packs, $(mib "$NEW_B") of plaintext (the dump
+  hex-escapes the bytea, which zstd undoes; the random bytes themselves do not compress).
 
 Retention of A's target: \`keep_last = $KEEP\`. All $BACKUPS backups were made within minutes of each other, on the same
 day, so the day-based rules (\`keep_days\`, \`keep_daily\`/\`weekly\`/\`monthly\`/\`yearly\`) would keep one or all of
-them and cannot stand in for "30 daily backups, most of them forgotten"; \`keep_last\` forgets the same number of
+them and cannot stand in for "$BACKUPS daily backups, most of them forgotten"; \`keep_last\` forgets the same number of
 backups and packs. Prune, per run: $PRUNE_PLAN; $PRUNE_SAID; it left $PACKS_PRUNED packs, $(mib "$STORED_PRUNED"), and
 \`verify\` of the pruned repository finds no problems.
 
@@ -517,15 +523,16 @@ $(row B cat "B: \`cat\` of every file under \`data/\` > /dev/null" "$(speed B ca
 | A: \`prune\` of $BACKUPS backups (keep $KEEP) under 5 s | $PRUNE_T s | $V1 |
 | A: \`prune\` peak memory under 128 MiB | $(kmib "$PRUNE_RSS") | $V2 |
 | A: \`verify\` (without --read-data) under 2 s | $VERIFY_T s | $V3 |
-| A (pgbench, compresses about $(ratio "$NEW_A" "$STORED_A") x): \`verify --read-data\` at least 0.8 x the throughput of \`cat\` | $(mbps "$STORED_A" "$VR_A") vs $(mbps "$STORED_A" "$CAT_A") MB/s = $REL_A x | $V4 |
+| A (pgbench, compresses about $(awk -v a="$NEW_A" -v b="$STORED_A" 'BEGIN { printf "%.0f", a / b }') x): \`verify --read-data\` at least 0.8 x the throughput of \`cat\` | $(mbps "$STORED_A" "$VR_A") vs $(mbps "$STORED_A" "$CAT_A") MB/s = $REL_A x | $V4 |
 | B (random bytea): \`verify --read-data\` at least 0.8 x the throughput of \`cat\` | $(mbps "$STORED_B" "$VR_B") vs $(mbps "$STORED_B" "$CAT_B") MB/s = $REL_B x | $V5 |
 | \`verify --read-data\` peak memory (recorded; no target) | A: $(kmib "$(max_rss A verify_read)"), B: $(kmib "$(max_rss B verify_read)") | - |
 
 How it is measured:
 
-- Wall time, CPU (user + sys) and peak RSS come from \`/usr/bin/time -f '%e %M %U %S'\`; lifeboat runs no child
-  processes here, so \`%M\` is lifeboat's own peak. MB/s is 10^6 bytes per second: stored bytes (the pack files under
-  \`data/\`), or plaintext (what \`verify --read-data\` decrypts, decompresses and re-hashes), over the median wall time.
+- CPU (user + sys) and peak RSS come from \`/usr/bin/time -f '%e %M %U %S'\`, wall time from a nanosecond clock
+  around it (\`%e\` has 10 ms steps); lifeboat runs no child processes here, so \`%M\` is lifeboat's own peak.
+- MB/s is 10^6 bytes per second: stored bytes (the pack files under \`data/\`), or plaintext (what
+  \`verify --read-data\` decrypts, decompresses and re-hashes), over the median wall time.
 - Page cache warm for every command alike: it cannot be dropped here, and each repository is read once (and
   verified once) before anything is timed. So \`cat\` measures reading the stored bytes from memory, not from disk.
   Before each timed run: \`sync\`, and a wait (up to ${QUIET_WAIT} s) for the machine to be idle.
