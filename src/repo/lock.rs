@@ -20,7 +20,8 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 pub struct LockGuard {
     storage: Arc<dyn Storage>,
     path: String,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the refresher at once (it waits on this channel).
+    stop: Option<std::sync::mpsc::Sender<()>>,
     /// Set by the refresher when our lock was removed or could not be refreshed:
     /// either way another process may treat it as stale, so nothing we wrote
     /// after that may be published.
@@ -170,26 +171,22 @@ impl Repository {
             &self.meta.seal("lock", &super::to_json(&lock)),
             PutMode::Create,
         )?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let lost = Arc::new(AtomicBool::new(false));
         let refresher = {
             let storage = Arc::clone(&self.storage);
             let meta = self.meta.clone();
-            let stop = Arc::clone(&stop);
             let lost = Arc::clone(&lost);
             let path = path.clone();
             std::thread::spawn(move || {
                 let mut lock = lock;
-                let tick = Duration::from_millis(200);
-                let mut waited = Duration::ZERO;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    waited += tick;
-                    if waited >= REFRESH_EVERY {
-                        waited = Duration::ZERO;
-                        if !refresh(storage.as_ref(), &meta, &path, &mut lock, &lost) {
-                            return;
-                        }
+                // Wake every REFRESH_EVERY to refresh; a drop of the sender
+                // (the guard going away) ends the wait at once.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(REFRESH_EVERY)
+                {
+                    if !refresh(storage.as_ref(), &meta, &path, &mut lock, &lost) {
+                        return;
                     }
                 }
             })
@@ -197,7 +194,7 @@ impl Repository {
         Ok(LockGuard {
             storage: Arc::clone(&self.storage),
             path,
-            stop,
+            stop: Some(stop),
             lost,
             refresher: Mutex::new(Some(refresher)),
         })
@@ -257,7 +254,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(h) = self.refresher.lock().ok().and_then(|mut g| g.take()) {
             let _ = h.join();
         }
