@@ -45,6 +45,22 @@ impl std::fmt::Display for BackupOutcome {
 }
 
 /// Facts about the database, asked before dumping; also proves we can connect.
+/// `pg_dumpall --globals-only`: roles, memberships, tablespaces.
+fn dump_globals(tools: &PgTools, conn: &Connection, passwords: bool) -> Result<Vec<u8>> {
+    let mut cmd = tools.command("pg_dumpall")?;
+    cmd.args(["--globals-only", "-w"]);
+    if !passwords {
+        cmd.arg("--no-role-passwords");
+    }
+    conn.apply(&mut cmd);
+    let mut child = process::spawn(cmd, Stdio::null())?;
+    let mut sql = Vec::new();
+    let read = std::io::Read::read_to_end(&mut child.stdout(), &mut sql);
+    child.wait()?;
+    read?;
+    Ok(sql)
+}
+
 pub fn database_info(tools: &PgTools, conn: &Connection) -> Result<DatabaseInfo> {
     let rows = tools
         .query(
@@ -107,9 +123,20 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         )));
     }
     let (repo_name, _) = ctx.target_repository(target_name)?;
-    let repo = ctx.open_repository(&repo_name)?;
     let conn = ctx.connection(target_name)?;
     let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
+    // Unlocking the repository (Argon2id, about 0.1 s) while the server says
+    // what it is: a backup's fixed cost counts on small databases.
+    let (repo, database) = std::thread::scope(|s| {
+        let opened = s.spawn(|| ctx.open_repository(&repo_name));
+        let database = database_info(&tools, &conn);
+        (opened.join(), database)
+    });
+    let repo = repo.map_err(|_| anyhow::anyhow!("opening the repository panicked"))??;
+    let database = database?;
+    tools
+        .check_can_dump(database.server_version_num / 10000)
+        .map_err(|e| usage(e.to_string()))?;
     let lock =
         repo.lock_shared_waiting(&format!("backup {target_name}"), LOCK_WAIT, &|holder| {
             if !ctx.quiet {
@@ -119,36 +146,15 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     crate::failpoint::hit("backup:locked");
     let started = Utc::now();
     let clock = Instant::now();
-    let database = database_info(&tools, &conn)?;
-    tools
-        .check_can_dump(database.server_version_num / 10000)
-        .map_err(|e| usage(e.to_string()))?;
-
     let mut session = repo.start_session()?;
     let mut streams = Vec::new();
 
-    if target.globals {
-        let mut cmd = tools.command("pg_dumpall")?;
-        cmd.args(["--globals-only", "-w"]);
-        if !target.globals_role_passwords {
-            cmd.arg("--no-role-passwords");
-        }
-        conn.apply(&mut cmd);
-        let mut child = process::spawn(cmd, Stdio::null())?;
-        let out = child.stdout();
-        let stream = session.write_stream("globals", "sql", out, &mut |_| {}, &|_| {});
-        if stream.is_err() {
-            child.kill();
-        }
-        let waited = child.wait();
-        let stream = stream.context("storing the globals")?;
-        if let Err(e) = waited {
-            bail!(
-                "{e}; hint: pg_dumpall --globals-only needs a superuser when role passwords are kept (globals_role_passwords = true); otherwise set globals = false in [target.{target_name}]"
-            );
-        }
-        streams.push(stream);
-    }
+    // The globals (a few KiB) are dumped while pg_dump runs, and stored after it.
+    let globals = target.globals.then(|| {
+        let (tools, conn) = (tools.clone(), conn.clone());
+        let passwords = target.globals_role_passwords;
+        std::thread::spawn(move || dump_globals(&tools, &conn, passwords))
+    });
 
     let mut cmd = tools.command("pg_dump")?;
     cmd.args(["--format=custom", "--compress=0", "--no-password"]);
@@ -184,6 +190,20 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         bail!("pg_dump produced no output");
     }
     streams.push(stream);
+    if let Some(globals) = globals {
+        let sql = globals
+            .join()
+            .map_err(|_| anyhow::anyhow!("pg_dumpall's reader panicked"))?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; hint: pg_dumpall --globals-only needs a superuser when role passwords are kept (globals_role_passwords = true); otherwise set globals = false in [target.{target_name}]"
+                )
+            })?;
+        let stream = session
+            .write_stream("globals", "sql", &sql[..], &mut |_| {}, &|_| {})
+            .context("storing the globals")?;
+        streams.insert(0, stream);
+    }
     let dump = match sniffer.finish() {
         Ok(toc) => {
             let mut summary = toc.summary();
