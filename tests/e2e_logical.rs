@@ -8,10 +8,7 @@ use lifeboat::testkit;
 #[test]
 fn round_trip_of_a_hard_schema_restores_every_row() {
     let env = Env::new();
-    env.cluster.createdb("rt").unwrap();
-    env.cluster
-        .psql("rt", testkit::roundtrip_schema_sql())
-        .unwrap();
+    env.add_database_target("rt", testkit::roundtrip_schema_sql());
     // Two tables of several MiB: a parallel restore splits the data over
     // several pg_restore processes (small tables travel together).
     env.cluster
@@ -21,9 +18,6 @@ fn round_trip_of_a_hard_schema_restores_every_row() {
              CREATE TABLE public.bulk_b AS SELECT g AS id, md5((-g)::text) AS h FROM generate_series(1, 150000) g;",
         )
         .unwrap();
-    let mut cfg = std::fs::read_to_string(&env.config).unwrap();
-    cfg.push_str(&env.target_section("rt", "rt", ""));
-    env.write_config(&cfg);
     env.lifeboat(&["init"]).ok();
     let out = env.lifeboat(&["backup", "rt"]).ok();
     assert!(out.stdout.contains("backup "), "{}", out.stdout);

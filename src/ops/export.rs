@@ -89,13 +89,7 @@ pub fn run(ctx: &Context, target_name: &str, opts: &ExportOptions) -> Result<(Id
 }
 
 fn copy(reader: &mut StreamReader, out: &mut dyn Write) -> Result<u64> {
-    match std::io::copy(reader, out) {
-        Ok(n) => Ok(n),
-        Err(e) => Err(reader
-            .take_error()
-            .map(anyhow::Error::from)
-            .unwrap_or_else(|| e.into())),
-    }
+    std::io::copy(reader, out).map_err(|e| super::stream_error(reader, e))
 }
 
 /// pg_restore without -d writes the SQL script to stdout.

@@ -63,15 +63,7 @@ impl BackupView {
 
 /// Backups of every repository the configuration names (or of one target's).
 pub fn collect(ctx: &Context, target: Option<&str>) -> Result<Vec<(BackupView, BackupRecord)>> {
-    let names: Vec<String> = match target {
-        Some(t) => ctx
-            .target(t)?
-            .repository_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        None => ctx.config.repositories.keys().cloned().collect(),
-    };
+    let names = ctx.repositories_of(target)?;
     let mut out = Vec::new();
     for name in names {
         let repo = ctx.open_repository(&name)?;

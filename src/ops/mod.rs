@@ -67,6 +67,19 @@ impl Context {
         Ok((name, rc))
     }
 
+    /// The repositories a command works on: one target's, or all of them.
+    pub fn repositories_of(&self, target: Option<&str>) -> Result<Vec<String>> {
+        Ok(match target {
+            Some(t) => self
+                .target(t)?
+                .repository_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            None => self.config.repositories.keys().cloned().collect(),
+        })
+    }
+
     pub fn open_repository(&self, name: &str) -> Result<Repository> {
         let rc = self.config.repository(name)?;
         let storage: Arc<dyn crate::storage::Storage> =
@@ -170,6 +183,15 @@ pub fn select_backup(
                 ))
             }),
     }
+}
+
+/// The repository's error behind an I/O error of a stream reader, if there is
+/// one (it names the object), else the I/O error itself.
+pub fn stream_error(reader: &mut crate::repo::StreamReader, e: std::io::Error) -> anyhow::Error {
+    reader
+        .take_error()
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| e.into())
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -31,15 +31,7 @@ pub struct PruneOutcome {
 }
 
 pub fn run(ctx: &Context, opts: &PruneOptions, out: &mut dyn Write) -> Result<Vec<PruneOutcome>> {
-    let names: Vec<String> = match &opts.target {
-        Some(t) => ctx
-            .target(t)?
-            .repository_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        None => ctx.config.repositories.keys().cloned().collect(),
-    };
+    let names = ctx.repositories_of(opts.target.as_deref())?;
     let mut outcomes = Vec::new();
     for name in names {
         outcomes.push(prune_repository(ctx, &name, opts, out)?);
@@ -83,13 +75,13 @@ fn prune_repository(
     }
     let mut forget = Vec::new();
     for (target, records) in &by_target {
-        let selected = opts.target.as_deref().is_none_or(|t| t == *target);
-        let rules = ctx.config.targets.get(*target).map(|t| t.retention);
-        let rules = match (selected, rules) {
-            (true, Some(r)) => r,
-            // Other targets, and targets no longer configured, keep everything.
-            _ => Retention::default(),
-        };
+        // Other targets than the one asked for keep every backup.
+        if opts.target.as_deref().is_some_and(|t| t != *target) {
+            continue;
+        }
+        // A target no longer configured keeps everything.
+        let configured = ctx.config.targets.get(*target).map(|t| t.retention);
+        let rules = configured.unwrap_or_default();
         let candidates: Vec<Candidate<Id>> = records
             .iter()
             .map(|(id, rec)| Candidate {
@@ -99,14 +91,10 @@ fn prune_repository(
             })
             .collect();
         let decisions = retention::decide(&rules, &candidates, now);
-        if !selected {
-            continue;
-        }
-        let configured = ctx.config.targets.contains_key(*target);
         writeln!(
             out,
             "  target {target}: {}",
-            if configured {
+            if configured.is_some() {
                 describe(&rules)
             } else {
                 "not in the configuration: every backup is kept".into()
@@ -128,10 +116,11 @@ fn prune_repository(
         }
     }
 
+    let forgotten: std::collections::HashSet<&Id> = forget.iter().collect();
     let remaining: Vec<(Id, &BackupRecord)> = scan
         .records
         .iter()
-        .filter(|(id, _)| !forget.contains(id))
+        .filter(|(id, _)| !forgotten.contains(id))
         .map(|(id, r)| (*id, r))
         .collect();
     let plan = repo.plan_cleanup(&remaining, forget.clone(), opts.grace)?;

@@ -17,7 +17,7 @@ use crate::format::{BackupRecord, Stream};
 use crate::pg::dumpfile::{BlockScanner, patch_data_offsets};
 use crate::pg::process::{self, Connection};
 use crate::pg::tools::{PgTools, ident, literal, parse_major};
-use crate::repo::{Index, Repository};
+use crate::repo::{Index, Repository, StreamReader};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RestoreOptions {
@@ -122,19 +122,19 @@ impl std::fmt::Display for Step {
                 Ok(())
             }
             Step::PgRestore(run) => {
-                match &run.temp_dir {
-                    _ if run.split => write!(
+                match &run.mode {
+                    RestoreMode::Split => write!(
                         f,
                         "pg_restore streaming from the repository: the schema, then the tables' data in {0} parallel pg_restore processes, then indexes and constraints with --jobs={0}",
                         run.jobs
                     )?,
-                    Some(dir) => write!(
+                    RestoreMode::TempCopy(dir) => write!(
                         f,
                         "pg_restore with {} jobs from a temporary copy in {}",
                         run.jobs,
                         dir.display()
                     )?,
-                    None => write!(f, "pg_restore streaming from the repository")?,
+                    RestoreMode::Stream => write!(f, "pg_restore streaming from the repository")?,
                 }
                 if run.no_owner {
                     write!(f, " (--no-owner)")?;
@@ -153,14 +153,20 @@ impl std::fmt::Display for Step {
 #[derive(Debug, Clone)]
 pub struct PgRestoreRun {
     pub jobs: u32,
-    /// Parallel restore of a backup that records where each table's data is:
-    /// `jobs` pg_restore processes stream their tables' data from the
-    /// repository; no temporary copy.
-    pub split: bool,
-    /// Parallel restores of older backups read a temporary copy of the dump
-    /// from here.
-    pub temp_dir: Option<PathBuf>,
+    pub mode: RestoreMode,
     pub no_owner: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreMode {
+    /// One pg_restore reading the dump as it streams from the repository.
+    Stream,
+    /// A backup that records where each table's data is: the schema, then
+    /// `jobs` pg_restore processes each streaming its tables' data, then
+    /// post-data with `--jobs`. No temporary copy.
+    Split,
+    /// Older backups: `pg_restore --jobs` from a temporary copy in this directory.
+    TempCopy(PathBuf),
 }
 
 /// What a restore will do, and with what.
@@ -286,15 +292,18 @@ pub fn plan(
             backup_id.short()
         )));
     }
-    let split = opts.jobs > 1
-        && record
-            .dump
-            .as_ref()
-            .is_some_and(|d| !d.data_blocks.is_empty());
-    if opts.jobs > 1 && !split {
-        let dir = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let blocks_known = record
+        .dump
+        .as_ref()
+        .is_some_and(|d| !d.data_blocks.is_empty());
+    let mode = match opts.jobs {
+        0 | 1 => RestoreMode::Stream,
+        _ if blocks_known => RestoreMode::Split,
+        _ => RestoreMode::TempCopy(opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir)),
+    };
+    if let RestoreMode::TempCopy(dir) = &mode {
         let need = record.stream("dump").map_or(0, |s| s.size);
-        let free = fs4::available_space(&dir)
+        let free = fs4::available_space(dir)
             .with_context(|| format!("cannot check free space in {}", dir.display()))?;
         if free < need {
             bail!(usage(format!(
@@ -360,12 +369,9 @@ pub fn plan(
             large_objects: dump.large_objects,
         });
     }
-    let temp_dir =
-        (opts.jobs > 1 && !split).then(|| opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir));
     steps.push(Step::PgRestore(PgRestoreRun {
         jobs: opts.jobs.max(1),
-        split,
-        temp_dir,
+        mode,
         no_owner: opts.no_owner,
     }));
     steps.push(Step::CheckTables {
@@ -575,7 +581,16 @@ fn run_step(
                 .record
                 .stream("dump")
                 .context("the backup has no dump stream")?;
-            pg_restore(ctx, repo, index, tools, plan, stream, run)
+            Restorer {
+                ctx,
+                repo,
+                index,
+                tools,
+                plan,
+                stream,
+                run,
+            }
+            .restore()
         }
         Step::CheckTables { .. } => check_tables(tools, plan),
         Step::AllowConnections { db: _ } => {
@@ -665,10 +680,7 @@ fn restore_globals(
     let mut sql = Vec::new();
     let mut reader = repo.read_stream(index, stream)?;
     if let Err(e) = reader.read_to_end(&mut sql) {
-        return Err(reader
-            .take_error()
-            .map(anyhow::Error::from)
-            .unwrap_or_else(|| e.into()));
+        return Err(super::stream_error(&mut reader, e));
     }
     let script = globals_script(&String::from_utf8_lossy(&sql))?;
     let mut file = tempfile::Builder::new()
@@ -716,45 +728,153 @@ fn globals_script(sql: &str) -> Result<String> {
     Ok(out)
 }
 
-fn pg_restore(
-    ctx: &Context,
-    repo: &Repository,
-    index: &Index,
-    tools: &PgTools,
-    plan: &Plan,
-    stream: &Stream,
-    run: &PgRestoreRun,
-) -> Result<()> {
-    if run.split {
-        let blocks = plan
-            .record
-            .dump
-            .as_ref()
-            .map(|d| d.data_blocks.clone())
-            .unwrap_or_default();
-        return pg_restore_split(ctx, repo, index, tools, plan, stream, run, &blocks);
+/// One pg_restore step: what it reads and what it runs with.
+struct Restorer<'a> {
+    ctx: &'a Context,
+    repo: &'a Repository,
+    index: &'a Index,
+    tools: &'a PgTools,
+    plan: &'a Plan,
+    stream: &'a Stream,
+    run: &'a PgRestoreRun,
+}
+
+/// Bytes fed to pg_restore so far, for the progress bar (shared by the
+/// parallel feeders).
+struct Fed<'a> {
+    bytes: std::sync::atomic::AtomicU64,
+    progress: &'a Progress,
+}
+
+/// A stream reader that counts into `Fed` and stops on SIGINT/SIGTERM.
+struct Counted<'a, 'f> {
+    inner: &'a mut StreamReader,
+    fed: &'a Fed<'f>,
+}
+
+impl Read for Counted<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if interrupted() {
+            return Err(std::io::Error::other("interrupted"));
+        }
+        let n = self.inner.read(buf)?;
+        let before = self
+            .fed
+            .bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.fed.progress.set(before + n as u64);
+        Ok(n)
     }
-    let mut cmd = pg_restore_command(tools, plan, run)?;
-    let progress = Progress::bytes("restore", Some(stream.size), ctx.quiet);
-    let mut reader = repo.read_stream(index, stream)?;
-    let mut counted = Counted {
-        inner: &mut reader,
-        n: 0,
-        progress: &progress,
-    };
-    if let Some(dir) = run.temp_dir.as_deref() {
+}
+
+impl Restorer<'_> {
+    fn restore(&self) -> Result<()> {
+        let progress = Progress::bytes("restore", Some(self.stream.size), self.ctx.quiet);
+        let fed = Fed {
+            bytes: Default::default(),
+            progress: &progress,
+        };
+        let result = match &self.run.mode {
+            RestoreMode::Split => self.split(&fed),
+            RestoreMode::TempCopy(dir) => self.via_temp_copy(dir, &fed),
+            RestoreMode::Stream => {
+                let reader = self.repo.read_stream(self.index, self.stream);
+                self.feed(self.command()?, &[], std::iter::once(reader), &fed)
+            }
+        };
+        progress.finish();
+        result
+    }
+
+    fn command(&self) -> Result<std::process::Command> {
+        let mut cmd = self.tools.command("pg_restore")?;
+        cmd.args(["--exit-on-error", "--no-password"]);
+        // Commits do not wait for WAL flushes (check_tables makes everything
+        // durable before the restore is reported done). maintenance_work_mem is
+        // left alone on purpose: raising it lets every pg_restore job start
+        // parallel index builds, which oversubscribes small servers (measured:
+        // +40% with -j2 on 2 cores). The user's own PGOPTIONS come last and win.
+        let user_options = std::env::var("PGOPTIONS").unwrap_or_default();
+        cmd.env("PGOPTIONS", format!("{RESTORE_SETTINGS} {user_options}"));
+        if self.run.no_owner {
+            cmd.arg("--no-owner");
+        }
+        self.plan.dest.apply(&mut cmd);
+        Ok(cmd)
+    }
+
+    /// Run pg_restore reading `head`, then each reader in turn, on its
+    /// standard input. If the repository fails (or we are interrupted),
+    /// pg_restore is stopped and that error returned; if pg_restore stops
+    /// reading, its own message says why.
+    fn feed(
+        &self,
+        cmd: std::process::Command,
+        head: &[u8],
+        readers: impl Iterator<Item = crate::repo::Result<StreamReader>>,
+        fed: &Fed,
+    ) -> Result<()> {
+        let mut child = process::spawn(cmd, Stdio::piped())?;
+        let mut stdin = child.stdin();
+        let mut failed: Option<anyhow::Error> = None;
+        let mut broken = stdin.write_all(head).is_err();
+        for reader in readers {
+            if broken {
+                break;
+            }
+            let mut reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(e.into());
+                    break;
+                }
+            };
+            let copied = std::io::copy(
+                &mut Counted {
+                    inner: &mut reader,
+                    fed,
+                },
+                &mut stdin,
+            );
+            if let Err(e) = copied {
+                match reader.take_error() {
+                    Some(re) => failed = Some(re.into()),
+                    None if interrupted() => failed = Some(e.into()),
+                    None => broken = true,
+                }
+                break;
+            }
+        }
+        drop(stdin);
+        if let Some(e) = failed {
+            child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        child.wait()?;
+        if broken {
+            bail!("pg_restore stopped reading its input");
+        }
+        Ok(())
+    }
+
+    /// Parallel restore of a backup that does not record its data blocks:
+    /// pg_restore --jobs needs a seekable file.
+    fn via_temp_copy(&self, dir: &std::path::Path, fed: &Fed) -> Result<()> {
+        let mut reader = self.repo.read_stream(self.index, self.stream)?;
+        let size = self.stream.size;
         let free = fs4::available_space(dir).unwrap_or(u64::MAX);
         eprintln!(
             "parallel restore needs {} of temporary space in {} ({} free)",
-            human_bytes(stream.size),
+            human_bytes(size),
             dir.display(),
             human_bytes(free)
         );
-        if free < stream.size {
+        if free < size {
             bail!(usage(format!(
                 "not enough space in {} for the temporary dump copy; hint: pass --temp-dir DIR with at least {} free, or restore without --jobs",
                 dir.display(),
-                human_bytes(stream.size)
+                human_bytes(size)
             )));
         }
         let mut tmp = tempfile::Builder::new()
@@ -765,12 +885,16 @@ fn pg_restore(
         // them in so each pg_restore worker seeks to its table's data instead
         // of scanning the file from the start.
         let mut scanner = BlockScanner::default();
+        let mut counted = Counted {
+            inner: &mut reader,
+            fed,
+        };
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match counted.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) => return Err(repo_or_io(counted.inner, e)),
+                Err(e) => return Err(super::stream_error(&mut reader, e)),
             };
             scanner.feed(&buf[..n]);
             tmp.as_file_mut().write_all(&buf[..n])?;
@@ -784,142 +908,131 @@ fn pg_restore(
             ),
         }
         tmp.as_file_mut().flush()?;
-        progress.finish();
-        cmd.arg(format!("--jobs={}", run.jobs)).arg(tmp.path());
-        let child = process::spawn(cmd, Stdio::null())?;
-        child.wait()?;
-        return Ok(());
+        let mut cmd = self.command()?;
+        cmd.arg(format!("--jobs={}", self.run.jobs)).arg(tmp.path());
+        process::spawn(cmd, Stdio::null())?.wait()?;
+        Ok(())
     }
-    let mut child = process::spawn(cmd, Stdio::piped())?;
-    let mut stdin = child.stdin();
-    let copied = std::io::copy(&mut counted, &mut stdin);
-    drop(stdin);
-    progress.finish();
-    match copied {
-        Ok(_) => {
-            child.wait()?;
-            Ok(())
+
+    /// A parallel restore without a temporary copy of the dump. pg_restore
+    /// can only run jobs in parallel from a seekable file, but one pg_restore
+    /// reading a stream restores any subset of the archive given as a `-L`
+    /// list, if the stream holds the header, the TOC and that subset's data
+    /// blocks in archive order. So: the schema (pre-data) from header + TOC;
+    /// the tables' data split over `jobs` pg_restore processes, largest first
+    /// to the least loaded one, each fed only its blocks from the repository;
+    /// then indexes, constraints and the rest (post-data) with `--jobs` from a
+    /// file holding just the header and TOC (those entries have no data).
+    fn split(&self, fed: &Fed) -> Result<()> {
+        let (repo, index, stream) = (self.repo, self.index, self.stream);
+        let mut blocks = self
+            .plan
+            .record
+            .dump
+            .as_ref()
+            .map(|d| d.data_blocks.clone())
+            .unwrap_or_default();
+        blocks.sort_by_key(|b| b.1);
+        let prefix_len = blocks.first().map_or(stream.size, |b| b.1);
+        let ranges: Vec<(i32, std::ops::Range<u64>)> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.0, b.1..blocks.get(i + 1).map_or(stream.size, |n| n.1)))
+            .collect();
+        if ranges
+            .iter()
+            .any(|(_, r)| r.start >= r.end || r.end > stream.size)
+        {
+            bail!(
+                "the backup's data block positions do not fit its dump; hint: restore without --jobs"
+            );
         }
-        Err(e) => {
-            if let Some(re) = counted.inner.take_error() {
-                child.kill();
-                let _ = child.wait();
-                return Err(re.into());
-            }
-            // pg_restore went away: its own message says why.
-            child.wait()?;
-            Err(e.into())
+        let mut prefix = Vec::new();
+        let mut reader = repo.read_stream_range(index, stream, 0..prefix_len)?;
+        if let Err(e) = reader.read_to_end(&mut prefix) {
+            return Err(super::stream_error(&mut reader, e));
         }
-    }
-}
+        drop(reader);
+        let toc = crate::pg::dumpfile::parse_toc(&prefix)
+            .map_err(|e| anyhow!("the dump's table of contents: {e}"))?;
 
-fn repo_or_io(reader: &mut crate::repo::StreamReader, e: std::io::Error) -> anyhow::Error {
-    reader
-        .take_error()
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| e.into())
-}
+        // Pre-data: tables, types, functions... from header + TOC alone.
+        let mut cmd = self.command()?;
+        cmd.arg("--section=pre-data");
+        self.feed(cmd, &prefix, std::iter::empty(), fed)?;
 
-struct Counted<'a> {
-    inner: &'a mut crate::repo::StreamReader,
-    n: u64,
-    progress: &'a Progress,
-}
-
-impl Read for Counted<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if interrupted() {
-            return Err(std::io::Error::other("interrupted"));
+        // Data: one `-L` list per worker, each fed its units.
+        let (units, assigned) = split_data(&ranges, self.run.jobs);
+        // Data entries without a block (sequence values) go to the first worker.
+        let with_block: std::collections::HashSet<i32> = ranges.iter().map(|r| r.0).collect();
+        let blockless: Vec<i32> = toc
+            .entries
+            .iter()
+            .filter(|e| e.section == 3 && !with_block.contains(&e.dump_id))
+            .map(|e| e.dump_id)
+            .collect();
+        let lists = tempfile::Builder::new()
+            .prefix("lifeboat-restore-")
+            .tempdir()?;
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = assigned
+                .iter()
+                .enumerate()
+                .filter(|(w, mine)| !mine.is_empty() || (*w == 0 && !blockless.is_empty()))
+                .map(|(w, mine)| {
+                    let first = if w == 0 { &blockless[..] } else { &[] };
+                    let ids = first
+                        .iter()
+                        .chain(mine.iter().flat_map(|&i| units[i].0.iter()));
+                    let list: String = ids.map(|id| format!("{id};\n")).collect();
+                    let path = lists.path().join(format!("data-{w}.list"));
+                    let (prefix, units) = (&prefix, &units);
+                    s.spawn(move || -> Result<()> {
+                        std::fs::write(&path, list)?;
+                        let mut cmd = self.command()?;
+                        cmd.arg("--section=data").arg("--use-list").arg(&path);
+                        let readers = mine
+                            .iter()
+                            .map(|&i| repo.read_stream_range(index, stream, units[i].1.clone()));
+                        self.feed(cmd, prefix, readers, fed)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a restore feeder panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
         }
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        self.progress.set(self.n);
-        Ok(n)
+
+        // Post-data: indexes, constraints, triggers, ACLs, in parallel.
+        let toc_file = lists.path().join("toc.dump");
+        std::fs::write(&toc_file, &prefix)?;
+        let mut cmd = self.command()?;
+        cmd.arg("--section=post-data")
+            .arg(format!("--jobs={}", self.run.jobs.max(1)))
+            .arg(&toc_file);
+        process::spawn(cmd, Stdio::null())?.wait()?;
+        Ok(())
     }
 }
 
-fn pg_restore_command(
-    tools: &PgTools,
-    plan: &Plan,
-    run: &PgRestoreRun,
-) -> Result<std::process::Command> {
-    let mut cmd = tools.command("pg_restore")?;
-    cmd.args(["--exit-on-error", "--no-password"]);
-    // Commits do not wait for WAL flushes (check_tables makes everything
-    // durable before the restore is reported done). maintenance_work_mem is
-    // left alone on purpose: raising it lets every pg_restore job start parallel
-    // index builds, which oversubscribes small servers (measured: +40% with -j2
-    // on 2 cores). The user's own PGOPTIONS come last and win.
-    let user_options = std::env::var("PGOPTIONS").unwrap_or_default();
-    cmd.env("PGOPTIONS", format!("{RESTORE_SETTINGS} {user_options}"));
-    if run.no_owner {
-        cmd.arg("--no-owner");
-    }
-    plan.dest.apply(&mut cmd);
-    Ok(cmd)
-}
+/// Data blocks restored together: their dump ids and their bytes in the dump.
+type Unit = (Vec<i32>, std::ops::Range<u64>);
 
-/// A parallel restore without a temporary copy of the dump. pg_restore can
-/// only run jobs in parallel from a seekable file, but one pg_restore reading
-/// a stream restores any subset of the archive given as a `-L` list, if the
-/// stream holds the header, the TOC and that subset's data blocks in archive
-/// order. So: the schema (pre-data) from header + TOC; the tables' data split
-/// over `jobs` pg_restore processes, largest tables first to the least loaded
-/// one, each fed only its blocks from the repository; then indexes,
-/// constraints and the rest (post-data) with `--jobs` from a file holding
-/// just the header and TOC (those entries have no data to seek to).
-#[allow(clippy::too_many_arguments)]
-fn pg_restore_split(
-    ctx: &Context,
-    repo: &Repository,
-    index: &Index,
-    tools: &PgTools,
-    plan: &Plan,
-    stream: &Stream,
-    run: &PgRestoreRun,
-    blocks: &[(i32, u64)],
-) -> Result<()> {
-    let mut blocks = blocks.to_vec();
-    blocks.sort_by_key(|b| b.1);
-    let prefix_len = blocks.first().map_or(stream.size, |b| b.1);
-    let ranges: Vec<(i32, std::ops::Range<u64>)> = blocks
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.0, b.1..blocks.get(i + 1).map_or(stream.size, |n| n.1)))
-        .collect();
-    if ranges
-        .iter()
-        .any(|(_, r)| r.start >= r.end || r.end > stream.size)
-    {
-        bail!(
-            "the backup's data block positions do not fit its dump; hint: restore without --jobs"
-        );
-    }
-    let mut prefix = Vec::new();
-    let mut reader = repo.read_stream_range(index, stream, 0..prefix_len)?;
-    if let Err(e) = reader.read_to_end(&mut prefix) {
-        return Err(reader
-            .get_mut()
-            .take_error()
-            .map(anyhow::Error::from)
-            .unwrap_or_else(|| e.into()));
-    }
-    let toc = crate::pg::dumpfile::parse_toc(&prefix)
-        .map_err(|e| anyhow::anyhow!("the dump's table of contents: {e}"))?;
-
-    // Pre-data: tables, types, functions... from header + TOC alone.
-    let mut cmd = pg_restore_command(tools, plan, run)?;
-    cmd.arg("--section=pre-data");
-    let mut child = process::spawn(cmd, Stdio::piped())?;
-    let fed = child.stdin().write_all(&prefix);
-    child.wait()?;
-    fed?;
-
-    // Data: neighbouring small blocks travel together (so that a thousand
-    // small tables do not each fetch and decrypt the chunk they share), then
-    // units go to workers, largest first to the least loaded.
-    let mut units: Vec<(Vec<i32>, std::ops::Range<u64>)> = Vec::new();
-    for (id, r) in &ranges {
+/// Group the data blocks into units (neighbouring small blocks travel
+/// together, so that a thousand small tables do not each fetch and decrypt
+/// the chunk they share) and give the units to `jobs` workers, largest first
+/// to the least loaded. Returns the units (dump ids, byte range) and, per
+/// worker, its units in archive order.
+fn split_data(ranges: &[(i32, std::ops::Range<u64>)], jobs: u32) -> (Vec<Unit>, Vec<Vec<usize>>) {
+    let mut units: Vec<Unit> = Vec::new();
+    for (id, r) in ranges {
         match units.last_mut() {
             Some((ids, u))
                 if r.end - r.start < SMALL_BLOCK
@@ -932,7 +1045,7 @@ fn pg_restore_split(
             _ => units.push((vec![*id], r.clone())),
         }
     }
-    let jobs = (run.jobs as usize).max(1);
+    let jobs = (jobs as usize).max(1);
     let mut load = vec![0u64; jobs];
     let mut assigned: Vec<Vec<usize>> = vec![Vec::new(); jobs];
     let mut by_size: Vec<usize> = (0..units.len()).collect();
@@ -942,111 +1055,10 @@ fn pg_restore_split(
         load[w] += units[i].1.end - units[i].1.start;
         assigned[w].push(i);
     }
-    // Data entries without a block (sequence values) go to the first worker.
-    let with_block: std::collections::HashSet<i32> = ranges.iter().map(|r| r.0).collect();
-    let blockless: Vec<i32> = toc
-        .entries
-        .iter()
-        .filter(|e| e.section == 3 && !with_block.contains(&e.dump_id))
-        .map(|e| e.dump_id)
-        .collect();
-    let lists = tempfile::Builder::new()
-        .prefix("lifeboat-restore-")
-        .tempdir()?;
-    let total: u64 = load.iter().sum();
-    let progress = Progress::bytes("restore", Some(total), ctx.quiet);
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = assigned
-            .iter_mut()
-            .enumerate()
-            .filter(|(w, a)| !a.is_empty() || (*w == 0 && !blockless.is_empty()))
-            .map(|(w, mine)| {
-                mine.sort();
-                let mut list: String = if w == 0 {
-                    blockless.iter().map(|id| format!("{id};\n")).collect()
-                } else {
-                    String::new()
-                };
-                for &i in mine.iter() {
-                    list.extend(units[i].0.iter().map(|id| format!("{id};\n")));
-                }
-                let path = lists.path().join(format!("data-{w}.list"));
-                let (prefix, units, progress, done) = (&prefix, &units, &progress, &done);
-                s.spawn(move || -> Result<()> {
-                    std::fs::write(&path, list)?;
-                    let mut cmd = pg_restore_command(tools, plan, run)?;
-                    cmd.arg("--section=data").arg("--use-list").arg(&path);
-                    let mut child = process::spawn(cmd, Stdio::piped())?;
-                    let mut stdin = child.stdin();
-                    let mut fed = stdin.write_all(prefix).map_err(anyhow::Error::from);
-                    for &i in mine.iter() {
-                        if fed.is_err() {
-                            break;
-                        }
-                        fed = (|| -> Result<()> {
-                            let mut part =
-                                repo.read_stream_range(index, stream, units[i].1.clone())?;
-                            let mut buf = vec![0u8; 1 << 20];
-                            loop {
-                                if interrupted() {
-                                    bail!("interrupted");
-                                }
-                                let n = match part.read(&mut buf) {
-                                    Ok(0) => return Ok(()),
-                                    Ok(n) => n,
-                                    Err(e) => {
-                                        return Err(part
-                                            .get_mut()
-                                            .take_error()
-                                            .map(anyhow::Error::from)
-                                            .unwrap_or_else(|| e.into()));
-                                    }
-                                };
-                                stdin.write_all(&buf[..n])?;
-                                let sum =
-                                    done.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                                progress.set(sum + n as u64);
-                            }
-                        })();
-                    }
-                    drop(stdin);
-                    // A repository error killed the feed: stop pg_restore, and
-                    // report the repository's error rather than its broken pipe.
-                    if let Err(e) = fed.as_ref()
-                        && e.downcast_ref::<std::io::Error>().is_none()
-                    {
-                        child.kill();
-                        let _ = child.wait();
-                        return fed;
-                    }
-                    child.wait()?;
-                    fed
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a restore feeder panicked")))
-            })
-            .collect()
-    });
-    progress.finish();
-    for r in results {
-        r?;
+    for mine in &mut assigned {
+        mine.sort();
     }
-
-    // Post-data: indexes, constraints, triggers, ACLs, in parallel.
-    let toc_file = lists.path().join("toc.dump");
-    std::fs::write(&toc_file, &prefix)?;
-    let mut cmd = pg_restore_command(tools, plan, run)?;
-    cmd.arg("--section=post-data")
-        .arg(format!("--jobs={jobs}"))
-        .arg(&toc_file);
-    process::spawn(cmd, Stdio::null())?.wait()?;
-    Ok(())
+    (units, assigned)
 }
 
 /// Data blocks smaller than this are restored together with their neighbours.
@@ -1087,6 +1099,29 @@ fn check_tables(tools: &PgTools, plan: &Plan) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn small_neighbouring_blocks_travel_together_and_big_ones_spread() {
+        const M: u64 = 1 << 20;
+        // Three small tables, a big one, two small ones, another big one.
+        let ranges = vec![
+            (1, 0..M),
+            (2, M..2 * M),
+            (3, 2 * M..3 * M),
+            (4, 3 * M..13 * M),
+            (5, 13 * M..14 * M),
+            (6, 14 * M..15 * M),
+            (7, 15 * M..23 * M),
+        ];
+        let (units, assigned) = super::split_data(&ranges, 2);
+        let ids: Vec<Vec<i32>> = units.iter().map(|u| u.0.clone()).collect();
+        assert_eq!(ids, [vec![1, 2, 3], vec![4], vec![5, 6], vec![7]]);
+        // Largest first to the least loaded: 10 MiB | 8 MiB, then 3 MiB joins
+        // the 8, then 2 MiB joins the 10; each worker in archive order.
+        assert_eq!(assigned, [vec![1, 2], vec![0, 3]]);
+        let (_, one) = super::split_data(&ranges, 1);
+        assert_eq!(one, [vec![0, 1, 2, 3]]);
+    }
+
     #[test]
     fn globals_script_refuses_meta_commands() {
         let ok =

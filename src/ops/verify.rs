@@ -37,15 +37,7 @@ pub fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let names: Vec<String> = match target {
-        Some(t) => ctx
-            .target(t)?
-            .repository_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        None => ctx.config.repositories.keys().cloned().collect(),
-    };
+    let names = ctx.repositories_of(target)?;
     let mut problems = 0;
     let mut reports = Vec::new();
     for name in &names {

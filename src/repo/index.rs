@@ -1,10 +1,11 @@
 //! The in-memory union of all index files: where every durable blob lives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Damage, Repository, Result};
 use crate::codec::{BlobType, Id};
-use crate::format::{self, IndexFile, PackEntry};
+use crate::format::{self, IndexFile, PackEntry, PackTrailer};
+use crate::storage::ObjectMeta;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BlobLocation {
@@ -66,6 +67,12 @@ impl Index {
     }
 }
 
+/// What packs that no readable index lists hold (see `read_unindexed`).
+pub(crate) struct Unindexed {
+    pub packs: Vec<PackEntry>,
+    pub unreadable: Vec<(Id, Damage)>,
+}
+
 /// Readable index files with their paths, and the damaged ones.
 pub(crate) type IndexFiles = (Vec<(String, IndexFile)>, Vec<Damage>);
 
@@ -110,6 +117,59 @@ impl Repository {
                 .map_err(|e| self.corrupt(path, format!("pack {}: {e}", p.id)))?;
         }
         Ok(file)
+    }
+
+    /// The packs in storage, by id (files under `data/` not named by an id
+    /// are not lifeboat's and are left out).
+    pub(crate) fn list_packs(&self) -> Result<HashMap<Id, ObjectMeta>> {
+        Ok(self
+            .storage
+            .list(format::DATA_DIR)?
+            .into_iter()
+            .filter_map(|o| Some((o.path.rsplit('/').next()?.parse().ok()?, o)))
+            .collect())
+    }
+
+    /// The packs of `stored` that no readable index lists, rebuilt from the
+    /// packs themselves (oldest id first), and those that cannot be read.
+    pub(crate) fn read_unindexed(
+        &self,
+        stored: &HashMap<Id, ObjectMeta>,
+        indexed: &HashSet<Id>,
+    ) -> Result<Unindexed> {
+        let mut ids: Vec<&Id> = stored.keys().filter(|id| !indexed.contains(id)).collect();
+        ids.sort();
+        let mut entries = Vec::new();
+        let mut damaged = Vec::new();
+        for id in ids {
+            let path = format::pack_path(id);
+            match self.read_pack_entry(&path) {
+                Ok(e) => entries.push(e),
+                Err(e) if e.is_damage() => damaged.push((*id, Damage::from_error(&path, &e))),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Unindexed {
+            packs: entries,
+            unreadable: damaged,
+        })
+    }
+
+    /// Rebuild a pack's index entry from the pack itself (its header and its
+    /// sealed trailer), checking that the pack's content matches its name.
+    fn read_pack_entry(&self, path: &str) -> Result<PackEntry> {
+        let bytes = self.get_verified(path)?;
+        let env =
+            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
+        let json = self.unseal(path, "pack", env.trailer)?;
+        let trailer: PackTrailer =
+            serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
+        Ok(PackEntry {
+            id: Id::of_stored(&bytes),
+            size: bytes.len() as u64,
+            session_key: crate::codec::b64_encode(env.wrapped_key),
+            blobs: trailer.blobs,
+        })
     }
 
     /// Write one index file naming `packs`, which must already be durable.

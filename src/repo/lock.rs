@@ -309,18 +309,17 @@ mod tests {
         assert!(guard.check_held().is_err());
     }
 
+    /// One refresh of the lock at `path`, as the refresher thread does it.
+    fn refresh_at(storage: &dyn Storage, repo: &Repository, path: &str, lost: &AtomicBool) -> bool {
+        refresh(storage, &repo.meta, path, &mut lock_file(), lost)
+    }
+
     #[test]
     fn refresh_never_recreates_a_removed_lock() {
         let (storage, repo) = test_repo();
         let path = format!("{}removed", format::LOCKS_DIR);
         let lost = AtomicBool::new(false);
-        assert!(!refresh(
-            storage.as_ref(),
-            &repo.meta,
-            &path,
-            &mut lock_file(),
-            &lost
-        ));
+        assert!(!refresh_at(storage.as_ref(), &repo, &path, &lost));
         assert!(lost.load(Ordering::SeqCst));
         assert!(storage.head(&path).unwrap_err().is_not_found());
     }
@@ -331,22 +330,80 @@ mod tests {
         let path = format!("{}mine", format::LOCKS_DIR);
         storage.put(&path, b"old", PutMode::Create).unwrap();
         let lost = AtomicBool::new(false);
-        assert!(refresh(
-            storage.as_ref(),
-            &repo.meta,
-            &path,
-            &mut lock_file(),
-            &lost
-        ));
+        assert!(refresh_at(storage.as_ref(), &repo, &path, &lost));
         assert!(!lost.load(Ordering::SeqCst));
         storage.fail_next_puts(1, ErrorKind::Other);
-        assert!(!refresh(
-            storage.as_ref(),
-            &repo.meta,
-            &path,
-            &mut lock_file(),
-            &lost
-        ));
+        assert!(!refresh_at(storage.as_ref(), &repo, &path, &lost));
         assert!(lost.load(Ordering::SeqCst));
+    }
+
+    /// A lock of another host, last refreshed `minutes` ago.
+    fn foreign_lock(
+        storage: &dyn Storage,
+        repo: &Repository,
+        minutes: i64,
+        exclusive: bool,
+    ) -> String {
+        let mut lock = lock_file();
+        lock.host = "another-host".into();
+        lock.exclusive = exclusive;
+        lock.refreshed = Utc::now() - chrono::Duration::minutes(minutes);
+        let path = format!("{}foreign-{minutes}", format::LOCKS_DIR);
+        let sealed = repo.meta.seal("lock", &crate::repo::to_json(&lock));
+        storage.put(&path, &sealed, PutMode::Create).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_live_lock_of_another_host_blocks_prune_and_a_stale_one_is_removed() {
+        let (storage, repo) = test_repo();
+        let live = foreign_lock(storage.as_ref(), &repo, 10, false);
+        let err = repo
+            .lock_exclusive("prune")
+            .err()
+            .expect("a live lock blocks");
+        assert!(err.to_string().contains("in use"), "{err}");
+        assert!(err.to_string().contains("another-host"), "{err}");
+        storage.delete(&live).unwrap();
+        let stale = foreign_lock(storage.as_ref(), &repo, 31, false);
+        let guard = repo
+            .lock_exclusive("prune")
+            .expect("a stale lock does not block");
+        assert!(storage.head(&stale).unwrap_err().is_not_found());
+        drop(guard);
+        assert!(storage.list(format::LOCKS_DIR).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_lock_of_a_dead_process_on_this_host_is_stale() {
+        let (storage, repo) = test_repo();
+        let mut lock = lock_file();
+        lock.host = hostname();
+        lock.pid = u32::MAX; // no such process
+        let path = format!("{}dead", format::LOCKS_DIR);
+        let sealed = repo.meta.seal("lock", &crate::repo::to_json(&lock));
+        storage.put(&path, &sealed, PutMode::Create).unwrap();
+        drop(
+            repo.lock_exclusive("prune")
+                .expect("the dead process's lock does not block"),
+        );
+        assert!(storage.head(&path).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn a_writer_gives_up_on_an_exclusive_lock_after_its_wait() {
+        let (storage, repo) = test_repo();
+        foreign_lock(storage.as_ref(), &repo, 1, true);
+        let told = AtomicBool::new(false);
+        let err = repo
+            .lock_shared_waiting("backup", Duration::from_millis(600), &|_| {
+                told.store(true, Ordering::SeqCst)
+            })
+            .err()
+            .expect("an exclusive lock blocks writers");
+        assert!(err.to_string().contains("locked exclusively"), "{err}");
+        assert!(told.load(Ordering::SeqCst), "the caller is told it waits");
+        // Only the prune's lock is left: the writer removed its own.
+        assert_eq!(storage.list(format::LOCKS_DIR).unwrap().len(), 1);
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use super::lock::LockGuard;
 use super::{Damage, Repository, Result};
-use crate::codec::{self, Id};
-use crate::format::{self, BackupRecord, PackEntry, PackTrailer};
+use crate::codec::Id;
+use crate::format::{self, BackupRecord, PackEntry};
 
 /// What a prune will do to the stored data, given which backups remain.
 #[derive(Debug, Default)]
@@ -81,15 +81,7 @@ impl Repository {
             }
         }
         let (files, damaged_index) = self.load_index_files()?;
-        let stored: HashMap<Id, crate::storage::ObjectMeta> = self
-            .storage
-            .list(format::DATA_DIR)?
-            .into_iter()
-            .filter_map(|o| {
-                let id = o.path.rsplit('/').next()?.parse().ok()?;
-                Some((id, o))
-            })
-            .collect();
+        let stored = self.list_packs()?;
 
         let mut plan = CleanupPlan {
             forget,
@@ -113,26 +105,15 @@ impl Repository {
             .flat_map(|(_, f)| f.packs)
             .map(|p| (p, true))
             .collect();
-        let mut unindexed: Vec<&crate::storage::ObjectMeta> = stored
-            .iter()
-            .filter(|(id, _)| !indexed.contains(id))
-            .map(|(_, o)| o)
-            .collect();
-        unindexed.sort_by(|a, b| a.path.cmp(&b.path));
-        for obj in unindexed {
-            match self.read_pack_entry(&obj.path) {
-                Ok(entry) => candidates.push((entry, false)),
-                Err(e) if e.is_damage() => {
-                    plan.damaged.push(Damage::from_error(&obj.path, &e));
-                    let id = obj.path.rsplit('/').next().and_then(|n| n.parse().ok());
-                    match id {
-                        Some(id) if old_enough(obj.modified, grace) => {
-                            plan.delete_unindexed.push((id, obj.size))
-                        }
-                        _ => plan.young += 1,
-                    }
-                }
-                Err(e) => return Err(e),
+        let unindexed = self.read_unindexed(&stored, &indexed)?;
+        candidates.extend(unindexed.packs.into_iter().map(|p| (p, false)));
+        for (id, damage) in unindexed.unreadable {
+            plan.damaged.push(damage);
+            let obj = &stored[&id];
+            if old_enough(obj.modified, grace) {
+                plan.delete_unindexed.push((id, obj.size));
+            } else {
+                plan.young += 1;
             }
         }
 
@@ -206,24 +187,6 @@ impl Repository {
             crate::failpoint::hit(&format!("prune:pack-delete:{}", n + 1));
         }
         Ok(())
-    }
-
-    /// Rebuild a pack's index entry from the pack itself (its header and its
-    /// sealed trailer), checking that the pack's content matches its name.
-    pub(super) fn read_pack_entry(&self, path: &str) -> Result<PackEntry> {
-        let bytes = self.get_verified(path)?;
-        let env =
-            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
-        let json = self.unseal(path, "pack", env.trailer)?;
-        let trailer: PackTrailer =
-            serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
-        let id = Id::of_stored(&bytes);
-        Ok(PackEntry {
-            id,
-            size: bytes.len() as u64,
-            session_key: codec::b64_encode(env.wrapped_key),
-            blobs: trailer.blobs,
-        })
     }
 }
 

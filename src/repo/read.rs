@@ -32,6 +32,10 @@ pub struct StreamReader {
     pending: BTreeMap<usize, Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
+    /// Bytes to drop before the first one delivered, and how many to deliver
+    /// at most (`read_stream_range`).
+    skip: u64,
+    remaining: u64,
     workers: Vec<JoinHandle<()>>,
     error: Option<RepoError>,
 }
@@ -109,18 +113,7 @@ impl Repository {
         let mut locations = Vec::with_capacity(stream.chunks.len());
         let mut wrapped = HashMap::new();
         for id in &stream.chunks {
-            let loc = index.get(id).ok_or_else(|| RepoError::Missing {
-                url: self.url(),
-                what: format!(
-                    "blob {} of stream {:?} (not in any index{}); hint: `lifeboat verify` tells more, and `lifeboat prune` re-indexes packs whose index was lost",
-                    id.short(),
-                    stream.name,
-                    match index.damaged.first() {
-                        Some(d) => format!("; {} is damaged: {}", d.object, d.problem),
-                        None => String::new(),
-                    }
-                ),
-            })?;
+            let loc = self.locate(index, stream, id)?;
             // The index is authenticated, but whoever holds the metadata key (a
             // backup host) can write one, and a bug can too. Lengths beyond the
             // format's blob bound would make a fetcher allocate up to 4 GiB per
@@ -190,6 +183,8 @@ impl Repository {
             pending: BTreeMap::new(),
             current: Vec::new(),
             pos: 0,
+            skip: 0,
+            remaining: u64::MAX,
             workers,
             error: None,
         };
@@ -207,45 +202,49 @@ impl Repository {
         index: &Index,
         stream: &Stream,
         range: std::ops::Range<u64>,
-    ) -> Result<std::io::Take<StreamReader>> {
+    ) -> Result<StreamReader> {
         let mut start = 0u64;
-        let mut chunks = Vec::new();
+        let mut part = Stream {
+            name: stream.name.clone(),
+            format: stream.format.clone(),
+            size: 0,
+            chunks: Vec::new(),
+        };
         let mut skip = 0;
         for id in &stream.chunks {
-            let len = index.get(id).map_or(0, |l| u64::from(l.raw_length));
-            let end = start + len;
-            if end > range.start && start < range.end {
-                if chunks.is_empty() {
-                    skip = range.start - start;
-                }
-                chunks.push(*id);
-            }
-            // A blob no index lists: let read_stream name it.
-            if len == 0 && !index.contains(id) {
-                chunks.push(*id);
-            }
-            start = end;
             if start >= range.end {
                 break;
             }
+            let len = u64::from(self.locate(index, stream, id)?.raw_length);
+            if start + len > range.start {
+                if part.chunks.is_empty() {
+                    skip = range.start - start;
+                }
+                part.chunks.push(*id);
+                part.size += len;
+            }
+            start += len;
         }
-        let size = chunks
-            .iter()
-            .map(|id| index.get(id).map_or(0, |l| u64::from(l.raw_length)))
-            .sum();
-        let part = Stream {
-            name: stream.name.clone(),
-            format: stream.format.clone(),
-            size,
-            chunks,
-        };
         let mut reader = self.read_stream(index, &part)?;
-        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink()).map_err(|e| {
-            reader
-                .take_error()
-                .unwrap_or_else(|| RepoError::Other(format!("reading {}: {e}", stream.name)))
-        })?;
-        Ok(reader.take(range.end - range.start))
+        reader.skip = skip;
+        reader.remaining = range.end - range.start;
+        Ok(reader)
+    }
+
+    /// Where a stream's blob is, or an error naming it and what may explain it.
+    fn locate<'i>(&self, index: &'i Index, stream: &Stream, id: &Id) -> Result<&'i BlobLocation> {
+        index.get(id).ok_or_else(|| RepoError::Missing {
+            url: self.url(),
+            what: format!(
+                "blob {} of stream {:?} (not in any index{}); hint: `lifeboat verify` tells more, and `lifeboat prune` re-indexes packs whose index was lost",
+                id.short(),
+                stream.name,
+                match index.damaged.first() {
+                    Some(d) => format!("; {} is damaged: {}", d.object, d.problem),
+                    None => String::new(),
+                }
+            ),
+        })
     }
 }
 
@@ -306,14 +305,29 @@ impl Read for StreamReader {
         if let Some(e) = &self.error {
             return Err(io::Error::other(e.to_string()));
         }
-        while self.pos == self.current.len() {
-            if !self.next_chunk()? {
+        loop {
+            if self.remaining == 0 {
                 return Ok(0);
             }
+            while self.pos == self.current.len() {
+                if !self.next_chunk()? {
+                    return Ok(0);
+                }
+            }
+            if self.skip == 0 {
+                break;
+            }
+            let k = self.skip.min((self.current.len() - self.pos) as u64);
+            self.pos += k as usize;
+            self.skip -= k;
         }
-        let n = buf.len().min(self.current.len() - self.pos);
+        let n = buf
+            .len()
+            .min(self.current.len() - self.pos)
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
+        self.remaining -= n as u64;
         Ok(n)
     }
 }

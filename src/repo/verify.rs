@@ -72,14 +72,9 @@ impl Repository {
         report.index_files = files.len() + damaged_index.len();
         problems.extend(damaged_index.into_iter().map(|d| damage(d, Vec::new())));
 
-        let stored: HashMap<Id, u64> = self
-            .storage
-            .list(format::DATA_DIR)?
-            .into_iter()
-            .filter_map(|o| Some((o.path.rsplit('/').next()?.parse().ok()?, o.size)))
-            .collect();
+        let stored = self.list_packs()?;
         report.packs = stored.len();
-        report.pack_bytes = stored.values().sum();
+        report.pack_bytes = stored.values().map(|o| o.size).sum();
 
         // Which pack holds each blob, per the index; then packs no index lists.
         let mut packs: HashMap<Id, PackEntry> = HashMap::new();
@@ -88,22 +83,16 @@ impl Repository {
                 packs.entry(p.id).or_insert(p);
             }
         }
-        let mut unindexed: HashMap<Id, PackEntry> = HashMap::new();
-        let mut unindexed_ids: Vec<&Id> =
-            stored.keys().filter(|id| !packs.contains_key(id)).collect();
-        unindexed_ids.sort();
-        for id in unindexed_ids {
-            let path = format::pack_path(id);
-            match self.read_pack_entry(&path) {
-                Ok(e) => {
-                    unindexed.insert(*id, e);
-                }
-                Err(e) if e.is_damage() => {
-                    problems.push(damage(Damage::from_error(&path, &e), Vec::new()))
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let indexed: HashSet<Id> = packs.keys().copied().collect();
+        let unindexed = self.read_unindexed(&stored, &indexed)?;
+        problems.extend(
+            unindexed
+                .unreadable
+                .into_iter()
+                .map(|(_, d)| damage(d, Vec::new())),
+        );
+        let unindexed: HashMap<Id, PackEntry> =
+            unindexed.packs.into_iter().map(|p| (p.id, p)).collect();
         let locate = |packs: &HashMap<Id, PackEntry>| -> HashMap<Id, Id> {
             packs
                 .values()
@@ -149,7 +138,7 @@ impl Repository {
                 });
             }
         }
-        report.leftover_packs = unindexed.len() - needed_unindexed.len().min(unindexed.len());
+        report.leftover_packs = unindexed.len() - needed_unindexed.len();
 
         // Every indexed pack: present, the right size, and with read_data, intact.
         let affected = |pack: &Id| -> Vec<Id> {
@@ -164,13 +153,13 @@ impl Repository {
         for id in ids {
             let entry = &packs[id];
             let path = format::pack_path(id);
-            match stored.get(id) {
+            match stored.get(id).map(|o| o.size) {
                 None => problems.push(Problem {
                     object: path,
                     problem: "missing".into(),
                     backups: affected(id),
                 }),
-                Some(&size) if size != entry.size => problems.push(Problem {
+                Some(size) if size != entry.size => problems.push(Problem {
                     object: path,
                     problem: format!(
                         "{size} bytes, the index says {} (truncated or altered)",

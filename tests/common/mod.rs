@@ -97,6 +97,15 @@ impl Env {
         )
     }
 
+    /// A new database `name` made by `sql`, and a target of the same name
+    /// backing it up into repository "main".
+    pub fn add_database_target(&self, name: &str, sql: &str) {
+        self.cluster.createdb(name).unwrap();
+        self.cluster.psql(name, sql).unwrap();
+        let cfg = std::fs::read_to_string(&self.config).unwrap();
+        self.write_config(&format!("{cfg}\n{}", self.target_section(name, name, "")));
+    }
+
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config, text).unwrap();
     }
