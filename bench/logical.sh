@@ -73,101 +73,18 @@ ROOT=$PWD
 case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 PGBIN=/usr/lib/postgresql/15/bin
 export PATH=$PGBIN:$PATH
-BENCH_START=$(date +%s)
-HZ=$(getconf CLK_TCK)
+DISTURBED_COL=10 # the column of $RESULTS that marks a disturbed run
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# ------------------------------------------------------------ set-up (bench/lib.sh)
+bench_setup bench
+mkdir -p "$WORK/tmp"
 
-[[ $(id -u) == 0 ]] || die "run as root (the cluster runs as the postgres OS user)"
-
-# ------------------------------------------------------------ prerequisites
-if [[ -f scripts/install-prereqs.sh ]]; then
-    bash scripts/install-prereqs.sh
-fi
-missing=()
-[[ -x /usr/bin/time ]] || missing+=(time)
-command -v jq >/dev/null || missing+=(jq)
-[[ -x $PGBIN/pgbench ]] || missing+=(postgresql-15)
-[[ -f /usr/share/postgresql/15/extension/pgcrypto.control ]] || missing+=(postgresql-contrib)
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-# ------------------------------------------------------------ temp dir, build
-T=$(mktemp -d "$TMP_PARENT/lifeboat-bench.XXXXXX")
-chmod 755 "$T"
-WORK=$T/work
-mkdir -p "$WORK/logs" "$WORK/tmp" "$T/sock" "$T/pgdata"
-chown postgres: "$T/sock" "$T/pgdata"
-SOCK=$T/sock
-PGDATA=$T/pgdata
-RESULTS=$WORK/results.tsv
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -f $PGDATA/postmaster.pid ]]; then
-        runuser -u postgres -- pg_ctl -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$T"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [[ -n $REV ]]; then
-    GIT_REV=$(git rev-parse --short "$REV^{commit}")
-    GIT_DIRTY=no
-    log "building lifeboat $GIT_REV (release, from git archive)"
-    mkdir -p "$T/src"
-    git archive "$GIT_REV" | tar -x -C "$T/src"
-    CARGO_TARGET_DIR=$ROOT/target/bench-rev cargo build --release --quiet --bin lifeboat --manifest-path "$T/src/Cargo.toml"
-    BUILT=$ROOT/target/bench-rev/release/lifeboat
-else
-    log "building lifeboat (release, working tree)"
-    GIT_REV=$(git rev-parse --short HEAD)
-    GIT_DIRTY=$(git status --porcelain -- src Cargo.toml Cargo.lock | grep -q . && echo yes || echo no)
-    cargo build --release --quiet --bin lifeboat
-    BUILT=target/release/lifeboat
-fi
-# A private copy: target/ is shared, and a rebuild by someone else must not swap
-# the binary in the middle of the run.
-cp "$BUILT" "$T/lifeboat"
-LB=$T/lifeboat
-
-# ------------------------------------------------------------ cluster
-log "starting a throwaway cluster in $T (port $PORT, socket only)"
-runuser -u postgres -- initdb -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C >"$WORK/logs/initdb.log"
-cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$SOCK'
-port = $PORT
-shared_buffers = 1GB
-fsync = on
-max_wal_size = 4GB
-checkpoint_timeout = 30min
-EOF
-runuser -u postgres -- pg_ctl -D "$PGDATA" -l "$SOCK/postgres.log" -w start >/dev/null
-read -r POSTMASTER <"$PGDATA/postmaster.pid"
-
-export PGHOST=$SOCK PGPORT=$PORT PGUSER=postgres
+start_cluster
 export TMPDIR=$WORK/tmp # lifeboat restore --jobs puts its temporary dump copy here
-export LIFEBOAT_PASSPHRASE='benchmark passphrase, not a secret'
-
-sql() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-url() { echo "postgres://postgres@/$1?host=$SOCK&port=$PORT"; }
 
 # ------------------------------------------------------------ CPU accounting
-# jiffies the whole machine spent busy
-machine_busy() {
-    local _cpu u n s i w irq sirq st _rest
-    read -r _cpu u n s i w irq sirq st _rest </proc/stat
-    echo $((u + n + s + irq + sirq + st))
-}
 # jiffies the cluster spent: the postmaster with its reaped children, plus the live children
 server_cpu() {
     local -a f kids=()
@@ -180,28 +97,6 @@ server_cpu() {
         total=$((total + f[13] + f[14]))
     done
     echo "$total"
-}
-# wait until the machine is idle: other users of this machine (builds, test
-# suites) would make any timing meaningless
-wait_quiet() {
-    local start=$SECONDS a b said=0
-    while :; do
-        a=$(machine_busy)
-        sleep 1
-        b=$(machine_busy)
-        if awk -v d=$((b - a)) -v hz="$HZ" -v lim="$OTHER_LIMIT" 'BEGIN { exit !(d / hz < lim) }'; then
-            return
-        fi
-        if ((SECONDS - start >= QUIET_WAIT)); then
-            log "  the machine is still busy after ${QUIET_WAIT} s; measuring anyway"
-            return
-        fi
-        if ((!said)); then
-            log "  waiting for the machine to be idle (other processes use $(awk -v d=$((b - a)) -v hz="$HZ" 'BEGIN { printf "%.1f", d / hz }') cores)"
-            said=1
-        fi
-        sleep 4
-    done
 }
 # before each timed run: no dirty buffers or pages left by the previous one, an idle machine
 prep() {
@@ -282,31 +177,7 @@ measure() {
     log "  $label: ${M_TIME} s, CPU client ${M_CLIENT} s + server ${M_SERVER} s, max RSS $((M_RSS / 1024)) MiB [$M_PEAKS kB], others ${M_OTHER} cores"
 }
 
-# attempt FN: run the step function FN (which prepares and calls measure once);
-# measure again while other processes disturbed it, at most RETRIES more times.
-attempt() {
-    local i
-    for ((i = 0; i <= RETRIES; i++)); do
-        "$@"
-        ((M_DISTURBED)) || return 0
-        log "  disturbed: other processes used $M_OTHER cores during the run"
-    done
-}
-
 # ------------------------------------------------------------ aggregating
-# the runs of a step: the undisturbed ones, or all of them if every run was disturbed
-rows() { # DS STEP
-    awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st { all[++n] = $0; if ($10 == 0) clean[++m] = $0 }
-        END { if (m) for (i = 1; i <= m; i++) print clean[i]; else for (i = 1; i <= n; i++) print all[i] }' "$RESULTS"
-}
-median_col() { # DS STEP COLUMN
-    rows "$1" "$2" | cut -f"$3" | sort -n |
-        awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-median_time() { median_col "$1" "$2" 4; }
-all_times() { # DS STEP -> "12.3 / 12.5* / 12.9" in run order, * = disturbed
-    awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st { s = s (s == "" ? "" : " / ") $4 ($10 ? "*" : "") } END { print s }' "$RESULTS"
-}
 max_tree_rss() { # DS STEP -> kB
     awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st && $5 > m { m = $5 } END { print m + 0 }' "$RESULTS"
 }
@@ -320,13 +191,7 @@ peak_others() { # DS STEP PROG -> "pg_dump 10 MiB, psql 8 MiB" or "-"
         $1 == ds && $2 == st { n = split($6, a, ", "); for (i = 1; i <= n; i++) { split(a[i], b, " "); if (b[1] != prog && b[2] > m[b[1]]) m[b[1]] = b[2] } }
         END { s = ""; for (k in m) s = s (s == "" ? "" : ", ") k " " int(m[k] / 1024 + 0.5) " MiB"; print (s == "" ? "-" : s) }' "$RESULTS"
 }
-mib() { awk -v b="$1" 'BEGIN { if (b < 1048576) printf "%.0f KiB", b / 1024; else printf "%.1f MiB", b / 1048576 }'; }
-kmib() { awk -v k="$1" 'BEGIN { printf "%d MiB", k / 1024 + 0.5 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
-verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
-get() { eval "echo \"\${$1:-}\""; }
-put() { printf -v "$1" '%s' "$2"; }
 
 # ------------------------------------------------------------ lifeboat helpers
 # a lifeboat config with a new, empty repository in DIR, for database DB
@@ -471,19 +336,7 @@ run_dataset() {
     sql -d postgres -c CHECKPOINT
 }
 
-# ------------------------------------------------------------ machine facts
-disk_speed() { # a 1 GiB sequential write with fsync at the end, on the bench disk
-    dd if=/dev/zero of="$WORK/ddtest" bs=1M count=1024 conv=fsync 2>&1 | tail -n1 | awk -F', ' '{print $NF}'
-    rm -f "$WORK/ddtest"
-}
-DISK_DEV=$(findmnt -no SOURCE -T "$T")
-DISK_FS=$(findmnt -no FSTYPE -T "$T")
-DISK_WRITE=$(disk_speed)
-CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
-MEM_GIB=$(awk '/MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
-PG_VERSION=$(postgres --version)
-LB_VERSION=$("$LB" --version)
-log "machine: $(nproc) cores ($CPU), $MEM_GIB GiB, $DISK_DEV $DISK_FS ($DISK_WRITE sequential write), $PG_VERSION, $LB_VERSION $GIT_REV"
+machine_facts
 
 : >"$RESULTS"
 for ds in $DATASETS; do
