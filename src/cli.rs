@@ -98,6 +98,22 @@ enum Command {
         /// Backup id or a unique prefix of it
         id: String,
     },
+    /// Archive one WAL file (archive_command = 'lifeboat wal-push %p')
+    WalPush {
+        /// The file (%p: relative to the data directory)
+        path: PathBuf,
+        #[command(flatten)]
+        opts: ops::wal::WalOptions,
+    },
+    /// Restore one archived WAL file (restore_command = 'lifeboat wal-fetch %f %p')
+    WalFetch {
+        /// The file name (%f)
+        name: String,
+        /// Where to write it (%p)
+        dest: PathBuf,
+        #[command(flatten)]
+        opts: ops::wal::WalOptions,
+    },
     /// Write a standard pg_dump file (or the globals SQL) from a backup
     Export {
         target: String,
@@ -128,6 +144,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<NotArchived>() => ExitCode::from(1),
         Err(e) => {
             let text = format!("{e:#}");
             let (msg, hint) = match text.split_once("; hint: ") {
@@ -142,6 +159,11 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// wal-fetch of a file that was never archived: exit 1, message printed.
+#[derive(Debug, thiserror::Error)]
+#[error("not archived")]
+struct NotArchived;
 
 fn is_usage(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -200,6 +222,9 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(out)?;
             } else {
                 ops::list::print_table(&mut out, &views)?;
+                for line in ops::list::wal_summaries(&ctx, target.as_deref())? {
+                    writeln!(out, "{line}")?;
+                }
             }
         }
         Command::Show { id, json } => {
@@ -245,6 +270,15 @@ fn run(cli: Cli) -> Result<()> {
             read_data,
             json,
         } => ops::verify::run(&ctx, target.as_deref(), read_data, json, &mut out)?,
+        Command::WalPush { path, opts } => {
+            ops::wal::push(&ctx, &path, &opts)?;
+        }
+        Command::WalFetch { name, dest, opts } => {
+            if !ops::wal::fetch(&ctx, &name, &dest, &opts)? {
+                eprintln!("{name} is not in the archive");
+                return Err(NotArchived.into());
+            }
+        }
         Command::Pin { id, reason } => writeln!(out, "{}", ops::pin::pin(&ctx, &id, reason)?)?,
         Command::Unpin { id } => writeln!(out, "{}", ops::pin::unpin(&ctx, &id)?)?,
         Command::Export {

@@ -114,6 +114,10 @@ pub struct TargetConfig {
     pub pg_bindir: Option<PathBuf>,
     /// The server's data directory (physical backups).
     pub data_directory: Option<PathBuf>,
+    /// Physical backups: start with an immediate checkpoint (`checkpoint =
+    /// "fast"`) instead of waiting for a spread one (the default, as
+    /// pg_basebackup's: no I/O spike, but the backup may wait minutes to start).
+    pub fast_checkpoint: bool,
 }
 
 /// How a target is backed up.
@@ -470,6 +474,7 @@ impl fmt::Debug for TargetConfig {
             .field("hooks", &self.hooks)
             .field("pg_bindir", &self.pg_bindir)
             .field("data_directory", &self.data_directory)
+            .field("fast_checkpoint", &self.fast_checkpoint)
             .finish()
     }
 }
@@ -725,6 +730,7 @@ struct RawTarget {
     hooks: Hooks,
     pg_bindir: Option<PathBuf>,
     data_directory: Option<PathBuf>,
+    checkpoint: Option<Spanned<String>>,
 }
 
 fn default_globals() -> bool {
@@ -987,6 +993,30 @@ impl Checker {
             );
         }
 
+        if raw.method == Method::Physical && raw.data_directory.is_none() {
+            self.error(
+                raw.database.span().start,
+                format!(
+                    "target {name:?} is physical but has no data_directory; hint: data_directory = \"/var/lib/postgresql/15/main\" (SHOW data_directory)"
+                ),
+            );
+        }
+        let fast_checkpoint = match raw
+            .checkpoint
+            .as_ref()
+            .map(|c| (c.get_ref().as_str(), c.span().start))
+        {
+            None | Some(("spread", _)) => false,
+            Some(("fast", _)) => true,
+            Some((other, at)) => {
+                self.error(
+                    at,
+                    format!("target {name:?}: checkpoint {other:?}; hint: \"fast\" or \"spread\""),
+                );
+                false
+            }
+        };
+
         TargetConfig {
             database: raw.database.into_inner(),
             method: raw.method,
@@ -999,6 +1029,7 @@ impl Checker {
             hooks: raw.hooks,
             pg_bindir: raw.pg_bindir.map(|p| self.resolve(p)),
             data_directory: raw.data_directory.map(|p| self.resolve(p)),
+            fast_checkpoint,
         }
     }
 

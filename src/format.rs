@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{BlobType, CodecError, Id};
 use crate::pg::dumpfile::DumpSummary;
+use crate::pg::wal::Lsn;
 
 /// The repository format this build writes and the newest it can read.
 pub const FORMAT_VERSION: u32 = 1;
@@ -23,6 +24,7 @@ pub const INDEX_DIR: &str = "index/";
 pub const BACKUPS_DIR: &str = "backups/";
 pub const LOCKS_DIR: &str = "locks/";
 pub const PINS_DIR: &str = "pins/";
+pub const WAL_DIR: &str = "wal/";
 
 pub fn pack_path(id: &Id) -> String {
     let h = id.to_hex();
@@ -150,7 +152,85 @@ pub struct BackupRecord {
     pub streams: Vec<Stream>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<DumpSummary>,
+    /// Physical backups: where the backup sits in the WAL, and the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PhysicalInfo>,
     pub stats: BackupStats,
+}
+
+/// What a base backup needs restored with it, and what it can reach.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhysicalInfo {
+    /// `pg_control_system()`'s system identifier: which cluster's WAL applies.
+    pub system_identifier: u64,
+    pub timeline: u32,
+    /// Replay starts at the checkpoint at `start_lsn`; the copy is consistent
+    /// once WAL up to `stop_lsn` is replayed.
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    /// The server's clock when the backup stopped: the earliest time a
+    /// point-in-time restore from this backup can reach.
+    pub stop_time: DateTime<Utc>,
+    /// The next transaction id after the backup stopped: transactions from
+    /// this one on commit after the backup is consistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_xid: Option<u64>,
+    pub wal_segment_size: u64,
+    pub block_size: u32,
+    pub data_checksums: bool,
+    pub data_directory: String,
+    /// The data directory's owner, for restores run as root.
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub tablespaces: Vec<TablespaceInfo>,
+    /// Files (and directories and links) in the `manifest` stream.
+    pub files: u64,
+    /// Pages whose checksum did not match while they were read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt_pages: Vec<CorruptPage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TablespaceInfo {
+    pub oid: u32,
+    pub name: String,
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CorruptPage {
+    pub path: String,
+    pub block: u32,
+    pub stored: u16,
+    pub computed: u16,
+}
+
+/// One line of a physical backup's `manifest` stream (JSON lines, sorted by
+/// path): a directory, a symbolic link (tablespaces) or a file, whose content
+/// is the concatenation of `blocks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: String,
+    pub kind: FileKind,
+    pub mode: u32,
+    #[serde(default)]
+    pub size: u64,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    pub mtime: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Link,
 }
 
 impl BackupRecord {
@@ -220,6 +300,32 @@ pub struct PinFile {
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `wal/<system-id>/<timeline>/<name>`: the WAL of each cluster (by its
+/// system identifier, decimal) apart, and every archived file of a timeline
+/// in one directory (segments, partial segments, backup history files, and
+/// the timeline's own history file). `timeline` is the 8 hex digits
+/// PostgreSQL's file names start with.
+pub fn wal_path(system_id: u64, name: &str) -> String {
+    format!("{WAL_DIR}{system_id}/{}/{name}", &name[..name.len().min(8)])
+}
+
+/// The sealed trailer of a WAL object (kind "wal"): the object's blobs, and
+/// what they make up, so an archived file cannot be passed off under another
+/// name and a second push of the same name can be compared without a key to
+/// its content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalTrailer {
+    pub version: u32,
+    /// The file name PostgreSQL archived it under.
+    pub name: String,
+    pub size: u64,
+    /// Keyed BLAKE3 (the blob-id key) of the whole file.
+    pub content: Id,
+    pub blobs: Vec<BlobEntry>,
+    pub pushed: DateTime<Utc>,
+    pub host: String,
 }
 
 pub fn pin_path(backup: &Id) -> String {

@@ -17,7 +17,7 @@ use crate::pg::process::{self, Connection};
 use crate::pg::tools::PgTools;
 
 /// How long a backup waits for a running prune (which holds the exclusive lock).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 pub struct BackupOutcome {
     pub id: Id,
@@ -28,6 +28,28 @@ pub struct BackupOutcome {
 impl std::fmt::Display for BackupOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = &self.record;
+        if let Some(p) = &r.physical {
+            return write!(
+                f,
+                "backup {} of {} done: PostgreSQL {}, {} in {} files, WAL {}..{} on timeline {}, {} new, {} stored, {:.1} s{}",
+                self.id.short(),
+                r.target,
+                r.database.server_version,
+                human_bytes(r.database.size_bytes),
+                p.files,
+                p.start_lsn,
+                p.stop_lsn,
+                p.timeline,
+                human_bytes(r.stats.new_bytes),
+                human_bytes(r.stats.stored_bytes),
+                self.seconds,
+                if p.corrupt_pages.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} corrupt page(s) found", p.corrupt_pages.len())
+                }
+            );
+        }
         let dump = r.stream("dump").map_or(0, |s| s.size);
         write!(
             f,
@@ -117,10 +139,8 @@ pub fn connect_error(conn: &Connection, e: process::ProcessError) -> anyhow::Err
 
 pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let target = ctx.target(target_name)?;
-    if target.method != Method::Logical {
-        bail!(usage(format!(
-            "target {target_name:?} is physical; physical backups are not implemented yet; hint: use method = \"logical\""
-        )));
+    if target.method == Method::Physical {
+        return super::basebackup::run(ctx, target_name);
     }
     let (repo_name, _) = ctx.target_repository(target_name)?;
     let conn = ctx.connection(target_name)?;
@@ -242,6 +262,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         tools: tools_used,
         streams,
         dump,
+        physical: None,
         stats,
     };
     let id = repo.write_backup_record(&record)?;

@@ -31,6 +31,19 @@ pub struct BackupView {
     pub host: String,
     /// Kept by prune whatever the retention rules say (`lifeboat pin`).
     pub pinned: bool,
+    /// Physical backups: where they sit in the WAL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalPosition>,
+}
+
+#[derive(Serialize)]
+pub struct WalPosition {
+    pub system_identifier: String,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub consistent_at: chrono::DateTime<chrono::Utc>,
+    pub corrupt_pages: usize,
 }
 
 impl BackupView {
@@ -46,7 +59,10 @@ impl BackupView {
             duration_seconds: (r.finished - r.started).num_milliseconds() as f64 / 1000.0,
             database: r.database.name.clone(),
             server_version: r.database.server_version.clone(),
-            dump_size: r.stream("dump").map_or(0, |s| s.size),
+            dump_size: match &r.physical {
+                Some(_) => r.database.size_bytes,
+                None => r.stream("dump").map_or(0, |s| s.size),
+            },
             total_size: r.stats.size,
             new_bytes: r.stats.new_bytes,
             stored_bytes: r.stats.stored_bytes,
@@ -57,6 +73,14 @@ impl BackupView {
             },
             host: r.host.clone(),
             pinned: false,
+            wal: r.physical.as_ref().map(|p| WalPosition {
+                system_identifier: p.system_identifier.to_string(),
+                timeline: p.timeline,
+                start_lsn: p.start_lsn.to_string(),
+                stop_lsn: p.stop_lsn.to_string(),
+                consistent_at: p.stop_time,
+                corrupt_pages: p.corrupt_pages.len(),
+            }),
         }
     }
 }
@@ -114,7 +138,10 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
             format!("{:?}", v.method).to_lowercase(),
             v.started.format("%Y-%m-%d %H:%M:%S"),
             v.duration_seconds,
-            format!("{} ({})", v.database, v.server_version),
+            match &v.wal {
+                Some(w) => format!("cluster ({}) tl {}", v.server_version, w.timeline),
+                None => format!("{} ({})", v.database, v.server_version),
+            },
             human_bytes(v.dump_size),
             human_bytes(v.new_bytes),
             human_bytes(v.stored_bytes),
@@ -166,6 +193,37 @@ pub fn print_details(out: &mut dyn Write, v: &BackupView, r: &BackupRecord) -> s
             s.chunks.len()
         )?;
     }
+    if let Some(p) = &r.physical {
+        writeln!(
+            out,
+            "cluster     system identifier {}, data directory {}, {} files",
+            p.system_identifier, p.data_directory, p.files
+        )?;
+        writeln!(
+            out,
+            "wal         timeline {}, {} to {}; consistent at {} (restores reach any later point the archive has)",
+            p.timeline,
+            p.start_lsn,
+            p.stop_lsn,
+            p.stop_time.to_rfc3339()
+        )?;
+        writeln!(
+            out,
+            "checksums   {}",
+            match (p.data_checksums, p.corrupt_pages.len()) {
+                (false, _) => "off (pages not checked)".to_string(),
+                (true, 0) => "every page checked, none corrupt".to_string(),
+                (true, n) => format!("{n} corrupt page(s)"),
+            }
+        )?;
+        for c in &p.corrupt_pages {
+            writeln!(
+                out,
+                "  corrupt   {} block {} (stored checksum {}, computed {})",
+                c.path, c.block, c.stored, c.computed
+            )?;
+        }
+    }
     if let Some(d) = &r.dump {
         writeln!(
             out,
@@ -191,4 +249,69 @@ pub fn print_details(out: &mut dyn Write, v: &BackupView, r: &BackupRecord) -> s
         v.dedup_ratio
     )?;
     Ok(())
+}
+
+/// For every cluster with physical backups of `target` (or of any target):
+/// the WAL archive per timeline, its gaps, and the restorable window.
+pub fn wal_summaries(ctx: &Context, target: Option<&str>) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for name in ctx.repositories_of(target)? {
+        let repo = ctx.open_repository(&name)?;
+        // target -> (system id, segment size, oldest consistent point)
+        let mut clusters: std::collections::BTreeMap<(String, u64), (u64, BackupRecord)> =
+            std::collections::BTreeMap::new();
+        for (_, rec) in repo.list_backups()? {
+            if let Some(p) = &rec.physical
+                && target.is_none_or(|t| rec.target == t)
+            {
+                clusters
+                    .entry((rec.target.clone(), p.system_identifier))
+                    .or_insert((p.wal_segment_size, rec.clone()));
+            }
+        }
+        for ((tname, sysid), (seg_size, oldest)) in clusters {
+            let archive = repo.list_wal(sysid)?;
+            lines.push(format!(
+                "WAL of {tname} in {name} (cluster {sysid}): restorable from {} (oldest backup)",
+                oldest
+                    .physical
+                    .as_ref()
+                    .map(|p| p.stop_time.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default()
+            ));
+            for (tli, runs) in archive.ranges(seg_size) {
+                let segs: u64 = runs
+                    .iter()
+                    .map(|r| r.last.number - r.first.number + 1)
+                    .sum();
+                let (first, last) = (&runs[0].first, &runs[runs.len() - 1].last);
+                let newest = archive
+                    .get(&last.name(seg_size))
+                    .and_then(|f| f.modified)
+                    .map(|t| {
+                        chrono::DateTime::<chrono::Utc>::from(t)
+                            .format("%Y-%m-%d %H:%M:%S UTC")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "  timeline {tli}: {} to {} ({segs} segments, newest archived {newest})",
+                    first.name(seg_size),
+                    last.name(seg_size)
+                ));
+                for w in runs.windows(2) {
+                    lines.push(format!(
+                        "    gap: {} to {} missing",
+                        w[0].last.next().name(seg_size),
+                        crate::pg::wal::Segment {
+                            timeline: tli,
+                            number: w[1].first.number - 1
+                        }
+                        .name(seg_size)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(lines)
 }

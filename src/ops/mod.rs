@@ -2,14 +2,17 @@
 //! global flags) and returns what happened; the CLI only parses and prints.
 
 pub mod backup;
+pub mod basebackup;
 pub mod export;
 pub mod init;
 pub mod list;
 pub mod pin;
+pub mod pitr;
 pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod verify;
+pub mod wal;
 
 use std::sync::Arc;
 

@@ -30,9 +30,10 @@ pub struct RestoreOptions {
     /// Replace the contents of an existing database (asks first unless --yes)
     #[arg(long)]
     pub clean: bool,
-    /// Parallel pg_restore processes (tables' data and index builds at once)
-    #[arg(long, short, default_value_t = 1)]
-    pub jobs: u32,
+    /// Parallel pg_restore processes (tables' data and index builds at once);
+    /// physical restores: files written at once (default: the CPU count)
+    #[arg(long, short)]
+    pub jobs: Option<u32>,
     /// Print the steps without changing anything
     #[arg(long)]
     pub dry_run: bool,
@@ -49,6 +50,8 @@ pub struct RestoreOptions {
     /// record their data blocks (made before 2026-11-25; default: $TMPDIR)
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub physical: super::pitr::PitrOptions,
 }
 
 /// One step of a restore, in order.
@@ -196,6 +199,14 @@ pub fn run(
     opts: &RestoreOptions,
 ) -> Result<Option<RestoreOutcome>> {
     let target = ctx.target(target_name)?;
+    if target.method == crate::config::Method::Physical {
+        return physical(ctx, target_name, opts);
+    }
+    if opts.physical.data_dir.is_some() {
+        bail!(usage(format!(
+            "target {target_name:?} is logical: --data-dir and the recovery targets are for physical targets; hint: --into URL restores into another database"
+        )));
+    }
     let (repo_name, _) = ctx.target_repository(target_name)?;
     let repo = ctx.open_repository(&repo_name)?;
     repo.check_can_read()?;
@@ -223,6 +234,46 @@ pub fn run(
     }
     watch_for_interrupts();
     apply(ctx, &repo, &index, &tools, &plan).map(Some)
+}
+
+/// A physical target: point-in-time recovery into a data directory.
+fn physical(
+    ctx: &Context,
+    target_name: &str,
+    opts: &RestoreOptions,
+) -> Result<Option<RestoreOutcome>> {
+    if opts.into.is_some() || opts.clean || opts.globals || opts.no_owner {
+        bail!(usage(format!(
+            "target {target_name:?} is physical: --into, --clean, --globals and --no-owner are for logical targets; hint: --data-dir DIR"
+        )));
+    }
+    let jobs = opts
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
+    let outcome = super::pitr::run(
+        ctx,
+        target_name,
+        &opts.physical,
+        opts.backup.as_deref(),
+        jobs,
+        opts.dry_run,
+    )?;
+    if let Some(o) = outcome {
+        println!(
+            "restored backup {} into {} in {:.1} s",
+            o.backup_id.short(),
+            o.data_dir.display(),
+            o.seconds
+        );
+        match o.started {
+            Some(conn) => println!("the server is up and promoted: connect with {conn}"),
+            None => println!(
+                "start it with: pg_ctl -D {} start (it recovers to the target, then promotes)",
+                o.data_dir.display()
+            ),
+        }
+    }
+    Ok(None)
 }
 
 /// Decide every step, and check everything that can be checked, before
@@ -296,7 +347,7 @@ pub fn plan(
         .dump
         .as_ref()
         .is_some_and(|d| !d.data_blocks.is_empty());
-    let mode = match opts.jobs {
+    let mode = match opts.jobs.unwrap_or(1) {
         0 | 1 => RestoreMode::Stream,
         _ if blocks_known => RestoreMode::Split,
         _ => RestoreMode::TempCopy(opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir)),
@@ -370,7 +421,7 @@ pub fn plan(
         });
     }
     steps.push(Step::PgRestore(PgRestoreRun {
-        jobs: opts.jobs.max(1),
+        jobs: opts.jobs.unwrap_or(1).max(1),
         mode,
         no_owner: opts.no_owner,
     }));

@@ -11,6 +11,7 @@ mod pins;
 mod prune;
 mod read;
 mod verify;
+mod wal;
 mod write;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use pins::Pins;
 pub use prune::CleanupPlan;
 pub use read::StreamReader;
 pub use verify::{BackupHealth, Problem, VerifyReport};
+pub use wal::{ArchivedFile, Pushed, SegmentRange, WalArchive};
 pub use write::{Session, StreamProgress};
 
 /// Repository errors, by what the user can do about them.

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -50,19 +51,22 @@ struct Encrypted {
 
 /// One writer's session. Create with `Repository::start_session`, feed streams,
 /// then `commit` with the backup record.
+///
+/// Several threads may store blobs at once (`store_blob` takes `&self`): a
+/// physical backup reads files in parallel.
 pub struct Session<'r> {
     repo: &'r Repository,
     index: Index,
-    seen: HashSet<Id>,
+    seen: Mutex<HashSet<Id>>,
     jobs: Option<SyncSender<Job>>,
     /// Chunk buffers the workers are done with, for the chunker to reuse.
-    spare: Receiver<Vec<u8>>,
+    spare: Mutex<Receiver<Vec<u8>>>,
     workers: Vec<JoinHandle<()>>,
     packer: Option<JoinHandle<std::result::Result<Packed, RepoError>>>,
     /// Chunks handed to the workers. A worker that panics loses its chunk without
     /// telling anyone, so `finish` compares this with what the packer stored.
-    sent: u64,
-    stats: BackupStats,
+    sent: AtomicU64,
+    stats: Mutex<BackupStats>,
 }
 
 /// What the packer thread returns: the stored packs and how many blobs it got.
@@ -137,13 +141,13 @@ impl Repository {
         Ok(Session {
             repo: self,
             index,
-            seen: HashSet::new(),
+            seen: Mutex::new(HashSet::new()),
             jobs: Some(job_tx),
-            spare: spare_rx,
+            spare: Mutex::new(spare_rx),
             workers,
             packer: Some(packer),
-            sent: 0,
-            stats: BackupStats::default(),
+            sent: AtomicU64::new(0),
+            stats: Mutex::new(BackupStats::default()),
         })
     }
 }
@@ -353,31 +357,23 @@ impl Session<'_> {
         loop {
             let buf = reuse
                 .take()
-                .or_else(|| self.spare.try_recv().ok())
+                .or_else(|| self.spare.lock().expect("buffer pool").try_recv().ok())
                 .unwrap_or_default();
             let next = chunker
                 .next_chunk_reusing(buf)
                 .map_err(|e| RepoError::Other(format!("reading {name}: {e}")))?;
             let Some(data) = next else { break };
             observe(&data);
-            let id = self.repo.meta.blob_id(&data);
             size += data.len() as u64;
-            self.stats.chunks += 1;
-            chunks.push(id);
-            if !self.index.contains(&id) && self.seen.insert(id) {
-                self.stats.new_chunks += 1;
-                self.stats.new_bytes += data.len() as u64;
-                let jobs = self.jobs.as_ref().expect("session in use after commit");
-                if jobs.send(Job { id, data }).is_err() {
-                    return Err(self.fail());
+            match self.store(data) {
+                Ok((id, back)) => {
+                    chunks.push(id);
+                    reuse = back;
                 }
-                self.sent += 1;
-            } else {
-                reuse = Some(data);
+                Err(()) => return Err(self.fail()),
             }
             progress(size);
         }
-        self.stats.size += size;
         Ok(Stream {
             name: name.into(),
             format: format_name.into(),
@@ -386,8 +382,42 @@ impl Session<'_> {
         })
     }
 
+    /// Store one blob unless the repository has it: returns its id, and the
+    /// buffer back if it was not needed. `Err` if the pipeline stopped (the
+    /// reason comes from `finish`).
+    fn store(&self, data: Vec<u8>) -> std::result::Result<(Id, Option<Vec<u8>>), ()> {
+        let id = self.repo.meta.blob_id(&data);
+        let len = data.len() as u64;
+        let new = !self.index.contains(&id) && self.seen.lock().expect("seen set").insert(id);
+        {
+            let mut stats = self.stats.lock().expect("stats");
+            stats.size += len;
+            stats.chunks += 1;
+            if new {
+                stats.new_chunks += 1;
+                stats.new_bytes += len;
+            }
+        }
+        if !new {
+            return Ok((id, Some(data)));
+        }
+        let jobs = self.jobs.as_ref().expect("session in use after commit");
+        jobs.send(Job { id, data }).map_err(|_| ())?;
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok((id, None))
+    }
+
+    /// Store one blob (a block of a file) from any thread; deduplicated like
+    /// stream chunks. Blobs are at most `codec::MAX_BLOB_SIZE` bytes.
+    pub fn store_blob(&self, data: Vec<u8>) -> Result<Id> {
+        debug_assert!(data.len() <= codec::MAX_BLOB_SIZE);
+        self.store(data).map(|(id, _)| id).map_err(|()| {
+            RepoError::Other("the pack writer stopped (the backup reports why)".into())
+        })
+    }
+
     /// The pipeline stopped taking chunks: collect the reason.
-    fn fail(&mut self) -> RepoError {
+    pub fn fail(&mut self) -> RepoError {
         match self.stop_pipeline() {
             Err(e) => e,
             Ok(_) => RepoError::Other("the pack writer stopped unexpectedly".into()),
@@ -423,16 +453,17 @@ impl Session<'_> {
         // Belt and braces: whatever went wrong on the way, a chunk that was sent
         // but never stored must stop the backup here, before the index and long
         // before a record could name the missing blob.
-        if blobs != self.sent {
+        let sent = self.sent.load(Ordering::SeqCst);
+        if blobs != sent {
             return Err(RepoError::Other(format!(
-                "{} chunks were sent to be stored but {blobs} arrived at the pack writer; the backup is abandoned",
-                self.sent
+                "{sent} chunks were sent to be stored but {blobs} arrived at the pack writer; the backup is abandoned"
             )));
         }
-        self.stats.stored_bytes = packs.iter().map(|p| p.size).sum();
+        let mut stats = *self.stats.lock().expect("stats");
+        stats.stored_bytes = packs.iter().map(|p| p.size).sum();
         crate::failpoint::hit("backup:before-index");
         self.repo.write_index(packs)?;
-        Ok(self.stats)
+        Ok(stats)
     }
 }
 
@@ -476,7 +507,7 @@ mod tests {
         let mut s = repo.start_session().unwrap();
         write(&mut s, b"some data");
         // As if a worker had taken one more chunk off the queue and lost it.
-        s.sent += 1;
+        s.sent.fetch_add(1, Ordering::SeqCst);
         let err = s.finish().unwrap_err().to_string();
         assert!(err.contains("2 chunks were sent"), "{err}");
         assert!(storage.list(format::INDEX_DIR).unwrap().is_empty());

@@ -1,0 +1,483 @@
+//! `lifeboat backup TARGET` for physical targets: a base backup through the
+//! non-exclusive backup API, reading the data directory (and tablespaces)
+//! directly, in parallel, into the deduplicated repository.
+//!
+//! Files are stored in fixed blocks, so a block that did not change since
+//! any earlier backup is not stored again: every backup is incremental in
+//! what it stores and full in what it restores. The backup is listed only
+//! once the WAL from its start to its stop is in the repository.
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use chrono::Utc;
+
+use super::backup::{BackupOutcome, LOCK_WAIT, connect_error};
+use super::progress::Progress;
+use super::{Context, usage};
+use crate::codec::Id;
+use crate::format::{
+    self, BackupKind, BackupRecord, CorruptPage, DatabaseInfo, FileEntry, FileKind, PhysicalInfo,
+    TablespaceInfo,
+};
+use crate::pg::backup_api::{self, BackupApi, ServerFacts};
+use crate::pg::checksum::{self, PageCheck};
+use crate::pg::datadir::{self, Entry, Kind};
+use crate::pg::tools::PgTools;
+use crate::pg::wal::{Lsn, Segment};
+use crate::repo::{Repository, Session};
+
+/// Files are stored in blocks of this size (a multiple of PostgreSQL's 8 KiB
+/// pages, so a changed page costs one block).
+pub const FILE_BLOCK: usize = 64 * 1024;
+/// How long a backup waits for its WAL to reach the repository.
+const WAL_WAIT: Duration = Duration::from_secs(10 * 60);
+/// Corrupt pages listed in a record (all are counted).
+const MAX_LISTED_CORRUPT: usize = 1000;
+
+pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
+    let target = ctx.target(target_name)?;
+    let data_dir = target
+        .data_directory
+        .clone()
+        .expect("config validation requires data_directory for physical targets");
+    let (repo_name, _) = ctx.target_repository(target_name)?;
+    let conn = ctx.connection(target_name)?;
+    let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
+    let (repo, api) = std::thread::scope(|s| {
+        let opened = s.spawn(|| ctx.open_repository(&repo_name));
+        let api = BackupApi::connect(&tools, &conn)
+            .map_err(|e| connect_error(&conn, e))
+            .and_then(|mut api| Ok((api.facts().map_err(|e| anyhow::anyhow!("{e}"))?, api)));
+        (opened.join(), api)
+    });
+    let repo = repo.map_err(|_| anyhow::anyhow!("opening the repository panicked"))??;
+    let (facts, mut api) = api?;
+    check_server(&facts, &data_dir)?;
+
+    let lock =
+        repo.lock_shared_waiting(&format!("backup {target_name}"), LOCK_WAIT, &|holder| {
+            if !ctx.quiet {
+                eprintln!("waiting for {holder} to finish (up to 10 minutes)");
+            }
+        })?;
+    crate::failpoint::hit("backup:locked");
+    let started = Utc::now();
+    let clock = Instant::now();
+    let session = repo.start_session()?;
+    let label = format!(
+        "lifeboat {target_name} {}",
+        started.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    if !ctx.quiet && !target.fast_checkpoint {
+        eprintln!(
+            "waiting for a spread checkpoint to start the backup (checkpoint = \"fast\" in the target starts at once)"
+        );
+    }
+    let start_lsn = api
+        .start(&label, target.fast_checkpoint)
+        .map_err(|e| anyhow::anyhow!("starting the backup: {e}"))?;
+
+    let entries = datadir::walk(&data_dir)
+        .with_context(|| format!("reading the data directory {}", data_dir.display()))?;
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let progress = Progress::bytes(&format!("backup {target_name}"), Some(total), ctx.quiet);
+    let copied = copy_files(
+        &session,
+        &entries,
+        facts.data_checksums,
+        start_lsn,
+        &progress,
+    );
+    progress.finish();
+    let (manifest, corrupt, corrupt_count) = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            drop(api);
+            return Err(session_error(session, e));
+        }
+    };
+    let stop = api
+        .stop()
+        .map_err(|e| anyhow::anyhow!("stopping the backup: {e}"))?;
+    api.close();
+    let timeline = backup_api::label_timeline(&stop.backup_label)
+        .context("the server's backup_label has no START TIMELINE")?;
+
+    let mut streams = Vec::new();
+    let mut lines = Vec::new();
+    for f in &manifest {
+        serde_json::to_writer(&mut lines, f)?;
+        lines.push(b'\n');
+    }
+    streams.push(
+        write_small(&session, "manifest", "lifeboat-files-v1", &lines)
+            .context("storing the file list")?,
+    );
+    streams.push(write_small(
+        &session,
+        "backup_label",
+        "text",
+        stop.backup_label.as_bytes(),
+    )?);
+    if !stop.tablespace_map.is_empty() {
+        streams.push(write_small(
+            &session,
+            "tablespace_map",
+            "text",
+            stop.tablespace_map.as_bytes(),
+        )?);
+    }
+
+    let seg_size = facts.wal_segment_size;
+    let first = Segment::of(timeline, start_lsn, seg_size);
+    let last = Segment::of(timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg_size);
+    wait_for_wal(ctx, &repo, facts.system_identifier, first, last, seg_size)?;
+
+    let stats = session.finish().context("storing the backup")?;
+    crate::failpoint::hit("backup:before-record");
+    lock.check_held()?;
+    if corrupt_count > 0 {
+        eprintln!(
+            "warning: {corrupt_count} page(s) failed their checksum (first: {} block {}); the backup completed and lists them: `lifeboat show` names them",
+            corrupt[0].path, corrupt[0].block
+        );
+    }
+    let mut tools_used = std::collections::BTreeMap::new();
+    tools_used.insert("psql".to_string(), tools.version.clone());
+    let files = manifest.len() as u64;
+    let record = BackupRecord {
+        version: format::FORMAT_VERSION,
+        kind: BackupKind::Physical,
+        target: target_name.into(),
+        host: crate::repo::hostname(),
+        lifeboat: env!("CARGO_PKG_VERSION").into(),
+        started,
+        finished: Utc::now(),
+        database: DatabaseInfo {
+            name: String::new(),
+            server_version: facts.version.clone(),
+            server_version_num: facts.version_num,
+            size_bytes: total,
+            ..DatabaseInfo::default()
+        },
+        tools: tools_used,
+        streams,
+        dump: None,
+        physical: Some(PhysicalInfo {
+            system_identifier: facts.system_identifier,
+            timeline,
+            start_lsn,
+            stop_lsn: stop.lsn,
+            stop_time: stop.time,
+            next_xid: stop.next_xid,
+            wal_segment_size: seg_size,
+            block_size: facts.block_size,
+            data_checksums: facts.data_checksums,
+            data_directory: facts.data_directory.clone(),
+            owner: owner_name(&data_dir),
+            tablespaces: facts
+                .tablespaces
+                .iter()
+                .map(|(oid, name, location)| TablespaceInfo {
+                    oid: *oid,
+                    name: name.clone(),
+                    location: location.clone(),
+                })
+                .collect(),
+            files,
+            corrupt_pages: corrupt,
+        }),
+        stats,
+    };
+    let id = repo.write_backup_record(&record)?;
+    crate::failpoint::hit("backup:after-record");
+    drop(lock);
+    Ok(BackupOutcome {
+        id,
+        record,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// Refuse what cannot give a restorable backup, before anything starts.
+fn check_server(facts: &ServerFacts, data_dir: &Path) -> Result<()> {
+    if facts.in_recovery {
+        bail!(usage(
+            "the server is a standby: lifeboat does not take base backups from standbys yet; hint: point the target's database at the primary"
+        ));
+    }
+    if facts.version_num < 100000 {
+        bail!(usage(format!(
+            "PostgreSQL {} is too old for lifeboat's physical backups (10 or later)",
+            facts.version
+        )));
+    }
+    if facts.archive_mode == "off" || facts.archiver.trim().is_empty() {
+        bail!(usage(
+            "WAL archiving is off, so a base backup could not be restored; hint: set archive_mode = on and archive_command = 'lifeboat wal-push %p' (with --config if the configuration is not in a default place), then restart the server"
+        ));
+    }
+    let configured = std::fs::canonicalize(data_dir)
+        .with_context(|| format!("data_directory {}", data_dir.display()))?;
+    let actual = std::fs::canonicalize(&facts.data_directory)
+        .unwrap_or_else(|_| facts.data_directory.clone().into());
+    if configured != actual {
+        bail!(usage(format!(
+            "data_directory is {} but the server runs from {}; hint: set data_directory to the server's (SHOW data_directory)",
+            data_dir.display(),
+            facts.data_directory
+        )));
+    }
+    Ok(())
+}
+
+type Copied = (Vec<FileEntry>, Vec<CorruptPage>, u64);
+
+/// Read every file on a few threads, storing their blocks; the manifest in
+/// path order. Files that vanish meanwhile are left out (WAL replay drops
+/// them too).
+fn copy_files(
+    session: &Session<'_>,
+    entries: &[Entry],
+    checksums: bool,
+    start_lsn: Lsn,
+    progress: &Progress,
+) -> Result<Copied> {
+    let slots: Vec<Mutex<Option<FileEntry>>> = entries.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    let corrupt = Mutex::new((Vec::new(), 0u64));
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4);
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(e) = entries.get(i) else {
+                            return Ok(());
+                        };
+                        let entry = match &e.kind {
+                            Kind::Dir => Some(meta_entry(e, FileKind::Dir, None)),
+                            Kind::Link(t) => Some(meta_entry(e, FileKind::Link, Some(t.clone()))),
+                            Kind::File => {
+                                let check = checksums
+                                    .then(|| checksum::relation_segment(&e.path))
+                                    .flatten();
+                                copy_file(session, e, check, start_lsn, &corrupt, &|n| {
+                                    progress.set(done.fetch_add(n, Ordering::Relaxed) + n)
+                                })?
+                            }
+                        };
+                        *slots[i].lock().expect("slot") = entry;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a file reader panicked"))??;
+        }
+        Ok(())
+    })?;
+    let manifest = slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().expect("slot"))
+        .collect();
+    let (pages, count) = corrupt.into_inner().expect("corrupt pages");
+    Ok((manifest, pages, count))
+}
+
+fn meta_entry(e: &Entry, kind: FileKind, link: Option<String>) -> FileEntry {
+    FileEntry {
+        path: e.path.clone(),
+        kind,
+        mode: e.mode,
+        size: 0,
+        mtime: e.mtime,
+        blocks: Vec::new(),
+        link,
+    }
+}
+
+/// Store one file's blocks. `segment`: the relation segment number when its
+/// pages' checksums are to be checked.
+fn copy_file(
+    session: &Session<'_>,
+    e: &Entry,
+    segment: Option<u32>,
+    start_lsn: Lsn,
+    corrupt: &Mutex<(Vec<CorruptPage>, u64)>,
+    progress: &dyn Fn(u64),
+) -> Result<Option<FileEntry>> {
+    let mut file = match std::fs::File::open(&e.source) {
+        Ok(f) => f,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", e.source.display())),
+    };
+    let mut blocks = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let mut buf = vec![0u8; FILE_BLOCK];
+        let n = read_full(&mut file, &mut buf)
+            .with_context(|| format!("reading {}", e.source.display()))?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        if let Some(seg) = segment {
+            check_pages(&file, e, seg, size, &mut buf, start_lsn, corrupt);
+        }
+        size += n as u64;
+        blocks.push(session.store_blob(buf)?);
+        progress(n as u64);
+        if n < FILE_BLOCK {
+            break;
+        }
+    }
+    Ok(Some(FileEntry {
+        path: e.path.clone(),
+        kind: FileKind::File,
+        mode: e.mode,
+        size,
+        mtime: e.mtime,
+        blocks,
+        link: None,
+    }))
+}
+
+/// Check the checksum of every whole page in `buf` (read at `offset`). A
+/// page that fails is read once more: the server may have been writing it
+/// (a torn read), and what the second read gives is what is stored.
+fn check_pages(
+    file: &std::fs::File,
+    e: &Entry,
+    segment: u32,
+    offset: u64,
+    buf: &mut [u8],
+    start_lsn: Lsn,
+    corrupt: &Mutex<(Vec<CorruptPage>, u64)>,
+) {
+    let page_size = checksum::PAGE_SIZE;
+    for (i, page) in buf.chunks_mut(page_size).enumerate() {
+        if page.len() < page_size {
+            break;
+        }
+        let page_no = (offset / page_size as u64) as u32 + i as u32;
+        let blkno = segment
+            .wrapping_mul(checksum::PAGES_PER_SEGMENT)
+            .wrapping_add(page_no);
+        if let PageCheck::Bad { .. } = checksum::check_page(page, blkno, start_lsn.0) {
+            let _ = file.read_exact_at(page, u64::from(page_no) * page_size as u64);
+            if let PageCheck::Bad { stored, computed } =
+                checksum::check_page(page, blkno, start_lsn.0)
+            {
+                let mut c = corrupt.lock().expect("corrupt pages");
+                c.1 += 1;
+                if c.0.len() < MAX_LISTED_CORRUPT {
+                    c.0.push(CorruptPage {
+                        path: e.path.clone(),
+                        block: page_no,
+                        stored,
+                        computed,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Fill `buf` unless the file ends first; returns the bytes read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn write_small(
+    session: &Session<'_>,
+    name: &str,
+    format_name: &str,
+    bytes: &[u8],
+) -> Result<format::Stream> {
+    let chunks = bytes
+        .chunks(crate::codec::MAX_BLOB_SIZE / 4)
+        .map(|c| session.store_blob(c.to_vec()))
+        .collect::<std::result::Result<Vec<Id>, _>>()?;
+    Ok(format::Stream {
+        name: name.into(),
+        format: format_name.into(),
+        size: bytes.len() as u64,
+        chunks,
+    })
+}
+
+/// The pipeline's own error explains a failed store better than "stopped".
+fn session_error(session: Session<'_>, e: anyhow::Error) -> anyhow::Error {
+    match session.finish() {
+        Err(real) => anyhow::Error::new(real).context("storing the backup"),
+        Ok(_) => e,
+    }
+}
+
+/// The backup is restorable only with the WAL from its start to its stop:
+/// wait until the server's archiver has pushed it into this repository.
+fn wait_for_wal(
+    ctx: &Context,
+    repo: &Repository,
+    system_id: u64,
+    first: Segment,
+    last: Segment,
+    seg_size: u64,
+) -> Result<()> {
+    let deadline = Instant::now() + WAL_WAIT;
+    let mut said = false;
+    loop {
+        let archive = repo.list_wal(system_id)?;
+        let have = archive.segments(seg_size);
+        let missing = (first.number..=last.number)
+            .find(|n| !have.get(&first.timeline).is_some_and(|set| set.contains(n)));
+        let Some(n) = missing else { return Ok(()) };
+        let name = Segment {
+            timeline: first.timeline,
+            number: n,
+        }
+        .name(seg_size);
+        if Instant::now() > deadline {
+            bail!(
+                "WAL segment {name}, which this backup needs, did not reach repository {} within {} minutes; the backup is not listed; hint: archive_command must run `lifeboat wal-push %p` with this configuration: check the server log for archive failures",
+                repo.url(),
+                WAL_WAIT.as_secs() / 60
+            );
+        }
+        if !said && !ctx.quiet {
+            eprintln!("waiting for the server to archive WAL up to {name}");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn owner_name(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(path).ok()?.uid();
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}

@@ -1,0 +1,972 @@
+//! `lifeboat restore TARGET --data-dir DIR` for physical targets: point-in-time
+//! recovery. Plan (pick the base backup, check the target is reachable, check
+//! the destination), then apply (write the files in parallel, the recovery
+//! settings, and optionally start the server and wait for it to promote).
+//!
+//! Everything that can refuse the restore is checked before the first byte
+//! is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use super::{Context, human_bytes, usage};
+use crate::codec::Id;
+use crate::format::{BackupRecord, FileEntry, FileKind, PhysicalInfo};
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::process::Connection;
+use crate::pg::tools::PgTools;
+use crate::pg::wal::{Lsn, Segment, TimelineSwitch, WalFile, parse_history};
+use crate::repo::{Index, Repository, WalArchive};
+
+/// Options of a physical restore (`lifeboat restore` of a physical target).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PitrOptions {
+    /// Physical targets: restore into this new (or empty) data directory
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Recover up to this time (e.g. "2026-11-25 14:03:00+00"; no zone: UTC)
+    #[arg(long, value_name = "TIME", group = "recovery_target")]
+    pub to_time: Option<String>,
+    /// Recover up to this WAL position (e.g. 0/5000060)
+    #[arg(long, value_name = "LSN", group = "recovery_target")]
+    pub to_lsn: Option<String>,
+    /// Recover up to and including this transaction
+    #[arg(long, value_name = "XID", group = "recovery_target")]
+    pub to_xid: Option<u64>,
+    /// Recover up to a restore point made with pg_create_restore_point()
+    #[arg(long, value_name = "NAME", group = "recovery_target")]
+    pub to_name: Option<String>,
+    /// Recovery target timeline: a number, "current" or "latest" (default)
+    #[arg(long, value_name = "TLI")]
+    pub timeline: Option<String>,
+    /// Start the restored server, wait until it reached the target and
+    /// promoted, and print how to connect
+    #[arg(long)]
+    pub start: bool,
+    /// Port of the started server (default: a free one)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Keep archive_command on: the restored server becomes the new primary
+    /// and archives into the repository (default: archiving off)
+    #[arg(long)]
+    pub archive: bool,
+    /// Put a tablespace elsewhere: OID=DIR or NAME=DIR (repeatable)
+    #[arg(long, value_name = "TS=DIR")]
+    pub tablespace_map: Vec<String>,
+}
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecoveryTarget {
+    Latest,
+    Time(DateTime<Utc>),
+    Lsn(Lsn),
+    Xid(u64),
+    Name(String),
+}
+
+impl fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryTarget::Latest => write!(f, "the end of the archived WAL"),
+            RecoveryTarget::Time(t) => write!(f, "time {}", t.format("%Y-%m-%d %H:%M:%S%.6f UTC")),
+            RecoveryTarget::Lsn(l) => write!(f, "LSN {l}"),
+            RecoveryTarget::Xid(x) => write!(f, "transaction {x}"),
+            RecoveryTarget::Name(n) => write!(f, "restore point {n:?}"),
+        }
+    }
+}
+
+/// "2026-11-25 14:03:00", "2026-11-25T14:03:00.5Z", "2026-11-25 14:03:00+01".
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    bail!(usage(format!(
+        "{s:?} is not a time; hint: like \"2026-11-25 14:03:00+00\" (no zone means UTC)"
+    )))
+}
+
+impl PitrOptions {
+    pub fn recovery_target(&self) -> Result<RecoveryTarget> {
+        Ok(if let Some(t) = &self.to_time {
+            RecoveryTarget::Time(parse_time(t)?)
+        } else if let Some(l) = &self.to_lsn {
+            RecoveryTarget::Lsn(l.parse().map_err(usage)?)
+        } else if let Some(x) = self.to_xid {
+            RecoveryTarget::Xid(x)
+        } else if let Some(n) = &self.to_name {
+            RecoveryTarget::Name(n.clone())
+        } else {
+            RecoveryTarget::Latest
+        })
+    }
+}
+
+/// Everything decided before the first write.
+pub struct Plan {
+    pub backup_id: Id,
+    pub record: BackupRecord,
+    pub target: RecoveryTarget,
+    pub timeline: String,
+    pub data_dir: PathBuf,
+    /// Tablespace oid -> where its files go.
+    pub tablespaces: BTreeMap<u32, PathBuf>,
+    pub files: Vec<FileEntry>,
+    pub bytes: u64,
+    /// Last segment the restore will replay up to, if known, and what it
+    /// could reach at most.
+    pub reachable: String,
+    pub warnings: Vec<String>,
+}
+
+pub struct PitrOutcome {
+    pub backup_id: Id,
+    pub data_dir: PathBuf,
+    pub seconds: f64,
+    /// With --start: how to connect to the started server.
+    pub started: Option<String>,
+}
+
+pub fn run(
+    ctx: &Context,
+    target_name: &str,
+    opts: &PitrOptions,
+    backup: Option<&str>,
+    jobs: u32,
+    dry_run: bool,
+) -> Result<Option<PitrOutcome>> {
+    let target = ctx.target(target_name)?;
+    let (repo_name, _) = ctx.target_repository(target_name)?;
+    let repo = ctx.open_repository(&repo_name)?;
+    repo.check_can_read()?;
+    let index = repo.load_index()?;
+    let clock = Instant::now();
+    let plan = plan(&repo, &index, target_name, opts, backup)?;
+    let p = plan
+        .record
+        .physical
+        .as_ref()
+        .expect("planned from a physical backup");
+    println!(
+        "restore backup {} of {} (taken {}, consistent at {} / {}) into {}",
+        plan.backup_id.short(),
+        target_name,
+        plan.record.started.format("%Y-%m-%d %H:%M:%S UTC"),
+        p.stop_lsn,
+        p.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
+        plan.data_dir.display()
+    );
+    println!(
+        "  1. write {} files ({})",
+        plan.files
+            .iter()
+            .filter(|f| f.kind == FileKind::File)
+            .count(),
+        human_bytes(plan.bytes)
+    );
+    for (oid, dir) in &plan.tablespaces {
+        println!("     tablespace {oid} into {}", dir.display());
+    }
+    println!(
+        "  2. recover to {} on timeline {} ({})",
+        plan.target, plan.timeline, plan.reachable
+    );
+    if opts.start {
+        println!("  3. start the server, wait until it promoted");
+    }
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    if dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(None);
+    }
+    super::watch_for_interrupts();
+    write_files(ctx, &repo, &index, &plan, jobs)?;
+    write_recovery(ctx, target_name, &plan, opts)?;
+    let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
+    let owner = chown_if_root(&plan)?;
+    let started = if opts.start {
+        Some(start_and_wait(
+            ctx,
+            target_name,
+            &plan,
+            opts,
+            &tools,
+            owner.as_ref(),
+        )?)
+    } else {
+        None
+    };
+    Ok(Some(PitrOutcome {
+        backup_id: plan.backup_id,
+        data_dir: plan.data_dir,
+        seconds: clock.elapsed().as_secs_f64(),
+        started,
+    }))
+}
+
+/// Pick the backup and check that the target is reachable from it, that the
+/// destination is free, and that every block is indexed.
+pub fn plan(
+    repo: &Repository,
+    index: &Index,
+    target_name: &str,
+    opts: &PitrOptions,
+    backup: Option<&str>,
+) -> Result<Plan> {
+    let data_dir = opts.data_dir.clone().ok_or_else(|| {
+        usage("a physical restore needs --data-dir DIR (a new or empty directory)")
+    })?;
+    let target = opts.recovery_target()?;
+    let backups: Vec<(Id, BackupRecord)> = repo
+        .list_backups()?
+        .into_iter()
+        .filter(|(_, r)| r.target == target_name && r.physical.is_some())
+        .collect();
+    if backups.is_empty() {
+        bail!(usage(format!(
+            "target {target_name:?} has no physical backup in repository {}",
+            repo.url()
+        )));
+    }
+    let newest = &backups.last().expect("not empty").1;
+    let system_id = phys(newest).system_identifier;
+    let archive = repo.list_wal(system_id)?;
+    let seg_size = phys(newest).wal_segment_size;
+    let histories = read_histories(repo, system_id, &archive)?;
+    let mut warnings = Vec::new();
+
+    let chosen = match backup {
+        Some(prefix) => {
+            let (id, rec) = repo.find_backup(prefix)?;
+            if rec.target != target_name || rec.physical.is_none() {
+                bail!(usage(format!(
+                    "backup {} is not a physical backup of {target_name:?}",
+                    id.short()
+                )));
+            }
+            (id, rec)
+        }
+        None => choose_backup(&backups, &target, &archive, seg_size, &histories)?,
+    };
+    let p = phys(&chosen.1).clone();
+    if p.system_identifier != system_id {
+        warnings.push(format!(
+            "backup {} is of another cluster (system identifier {}) than the newest backup",
+            chosen.0.short(),
+            p.system_identifier
+        ));
+    }
+
+    // The timeline recovery follows, and the chain of timelines to it.
+    let timeline = opts.timeline.clone().unwrap_or_else(|| "latest".into());
+    let recovery_tli = match timeline.as_str() {
+        "latest" => latest_descendant(p.timeline, &histories),
+        "current" => p.timeline,
+        n => n.parse().map_err(|_| {
+            usage(format!(
+                "--timeline {n:?}; hint: a number, \"current\" or \"latest\""
+            ))
+        })?,
+    };
+    let chain = timeline_chain(recovery_tli, &histories);
+    if !chain.iter().any(|(t, _)| *t == p.timeline) {
+        bail!(usage(format!(
+            "timeline {recovery_tli} does not descend from the backup's timeline {}; hint: choose another --timeline or --backup",
+            p.timeline
+        )));
+    }
+
+    // What the archive lets this backup reach.
+    let start = Segment::of(p.timeline, p.start_lsn, seg_size);
+    let walk = walk_wal(&archive, &chain, start.number, seg_size);
+    let Some(last) = walk.last else {
+        bail!(
+            "the WAL this backup starts from ({}) is not archived; the backup cannot be restored; hint: `lifeboat verify` lists the WAL that is missing",
+            start.name(seg_size)
+        );
+    };
+    let stop_seg = Segment::of(p.timeline, Lsn(p.stop_lsn.0.saturating_sub(1)), seg_size);
+    if last.number < stop_seg.number {
+        bail!(
+            "WAL segment {} is missing: backup {} cannot become consistent",
+            walk.gap
+                .map_or_else(|| stop_seg.name(seg_size), |g| g.name(seg_size)),
+            chosen.0.short()
+        );
+    }
+    let end_lsn = Lsn((last.number + 1) * seg_size);
+    let reachable = format!(
+        "archived WAL from {} reaches {}{}",
+        p.stop_lsn,
+        end_lsn,
+        walk.gap
+            .map(|g| format!(", then a gap at {}", g.name(seg_size)))
+            .unwrap_or_default()
+    );
+    match &target {
+        RecoveryTarget::Lsn(l) if *l >= end_lsn => bail!(usage(format!(
+            "LSN {l} is beyond the archived WAL, which reaches {end_lsn} from backup {}{}",
+            chosen.0.short(),
+            walk.gap
+                .map(|g| format!(" (segment {} is missing)", g.name(seg_size)))
+                .unwrap_or_default()
+        ))),
+        RecoveryTarget::Time(t) => {
+            let newest_push = walk.last_modified.map(DateTime::<Utc>::from);
+            if newest_push.is_none_or(|n| *t > n) {
+                bail!(usage(format!(
+                    "time {} is after the newest archived WAL ({}); the restorable window from backup {} is {} to {}",
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    newest_push.map_or("none".into(), |n| n
+                        .format("%Y-%m-%d %H:%M:%S UTC")
+                        .to_string()),
+                    chosen.0.short(),
+                    p.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
+                    newest_push.map_or("?".into(), |n| n
+                        .format("%Y-%m-%d %H:%M:%S UTC")
+                        .to_string()),
+                )));
+            }
+        }
+        _ => {}
+    }
+    if let Some(g) = walk.gap {
+        warnings.push(format!(
+            "the archive has a gap at {}: recovery cannot go past it",
+            g.name(seg_size)
+        ));
+    }
+
+    // The destination: new or empty, and so is every tablespace location.
+    check_empty(&data_dir)?;
+    let remap = parse_tablespace_map(&opts.tablespace_map, &p)?;
+    let mut tablespaces = BTreeMap::new();
+    for ts in &p.tablespaces {
+        let dir = remap
+            .get(&ts.oid)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(&ts.location));
+        check_empty(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}; hint: tablespace {} ({}) would be restored there; give --tablespace-map {}=DIR",
+                ts.name,
+                ts.oid,
+                ts.name
+            )
+        })?;
+        tablespaces.insert(ts.oid, dir);
+    }
+
+    let files = read_manifest(repo, index, &chosen.1)?;
+    for f in &files {
+        for b in &f.blocks {
+            if !index.contains(b) {
+                bail!(
+                    "block {} of {} is not in the repository's index; hint: `lifeboat verify` tells more",
+                    b.short(),
+                    f.path
+                );
+            }
+        }
+    }
+    let bytes = files.iter().map(|f| f.size).sum();
+    Ok(Plan {
+        backup_id: chosen.0,
+        record: chosen.1,
+        target,
+        timeline: match timeline.as_str() {
+            "latest" | "current" => format!("{timeline} ({recovery_tli})"),
+            _ => timeline,
+        },
+        data_dir,
+        tablespaces,
+        files,
+        bytes,
+        reachable,
+        warnings,
+    })
+}
+
+fn phys(r: &BackupRecord) -> &PhysicalInfo {
+    r.physical.as_ref().expect("physical backups only")
+}
+
+/// The newest backup that can reach the target.
+fn choose_backup(
+    backups: &[(Id, BackupRecord)],
+    target: &RecoveryTarget,
+    archive: &WalArchive,
+    seg_size: u64,
+    histories: &HashMap<u32, Vec<TimelineSwitch>>,
+) -> Result<(Id, BackupRecord)> {
+    let oldest = &backups[0].1;
+    let pick = |ok: &dyn Fn(&PhysicalInfo) -> bool| {
+        backups.iter().rev().find(|(_, r)| ok(phys(r))).cloned()
+    };
+    let found = match target {
+        RecoveryTarget::Latest => backups.last().cloned(),
+        RecoveryTarget::Time(t) => pick(&|p| p.stop_time <= *t),
+        RecoveryTarget::Lsn(l) => pick(&|p| p.stop_lsn <= *l),
+        RecoveryTarget::Xid(x) => pick(&|p| p.next_xid.is_some_and(|n| n <= *x)),
+        // Where a restore point is is known only by replaying: start from
+        // the oldest backup whose WAL runs unbroken to the end.
+        RecoveryTarget::Name(_) => backups
+            .iter()
+            .find(|(_, r)| {
+                let p = phys(r);
+                let chain = timeline_chain(latest_descendant(p.timeline, histories), histories);
+                let start = Segment::of(p.timeline, p.start_lsn, seg_size).number;
+                walk_wal(archive, &chain, start, seg_size).gap.is_none()
+            })
+            .or(backups.last())
+            .cloned(),
+    };
+    found.ok_or_else(|| {
+        let p = phys(oldest);
+        usage(format!(
+            "{target} is before the oldest backup can reach: the oldest ({}) is consistent at {} (LSN {}{})",
+            backups[0].0.short(),
+            p.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
+            p.stop_lsn,
+            p.next_xid.map(|x| format!(", next transaction {x}")).unwrap_or_default()
+        ))
+    })
+}
+
+/// The highest timeline whose history leads back to `tli` (or `tli`).
+fn latest_descendant(tli: u32, histories: &HashMap<u32, Vec<TimelineSwitch>>) -> u32 {
+    histories
+        .iter()
+        .filter(|(_, h)| h.iter().any(|s| s.parent == tli))
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap_or(tli)
+        .max(tli)
+}
+
+/// `(timeline, first LSN of it)` from the oldest ancestor to `tli`.
+fn timeline_chain(tli: u32, histories: &HashMap<u32, Vec<TimelineSwitch>>) -> Vec<(u32, Lsn)> {
+    let mut chain = Vec::new();
+    let mut begin = Lsn(0);
+    if let Some(h) = histories.get(&tli) {
+        for s in h {
+            chain.push((s.parent, begin));
+            begin = s.switch;
+        }
+    }
+    chain.push((tli, begin));
+    chain
+}
+
+fn read_histories(
+    repo: &Repository,
+    system_id: u64,
+    archive: &WalArchive,
+) -> Result<HashMap<u32, Vec<TimelineSwitch>>> {
+    let mut out = HashMap::new();
+    for f in &archive.files {
+        if let WalFile::History { timeline } = f.kind {
+            let bytes = repo
+                .fetch_wal(system_id, &f.name)?
+                .with_context(|| format!("{} vanished", f.name))?;
+            let parsed = parse_history(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.name))?;
+            out.insert(timeline, parsed);
+        }
+    }
+    Ok(out)
+}
+
+/// Following the timeline chain from segment `from`: the last segment that
+/// can be replayed without a gap, the first missing one after it (if any
+/// newer segment exists), and when the last one was archived.
+pub struct WalWalk {
+    pub last: Option<Segment>,
+    pub gap: Option<Segment>,
+    pub last_modified: Option<std::time::SystemTime>,
+}
+
+pub fn walk_wal(archive: &WalArchive, chain: &[(u32, Lsn)], from: u64, seg_size: u64) -> WalWalk {
+    let have = archive.segments(seg_size);
+    let max = have
+        .iter()
+        .filter(|(t, _)| chain.iter().any(|(c, _)| c == *t))
+        .filter_map(|(_, s)| s.last().copied())
+        .max();
+    let mut walk = WalWalk {
+        last: None,
+        gap: None,
+        last_modified: None,
+    };
+    let Some(max) = max else { return walk };
+    let mut n = from;
+    while n <= max {
+        // As PostgreSQL does: the newest timeline of the chain that had
+        // begun by this segment and has it.
+        let found = chain.iter().rev().find(|(tli, begin)| {
+            begin.0 / seg_size <= n && have.get(tli).is_some_and(|s| s.contains(&n))
+        });
+        match found {
+            Some((tli, _)) => {
+                let seg = Segment {
+                    timeline: *tli,
+                    number: n,
+                };
+                walk.last_modified = archive.get(&seg.name(seg_size)).and_then(|f| f.modified);
+                walk.last = Some(seg);
+            }
+            None => {
+                let tli = chain
+                    .iter()
+                    .rev()
+                    .find(|(_, b)| b.0 / seg_size <= n)
+                    .map_or(chain[0].0, |c| c.0);
+                walk.gap = Some(Segment {
+                    timeline: tli,
+                    number: n,
+                });
+                break;
+            }
+        }
+        n += 1;
+    }
+    walk
+}
+
+fn check_empty(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                bail!(usage(format!(
+                    "{} is not empty; hint: restore into a new or empty directory (a physical restore never overwrites)",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| dir.display().to_string()),
+    }
+}
+
+fn parse_tablespace_map(args: &[String], p: &PhysicalInfo) -> Result<HashMap<u32, PathBuf>> {
+    let mut out = HashMap::new();
+    for a in args {
+        let (ts, dir) = a
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--tablespace-map {a:?}; hint: OID=DIR or NAME=DIR")))?;
+        let found = p
+            .tablespaces
+            .iter()
+            .find(|t| t.name == ts || t.oid.to_string() == ts)
+            .ok_or_else(|| {
+                usage(format!(
+                    "the backup has no tablespace {ts:?}; it has: {}",
+                    p.tablespaces
+                        .iter()
+                        .map(|t| format!("{} ({})", t.name, t.oid))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            bail!(usage(format!(
+                "--tablespace-map {a:?}: DIR must be absolute"
+            )));
+        }
+        out.insert(found.oid, dir);
+    }
+    Ok(out)
+}
+
+fn read_manifest(repo: &Repository, index: &Index, rec: &BackupRecord) -> Result<Vec<FileEntry>> {
+    let stream = rec
+        .stream("manifest")
+        .context("the backup record has no file list")?;
+    let reader = repo.read_stream(index, stream)?;
+    let mut files = Vec::new();
+    for line in std::io::BufReader::new(reader).lines() {
+        let line = line.context("reading the file list")?;
+        if !line.is_empty() {
+            files.push(serde_json::from_str(&line).context("the file list")?);
+        }
+    }
+    Ok(files)
+}
+
+fn stream_text(
+    repo: &Repository,
+    index: &Index,
+    rec: &BackupRecord,
+    name: &str,
+) -> Result<Option<String>> {
+    let Some(stream) = rec.stream(name) else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut repo.read_stream(index, stream)?, &mut text)
+        .with_context(|| format!("reading {name}"))?;
+    Ok(Some(text))
+}
+
+/// Where a manifest path goes on this host.
+fn destination(plan: &Plan, path: &str) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("pg_tblspc/") {
+        let (oid, inner) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some(dir) = oid.parse().ok().and_then(|o: u32| plan.tablespaces.get(&o))
+            && !inner.is_empty()
+        {
+            return dir.join(inner);
+        }
+    }
+    plan.data_dir.join(path)
+}
+
+fn write_files(
+    ctx: &Context,
+    repo: &Repository,
+    index: &Index,
+    plan: &Plan,
+    jobs: u32,
+) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&plan.data_dir)
+        .with_context(|| format!("creating {}", plan.data_dir.display()))?;
+    for dir in plan.tablespaces.values() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Directories and links first, in path order (parents before children).
+    for f in &plan.files {
+        let dest = destination(plan, &f.path);
+        match f.kind {
+            FileKind::Dir => {
+                std::fs::create_dir_all(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode))?;
+            }
+            FileKind::Link => {
+                let oid: Option<u32> = f
+                    .path
+                    .strip_prefix("pg_tblspc/")
+                    .and_then(|o| o.parse().ok());
+                let to = oid
+                    .and_then(|o| plan.tablespaces.get(&o).cloned())
+                    .or_else(|| f.link.clone().map(PathBuf::from))
+                    .context("a link without a target")?;
+                std::os::unix::fs::symlink(&to, &dest)
+                    .with_context(|| format!("linking {} to {}", dest.display(), to.display()))?;
+            }
+            FileKind::File => {}
+        }
+    }
+    let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let next = AtomicUsize::new(0);
+    let files: Vec<&FileEntry> = plan
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::File)
+        .collect();
+    let threads = (jobs.max(1) as usize).min(files.len().max(1));
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        if super::interrupted() {
+                            bail!("interrupted");
+                        }
+                        let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            return Ok(());
+                        };
+                        let dest = destination(plan, &f.path);
+                        write_one(repo, index, f, &dest)?;
+                        progress.set(done.fetch_add(f.size, Ordering::Relaxed) + f.size);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a restore worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    progress.finish();
+    Ok(())
+}
+
+fn write_one(repo: &Repository, index: &Index, f: &FileEntry, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let stream = crate::format::Stream {
+        name: f.path.clone(),
+        format: "file".into(),
+        size: f.size,
+        chunks: f.blocks.clone(),
+    };
+    let mut out =
+        std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    if f.size > 0 {
+        let mut reader = repo.read_stream(index, &stream)?;
+        std::io::copy(&mut reader, &mut out)
+            .map_err(|e| super::stream_error(&mut reader, e))
+            .with_context(|| format!("restoring {}", f.path))?;
+    }
+    out.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0) as u64);
+    let _ = out.set_modified(mtime);
+    out.sync_all()
+        .with_context(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
+
+/// Single-quote a value for postgresql.conf.
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn write_recovery(ctx: &Context, target_name: &str, plan: &Plan, opts: &PitrOptions) -> Result<()> {
+    let repo = ctx.open_repository(&ctx.target_repository(target_name)?.0)?;
+    let index = repo.load_index()?;
+    let label = stream_text(&repo, &index, &plan.record, "backup_label")?
+        .context("the backup has no backup_label")?;
+    std::fs::write(plan.data_dir.join("backup_label"), label)?;
+    if let Some(map) = stream_text(&repo, &index, &plan.record, "tablespace_map")? {
+        // One line per tablespace: "<oid> <location>"; point them where they went.
+        let mut out = String::new();
+        for line in map.lines().filter(|l| !l.is_empty()) {
+            let oid = line.split(' ').next().unwrap_or("");
+            match oid.parse().ok().and_then(|o: u32| plan.tablespaces.get(&o)) {
+                Some(dir) => out.push_str(&format!("{oid} {}\n", dir.display())),
+                None => out.push_str(&format!("{line}\n")),
+            }
+        }
+        std::fs::write(plan.data_dir.join("tablespace_map"), out)?;
+    }
+    let exe = std::env::current_exe().context("locating the lifeboat binary")?;
+    let config =
+        std::fs::canonicalize(&ctx.config.path).unwrap_or_else(|_| ctx.config.path.clone());
+    let fetch = format!(
+        "{} --config {} --quiet wal-fetch --target {target_name} %f %p",
+        shell_quote(&exe.to_string_lossy()),
+        shell_quote(&config.to_string_lossy())
+    );
+    let mut conf = format!(
+        "\n# Added by lifeboat restore of backup {} at {}\nrestore_command = {}\n",
+        plan.backup_id.short(),
+        Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+        conf_quote(&fetch)
+    );
+    let tli = match opts.timeline.as_deref() {
+        None => "latest".to_string(),
+        Some(t) => t.to_string(),
+    };
+    conf.push_str(&format!(
+        "recovery_target_timeline = {}\n",
+        conf_quote(&tli)
+    ));
+    match &plan.target {
+        RecoveryTarget::Latest => {}
+        RecoveryTarget::Time(t) => conf.push_str(&format!(
+            "recovery_target_time = {}\n",
+            conf_quote(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+        )),
+        RecoveryTarget::Lsn(l) => conf.push_str(&format!(
+            "recovery_target_lsn = {}\n",
+            conf_quote(&l.to_string())
+        )),
+        RecoveryTarget::Xid(x) => conf.push_str(&format!(
+            "recovery_target_xid = {}\n",
+            conf_quote(&x.to_string())
+        )),
+        RecoveryTarget::Name(n) => {
+            conf.push_str(&format!("recovery_target_name = {}\n", conf_quote(n)))
+        }
+    }
+    if plan.target != RecoveryTarget::Latest {
+        conf.push_str("recovery_target_action = 'promote'\n");
+    }
+    if !opts.archive {
+        conf.push_str(
+            "# A restored copy does not archive into the production repository\n# (restore --archive makes it the new primary that does).\narchive_mode = 'off'\n",
+        );
+    }
+    let auto = plan.data_dir.join("postgresql.auto.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&auto)
+        .with_context(|| format!("writing {}", auto.display()))?;
+    f.write_all(conf.as_bytes())?;
+    std::fs::write(plan.data_dir.join("recovery.signal"), "")?;
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// As root, give the restored files to the data directory's original owner
+/// (PostgreSQL refuses to run as root). Returns that owner.
+fn chown_if_root(plan: &Plan) -> Result<Option<nix::unistd::User>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let name = phys(&plan.record)
+        .owner
+        .clone()
+        .unwrap_or_else(|| "postgres".into());
+    let Some(user) = nix::unistd::User::from_name(&name).ok().flatten() else {
+        eprintln!(
+            "warning: user {name} (the data directory's owner) does not exist here; the files stay owned by root"
+        );
+        return Ok(None);
+    };
+    let mut roots = vec![plan.data_dir.clone()];
+    roots.extend(plan.tablespaces.values().cloned());
+    for root in roots {
+        chown_tree(&root, &user)?;
+    }
+    Ok(Some(user))
+}
+
+fn chown_tree(path: &Path, user: &nix::unistd::User) -> Result<()> {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(user.uid),
+        Some(user.gid),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("chown {}", path.display()))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            chown_tree(&e?.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// `pg_ctl start`, then wait until recovery reached its target and the
+/// server promoted (or failed: its log says why).
+fn start_and_wait(
+    ctx: &Context,
+    target_name: &str,
+    plan: &Plan,
+    opts: &PitrOptions,
+    tools: &PgTools,
+    owner: Option<&nix::unistd::User>,
+) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let port = match opts.port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    let log = plan.data_dir.join("lifeboat-restore.log");
+    let mut cmd = tools.command("pg_ctl")?;
+    cmd.arg("-D")
+        .arg(&plan.data_dir)
+        .arg("-l")
+        .arg(&log)
+        .args(["-w", "-t", "3600", "-o"])
+        .arg(format!("-p {port}"))
+        .arg("start")
+        .current_dir(&plan.data_dir);
+    if let Some(u) = owner {
+        cmd.uid(u.uid.as_raw())
+            .gid(u.gid.as_raw())
+            .env("HOME", &u.dir)
+            .env("USER", &u.name);
+    }
+    if !ctx.quiet {
+        eprintln!(
+            "starting the restored server on port {port} (log: {})",
+            log.display()
+        );
+    }
+    let out = cmd.output().context("running pg_ctl")?;
+    if !out.status.success() {
+        bail!(
+            "the restored server did not start: {}; its log ends with:\n{}",
+            crate::pg::process::tidy(&String::from_utf8_lossy(&out.stderr)),
+            log_tail(&log)
+        );
+    }
+    let mut info =
+        ConnInfo::parse(&ctx.target(target_name)?.database).map_err(|e| anyhow::anyhow!("{e}"))?;
+    info.set("port", port.to_string());
+    let conn = Connection::new(&info).map_err(|e| anyhow::anyhow!(e))?;
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    loop {
+        match tools.query(&conn, "SELECT pg_is_in_recovery()") {
+            Ok(rows)
+                if rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .is_some_and(|v| v == "f") =>
+            {
+                break;
+            }
+            _ => {}
+        }
+        let pid_file = plan.data_dir.join("postmaster.pid");
+        if !pid_file.exists() || Instant::now() > deadline {
+            bail!(
+                "recovery did not finish: the server stopped; its log ends with:\n{}",
+                log_tail(&log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(format!("{}", info))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

@@ -1,0 +1,364 @@
+//! The WAL archive: one object per archived file, `wal/<system-id>/<timeline>/<name>`
+//! (docs/FORMAT.md "WAL archive").
+//!
+//! A WAL object is a pack of its own (same envelope: wrapped session key,
+//! blobs, sealed trailer) whose trailer (kind "wal") names the file and the
+//! keyed hash of its whole content. Pushing never overwrites: a second push
+//! of the same name succeeds only if the content is the same, which a backup
+//! host can tell from the trailer without the identity.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use chrono::Utc;
+
+use super::{RepoError, Repository, Result};
+use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
+use crate::format::{self, BlobEntry, WalTrailer};
+use crate::pg::wal::{Segment, WalFile};
+use crate::storage::{ErrorKind, PutMode};
+
+/// WAL files are stored in blobs of at most this size, encoded in parallel.
+const PIECE: usize = 4 * 1024 * 1024;
+
+use format::wal_path as wal_object;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// The same name with the same content was already archived.
+    AlreadyArchived,
+}
+
+/// One archived file as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct ArchivedFile {
+    pub name: String,
+    pub kind: WalFile,
+    pub path: String,
+    pub stored_size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// What the archive holds for one cluster.
+#[derive(Debug, Default)]
+pub struct WalArchive {
+    pub files: Vec<ArchivedFile>,
+}
+
+/// A run of consecutive segments of one timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRange {
+    pub first: Segment,
+    pub last: Segment,
+}
+
+impl WalArchive {
+    /// Archived segments, by timeline, in order.
+    pub fn segments(&self, segment_size: u64) -> BTreeMap<u32, BTreeSet<u64>> {
+        let mut out: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+        for f in &self.files {
+            if let Some(s) = f.kind.segment(segment_size) {
+                out.entry(s.timeline).or_default().insert(s.number);
+            }
+        }
+        out
+    }
+
+    /// Per timeline, the runs of consecutive segments (more than one run means gaps).
+    pub fn ranges(&self, segment_size: u64) -> BTreeMap<u32, Vec<SegmentRange>> {
+        let mut out: BTreeMap<u32, Vec<SegmentRange>> = BTreeMap::new();
+        for (tli, numbers) in self.segments(segment_size) {
+            let runs = out.entry(tli).or_default();
+            for n in numbers {
+                let seg = Segment {
+                    timeline: tli,
+                    number: n,
+                };
+                match runs.last_mut() {
+                    Some(r) if r.last.number + 1 == n => r.last = seg,
+                    _ => runs.push(SegmentRange {
+                        first: seg,
+                        last: seg,
+                    }),
+                }
+            }
+        }
+        out
+    }
+
+    pub fn has_history(&self, timeline: u32) -> bool {
+        self.files
+            .iter()
+            .any(|f| f.kind == WalFile::History { timeline })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ArchivedFile> {
+        self.files.iter().find(|f| f.name == name)
+    }
+}
+
+impl Repository {
+    /// Archive one WAL file (`wal-push`). Returns once it is durable.
+    pub fn push_wal(&self, system_id: u64, name: &str, content: &[u8]) -> Result<Pushed> {
+        if WalFile::parse(name).is_none() {
+            return Err(RepoError::Other(format!(
+                "{name:?} is not a WAL file name PostgreSQL archives"
+            )));
+        }
+        let path = wal_object(system_id, name);
+        let digest = self.meta.blob_id(content);
+        if self.storage.head(&path).is_ok() {
+            return self.compare_archived(&path, name, digest, content.len() as u64);
+        }
+        let key = SessionKey::random();
+        let wrapped = key
+            .wrap(&self.recipients)
+            .map_err(|e| RepoError::Other(format!("wrapping session key: {e}")))?;
+        let level = self.settings.compression_level;
+        let pieces: Vec<&[u8]> = content.chunks(PIECE).collect();
+        let encoded: Vec<(Id, Vec<u8>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = pieces
+                .iter()
+                .map(|piece| {
+                    let key = key.clone();
+                    let meta = &self.meta;
+                    s.spawn(move || {
+                        let id = meta.blob_id(piece);
+                        let mut out = Vec::new();
+                        BlobEncoder::new(key, level).encode(BlobType::Data, &id, piece, &mut out);
+                        (id, out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("WAL encoder panicked"))
+                .collect()
+        });
+        let mut object = format::pack_header(&wrapped);
+        let mut blobs = Vec::with_capacity(encoded.len());
+        for ((id, stored), piece) in encoded.iter().zip(&pieces) {
+            blobs.push(BlobEntry {
+                id: *id,
+                ty: BlobType::Data,
+                offset: object.len() as u64,
+                length: stored.len() as u32,
+                raw_length: piece.len() as u32,
+            });
+            object.extend_from_slice(stored);
+        }
+        let trailer = WalTrailer {
+            version: format::FORMAT_VERSION,
+            name: name.to_string(),
+            size: content.len() as u64,
+            content: digest,
+            blobs,
+            pushed: Utc::now(),
+            host: super::hostname(),
+        };
+        let sealed = self.meta.seal("wal", &super::to_json(&trailer));
+        object.extend_from_slice(&format::pack_footer(&sealed));
+        match self.storage.put(&path, &object, PutMode::Create) {
+            Ok(()) => Ok(Pushed::Stored),
+            // Someone pushed it meanwhile (PostgreSQL retrying after a timeout).
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                self.compare_archived(&path, name, digest, content.len() as u64)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn compare_archived(&self, path: &str, name: &str, digest: Id, size: u64) -> Result<Pushed> {
+        let (trailer, _) = self.read_wal_object(path, name)?;
+        if trailer.content == digest && trailer.size == size {
+            Ok(Pushed::AlreadyArchived)
+        } else {
+            Err(RepoError::Other(format!(
+                "{name} is already archived in {} with different content ({} bytes pushed from {} at {}); archived WAL is never overwritten; hint: two clusters may be archiving into the same place, or this server's WAL diverged: check archive_command on every server of this repository",
+                self.url(),
+                trailer.size,
+                trailer.host,
+                trailer.pushed.format("%Y-%m-%d %H:%M:%S UTC")
+            )))
+        }
+    }
+
+    /// Read and authenticate a WAL object's trailer; the object's bytes too.
+    fn read_wal_object(&self, path: &str, name: &str) -> Result<(WalTrailer, Vec<u8>)> {
+        let bytes = self.storage.get(path).map_err(|e| match e.kind {
+            ErrorKind::NotFound => RepoError::Missing {
+                url: self.url(),
+                what: path.to_string(),
+            },
+            _ => e.into(),
+        })?;
+        let env =
+            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
+        let json = self.unseal(path, "wal", env.trailer)?;
+        let trailer: WalTrailer =
+            serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
+        if trailer.name != name {
+            return Err(self.corrupt(path, format!("holds {} (moved or replaced)", trailer.name)));
+        }
+        Ok((trailer, bytes))
+    }
+
+    /// Fetch an archived file (`wal-fetch`): `None` if it was never archived.
+    /// Everything is authenticated and re-hashed before it is returned.
+    pub fn fetch_wal(&self, system_id: u64, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = wal_object(system_id, name);
+        let (trailer, bytes) = match self.read_wal_object(&path, name) {
+            Ok(x) => x,
+            Err(RepoError::Missing { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let env =
+            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(&path, e.to_string()))?;
+        let key = SessionKey::unwrap(env.wrapped_key, self.identities()?).map_err(|e| match e {
+            codec::CodecError::NoMatchingIdentity => RepoError::WrongIdentity { url: self.url() },
+            e => self.corrupt(&path, format!("session key: {e}")),
+        })?;
+        let mut out = Vec::with_capacity(trailer.size as usize);
+        for b in &trailer.blobs {
+            let end = b.offset.checked_add(u64::from(b.length));
+            let stored = match end {
+                Some(end) if b.offset >= env.blobs_start && end <= bytes.len() as u64 => {
+                    &bytes[b.offset as usize..end as usize]
+                }
+                _ => return Err(self.corrupt(&path, "blob outside the object")),
+            };
+            let plain = key
+                .decrypt_blob(b.ty, &b.id, stored, b.raw_length as usize)
+                .map_err(|_| self.corrupt(&path, "authentication failed (altered or truncated)"))?;
+            if self.meta.blob_id(&plain) != b.id {
+                return Err(self.corrupt(&path, "content does not match its id"));
+            }
+            out.extend_from_slice(&plain);
+        }
+        if out.len() as u64 != trailer.size || self.meta.blob_id(&out) != trailer.content {
+            return Err(self.corrupt(&path, "content does not match the archived file"));
+        }
+        Ok(Some(out))
+    }
+
+    /// Every archived file of a cluster.
+    pub fn list_wal(&self, system_id: u64) -> Result<WalArchive> {
+        let prefix = format!("{}{system_id}/", format::WAL_DIR);
+        let mut files = Vec::new();
+        for obj in self.storage.list(&prefix)? {
+            let name = obj.path.rsplit('/').next().unwrap_or("").to_string();
+            if let Some(kind) = WalFile::parse(&name) {
+                files.push(ArchivedFile {
+                    name,
+                    kind,
+                    path: obj.path,
+                    stored_size: obj.size,
+                    modified: obj.modified,
+                });
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(WalArchive { files })
+    }
+
+    /// The clusters (system identifiers) that have archived WAL here.
+    pub fn wal_clusters(&self) -> Result<Vec<u64>> {
+        let mut ids = BTreeSet::new();
+        for obj in self.storage.list(format::WAL_DIR)? {
+            let rest = &obj.path[format::WAL_DIR.len()..];
+            if let Some(id) = rest.split('/').next().and_then(|s| s.parse().ok()) {
+                ids.insert(id);
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_repo;
+    use crate::storage::Storage;
+
+    const SYS: u64 = 7_000_000_000_000_000_001;
+
+    fn segment(seed: u8) -> Vec<u8> {
+        (0..16 * 1024 * 1024u32)
+            .map(|i| (i / 8192) as u8 ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn push_fetch_round_trip_and_duplicates() {
+        let (storage, repo) = test_repo();
+        let name = "000000010000000000000003";
+        let seg = segment(1);
+        assert_eq!(repo.push_wal(SYS, name, &seg).unwrap(), Pushed::Stored);
+        assert_eq!(
+            repo.push_wal(SYS, name, &seg).unwrap(),
+            Pushed::AlreadyArchived
+        );
+        let err = repo
+            .push_wal(SYS, name, &segment(2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("different content"), "{err}");
+        assert_eq!(repo.fetch_wal(SYS, name).unwrap().unwrap(), seg);
+        assert_eq!(
+            repo.fetch_wal(SYS, "000000010000000000000004").unwrap(),
+            None
+        );
+        // Another cluster's namespace is separate.
+        assert_eq!(repo.fetch_wal(SYS + 1, name).unwrap(), None);
+        let listed = repo.list_wal(SYS).unwrap();
+        assert_eq!(listed.files.len(), 1);
+        assert_eq!(repo.wal_clusters().unwrap(), vec![SYS]);
+        // Stored compressed and encrypted.
+        let stored = storage.get(&wal_object(SYS, name)).unwrap();
+        assert!(stored.len() < seg.len() / 4);
+        assert!(!stored.windows(64).any(|w| seg[..64] == *w));
+    }
+
+    #[test]
+    fn a_moved_or_altered_object_is_refused() {
+        let (storage, repo) = test_repo();
+        let a = "000000010000000000000003";
+        let b = "000000010000000000000004";
+        repo.push_wal(SYS, a, &segment(1)).unwrap();
+        let bytes = storage.get(&wal_object(SYS, a)).unwrap();
+        storage
+            .put(&wal_object(SYS, b), &bytes, PutMode::Create)
+            .unwrap();
+        let err = repo.fetch_wal(SYS, b).unwrap_err().to_string();
+        assert!(err.contains("moved or replaced"), "{err}");
+        let mut altered = bytes.clone();
+        altered[1000] ^= 1;
+        storage
+            .put(&wal_object(SYS, a), &altered, PutMode::Overwrite)
+            .unwrap();
+        let err = repo.fetch_wal(SYS, a).unwrap_err().to_string();
+        assert!(err.contains("authentication failed"), "{err}");
+    }
+
+    #[test]
+    fn ranges_show_gaps() {
+        let (_storage, repo) = test_repo();
+        for n in [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000005",
+            "00000002.history",
+            "000000020000000000000005",
+        ] {
+            repo.push_wal(SYS, n, b"x").unwrap();
+        }
+        let archive = repo.list_wal(SYS).unwrap();
+        let ranges = archive.ranges(16 * 1024 * 1024);
+        assert_eq!(ranges[&1].len(), 2);
+        assert_eq!(ranges[&1][0].last.number, 2);
+        assert_eq!(ranges[&2].len(), 1);
+        assert!(archive.has_history(2));
+        assert!(repo.push_wal(SYS, "../config", b"x").is_err());
+    }
+}
