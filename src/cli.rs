@@ -315,6 +315,10 @@ fn run(cli: Cli) -> Result<()> {
 /// The record without chunk lists, for `show --json`.
 fn summary_record(r: &crate::format::BackupRecord) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(m) = v.pointer_mut("/physical/manifest") {
+        let n = m.as_array().map_or(0, |a| a.len());
+        *m = serde_json::json!(n);
+    }
     if let Some(streams) = v.get_mut("streams").and_then(|s| s.as_array_mut()) {
         for s in streams {
             if let Some(obj) = s.as_object_mut() {

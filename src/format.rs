@@ -184,8 +184,14 @@ pub struct PhysicalInfo {
     pub owner: Option<String>,
     #[serde(default)]
     pub tablespaces: Vec<TablespaceInfo>,
-    /// Files (and directories and links) in the `manifest` stream.
+    /// Files, directories and links copied.
     pub files: u64,
+    /// What was copied, sorted by path. In the record (sealed with the
+    /// metadata key, like a logical dump's table names) rather than in a
+    /// content stream, so that prune and verify on a backup host, which
+    /// cannot decrypt content, know every block a backup needs.
+    #[serde(default)]
+    pub manifest: Vec<FileEntry>,
     /// Pages whose checksum did not match while they were read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub corrupt_pages: Vec<CorruptPage>,
@@ -206,9 +212,8 @@ pub struct CorruptPage {
     pub computed: u16,
 }
 
-/// One line of a physical backup's `manifest` stream (JSON lines, sorted by
-/// path): a directory, a symbolic link (tablespaces) or a file, whose content
-/// is the concatenation of `blocks`.
+/// One entry of a physical backup's manifest: a directory, a symbolic link
+/// (tablespaces) or a file, whose content is the concatenation of `blocks`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileEntry {
     pub path: String,
@@ -236,6 +241,16 @@ pub enum FileKind {
 impl BackupRecord {
     pub fn stream(&self, name: &str) -> Option<&Stream> {
         self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// Every blob the backup needs: its streams' chunks and, for a physical
+    /// backup, its files' blocks.
+    pub fn blobs(&self) -> impl Iterator<Item = &Id> {
+        let files = self.physical.iter().flat_map(|p| p.manifest.iter());
+        self.streams
+            .iter()
+            .flat_map(|s| s.chunks.iter())
+            .chain(files.flat_map(|f| f.blocks.iter()))
     }
 }
 

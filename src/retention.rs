@@ -39,6 +39,11 @@ pub enum Reason {
     Days {
         days: u32,
     },
+    /// Physical targets: the newest backup older than `keep_days`, from
+    /// which (with its WAL) the first moments of the window are restored.
+    WindowStart {
+        days: u32,
+    },
     Daily {
         period: String,
     },
@@ -61,6 +66,9 @@ impl std::fmt::Display for Reason {
             Reason::NoRules => write!(f, "no retention rules"),
             Reason::Last { rank } => write!(f, "keep_last #{rank}"),
             Reason::Days { days } => write!(f, "keep_days {days}"),
+            Reason::WindowStart { days } => {
+                write!(f, "keep_days {days}: restores the start of the window")
+            }
             Reason::Daily { period } => write!(f, "keep_daily {period}"),
             Reason::Weekly { period } => write!(f, "keep_weekly {period}"),
             Reason::Monthly { period } => write!(f, "keep_monthly {period}"),
@@ -173,6 +181,18 @@ pub fn decide<K: Clone>(
     out
 }
 
+/// For point-in-time recovery: every moment of the last `keep_days` must stay
+/// restorable, which needs the newest backup taken before the window began
+/// (and the WAL from it on). Adds `Reason::WindowStart` to it.
+pub fn keep_window_start<K>(rules: &Retention, decisions: &mut [Decision<K>], now: DateTime<Utc>) {
+    let Some(days) = rules.keep_days else { return };
+    let since = now - Duration::days(i64::from(days));
+    // `decisions` is newest first.
+    if let Some(d) = decisions.iter_mut().find(|d| d.time <= since) {
+        d.reasons.push(Reason::WindowStart { days });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +261,39 @@ mod tests {
     fn iso_weeks_cross_years() {
         assert_eq!(week(at("2027-01-01T00:00:00Z")), "2026-W53");
         assert_eq!(week(at("2026-11-25T00:00:00Z")), "2026-W48");
+    }
+
+    #[test]
+    fn the_window_start_is_the_newest_backup_before_the_window() {
+        let times = [
+            "2026-10-20T02:00:00Z",
+            "2026-10-24T02:00:00Z",
+            "2026-10-26T02:00:00Z",
+            "2026-11-20T02:00:00Z",
+        ];
+        let c: Vec<_> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Candidate {
+                key: i,
+                time: at(t),
+                pinned: false,
+            })
+            .collect();
+        let rules = Retention {
+            keep_days: Some(30),
+            ..Retention::default()
+        };
+        let now = at("2026-11-24T12:00:00Z");
+        let mut d = decide(&rules, &c, now);
+        keep_window_start(&rules, &mut d, now);
+        let mut k: Vec<usize> = d.iter().filter(|d| d.keep()).map(|d| d.key).collect();
+        k.sort();
+        // 10-26 and 11-20 are inside the window; 10-24 starts it; 10-20 goes.
+        assert_eq!(k, vec![1, 2, 3]);
+        assert!(
+            d.iter()
+                .any(|d| d.key == 1 && d.reasons == vec![Reason::WindowStart { days: 30 }])
+        );
     }
 }

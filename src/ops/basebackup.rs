@@ -110,15 +110,6 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         .context("the server's backup_label has no START TIMELINE")?;
 
     let mut streams = Vec::new();
-    let mut lines = Vec::new();
-    for f in &manifest {
-        serde_json::to_writer(&mut lines, f)?;
-        lines.push(b'\n');
-    }
-    streams.push(
-        write_small(&session, "manifest", "lifeboat-files-v1", &lines)
-            .context("storing the file list")?,
-    );
     streams.push(write_small(
         &session,
         "backup_label",
@@ -191,6 +182,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
                 })
                 .collect(),
             files,
+            manifest,
             corrupt_pages: corrupt,
         }),
         stats,

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ use crate::format::{BackupRecord, FileEntry, FileKind, PhysicalInfo};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::process::Connection;
 use crate::pg::tools::PgTools;
-use crate::pg::wal::{Lsn, Segment, TimelineSwitch, WalFile, parse_history};
-use crate::repo::{Index, Repository, WalArchive};
+use crate::pg::wal::{Lsn, Segment, TimelineSwitch};
+use crate::repo::{Index, Repository, WalArchive, latest_descendant, timeline_chain, walk_wal};
 
 /// Options of a physical restore (`lifeboat restore` of a physical target).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -131,6 +131,8 @@ pub struct Plan {
     pub record: BackupRecord,
     pub target: RecoveryTarget,
     pub timeline: String,
+    /// recovery_target_timeline as written.
+    pub recovery_timeline: String,
     pub data_dir: PathBuf,
     /// Tablespace oid -> where its files go.
     pub tablespaces: BTreeMap<u32, PathBuf>,
@@ -257,7 +259,7 @@ pub fn plan(
     let system_id = phys(newest).system_identifier;
     let archive = repo.list_wal(system_id)?;
     let seg_size = phys(newest).wal_segment_size;
-    let histories = read_histories(repo, system_id, &archive)?;
+    let histories = repo.read_histories(system_id, &archive)?;
     let mut warnings = Vec::new();
 
     let chosen = match backup {
@@ -285,7 +287,7 @@ pub fn plan(
     // The timeline recovery follows, and the chain of timelines to it.
     let timeline = opts.timeline.clone().unwrap_or_else(|| "latest".into());
     let recovery_tli = match timeline.as_str() {
-        "latest" => latest_descendant(p.timeline, &histories),
+        "latest" => latest_descendant(p.timeline, p.stop_lsn, &histories),
         "current" => p.timeline,
         n => n.parse().map_err(|_| {
             usage(format!(
@@ -294,10 +296,20 @@ pub fn plan(
         })?,
     };
     let chain = timeline_chain(recovery_tli, &histories);
-    if !chain.iter().any(|(t, _)| *t == p.timeline) {
+    let Some(at) = chain.iter().position(|(t, _)| *t == p.timeline) else {
         bail!(usage(format!(
             "timeline {recovery_tli} does not descend from the backup's timeline {}; hint: choose another --timeline or --backup",
             p.timeline
+        )));
+    };
+    if let Some((child, fork)) = chain.get(at + 1)
+        && *fork < p.stop_lsn
+    {
+        bail!(usage(format!(
+            "timeline {child} forked off timeline {} at {fork}, before backup {} was consistent ({}); hint: choose an older backup with --backup, or another --timeline",
+            p.timeline,
+            chosen.0.short(),
+            p.stop_lsn
         )));
     }
 
@@ -382,7 +394,7 @@ pub fn plan(
         tablespaces.insert(ts.oid, dir);
     }
 
-    let files = read_manifest(repo, index, &chosen.1)?;
+    let files = p.manifest.clone();
     for f in &files {
         for b in &f.blocks {
             if !index.contains(b) {
@@ -401,7 +413,13 @@ pub fn plan(
         target,
         timeline: match timeline.as_str() {
             "latest" | "current" => format!("{timeline} ({recovery_tli})"),
-            _ => timeline,
+            _ => timeline.clone(),
+        },
+        // "latest" as PostgreSQL means it would also take a timeline that
+        // forked off before this backup, and then refuse to start.
+        recovery_timeline: match timeline.as_str() {
+            "current" => timeline,
+            _ => recovery_tli.to_string(),
         },
         data_dir,
         tablespaces,
@@ -439,7 +457,10 @@ fn choose_backup(
             .iter()
             .find(|(_, r)| {
                 let p = phys(r);
-                let chain = timeline_chain(latest_descendant(p.timeline, histories), histories);
+                let chain = timeline_chain(
+                    latest_descendant(p.timeline, p.stop_lsn, histories),
+                    histories,
+                );
                 let start = Segment::of(p.timeline, p.start_lsn, seg_size).number;
                 walk_wal(archive, &chain, start, seg_size).gap.is_none()
             })
@@ -456,106 +477,6 @@ fn choose_backup(
             p.next_xid.map(|x| format!(", next transaction {x}")).unwrap_or_default()
         ))
     })
-}
-
-/// The highest timeline whose history leads back to `tli` (or `tli`).
-fn latest_descendant(tli: u32, histories: &HashMap<u32, Vec<TimelineSwitch>>) -> u32 {
-    histories
-        .iter()
-        .filter(|(_, h)| h.iter().any(|s| s.parent == tli))
-        .map(|(t, _)| *t)
-        .max()
-        .unwrap_or(tli)
-        .max(tli)
-}
-
-/// `(timeline, first LSN of it)` from the oldest ancestor to `tli`.
-fn timeline_chain(tli: u32, histories: &HashMap<u32, Vec<TimelineSwitch>>) -> Vec<(u32, Lsn)> {
-    let mut chain = Vec::new();
-    let mut begin = Lsn(0);
-    if let Some(h) = histories.get(&tli) {
-        for s in h {
-            chain.push((s.parent, begin));
-            begin = s.switch;
-        }
-    }
-    chain.push((tli, begin));
-    chain
-}
-
-fn read_histories(
-    repo: &Repository,
-    system_id: u64,
-    archive: &WalArchive,
-) -> Result<HashMap<u32, Vec<TimelineSwitch>>> {
-    let mut out = HashMap::new();
-    for f in &archive.files {
-        if let WalFile::History { timeline } = f.kind {
-            let bytes = repo
-                .fetch_wal(system_id, &f.name)?
-                .with_context(|| format!("{} vanished", f.name))?;
-            let parsed = parse_history(&String::from_utf8_lossy(&bytes))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", f.name))?;
-            out.insert(timeline, parsed);
-        }
-    }
-    Ok(out)
-}
-
-/// Following the timeline chain from segment `from`: the last segment that
-/// can be replayed without a gap, the first missing one after it (if any
-/// newer segment exists), and when the last one was archived.
-pub struct WalWalk {
-    pub last: Option<Segment>,
-    pub gap: Option<Segment>,
-    pub last_modified: Option<std::time::SystemTime>,
-}
-
-pub fn walk_wal(archive: &WalArchive, chain: &[(u32, Lsn)], from: u64, seg_size: u64) -> WalWalk {
-    let have = archive.segments(seg_size);
-    let max = have
-        .iter()
-        .filter(|(t, _)| chain.iter().any(|(c, _)| c == *t))
-        .filter_map(|(_, s)| s.last().copied())
-        .max();
-    let mut walk = WalWalk {
-        last: None,
-        gap: None,
-        last_modified: None,
-    };
-    let Some(max) = max else { return walk };
-    let mut n = from;
-    while n <= max {
-        // As PostgreSQL does: the newest timeline of the chain that had
-        // begun by this segment and has it.
-        let found = chain.iter().rev().find(|(tli, begin)| {
-            begin.0 / seg_size <= n && have.get(tli).is_some_and(|s| s.contains(&n))
-        });
-        match found {
-            Some((tli, _)) => {
-                let seg = Segment {
-                    timeline: *tli,
-                    number: n,
-                };
-                walk.last_modified = archive.get(&seg.name(seg_size)).and_then(|f| f.modified);
-                walk.last = Some(seg);
-            }
-            None => {
-                let tli = chain
-                    .iter()
-                    .rev()
-                    .find(|(_, b)| b.0 / seg_size <= n)
-                    .map_or(chain[0].0, |c| c.0);
-                walk.gap = Some(Segment {
-                    timeline: tli,
-                    number: n,
-                });
-                break;
-            }
-        }
-        n += 1;
-    }
-    walk
 }
 
 fn check_empty(dir: &Path) -> Result<()> {
@@ -603,21 +524,6 @@ fn parse_tablespace_map(args: &[String], p: &PhysicalInfo) -> Result<HashMap<u32
         out.insert(found.oid, dir);
     }
     Ok(out)
-}
-
-fn read_manifest(repo: &Repository, index: &Index, rec: &BackupRecord) -> Result<Vec<FileEntry>> {
-    let stream = rec
-        .stream("manifest")
-        .context("the backup record has no file list")?;
-    let reader = repo.read_stream(index, stream)?;
-    let mut files = Vec::new();
-    for line in std::io::BufReader::new(reader).lines() {
-        let line = line.context("reading the file list")?;
-        if !line.is_empty() {
-            files.push(serde_json::from_str(&line).context("the file list")?);
-        }
-    }
-    Ok(files)
 }
 
 fn stream_text(
@@ -790,13 +696,10 @@ fn write_recovery(ctx: &Context, target_name: &str, plan: &Plan, opts: &PitrOpti
         Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
         conf_quote(&fetch)
     );
-    let tli = match opts.timeline.as_deref() {
-        None => "latest".to_string(),
-        Some(t) => t.to_string(),
-    };
+    let tli = &plan.recovery_timeline;
     conf.push_str(&format!(
         "recovery_target_timeline = {}\n",
-        conf_quote(&tli)
+        conf_quote(tli)
     ));
     match &plan.target {
         RecoveryTarget::Latest => {}

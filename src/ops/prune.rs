@@ -90,7 +90,11 @@ fn prune_repository(
                 pinned: pins.is_pinned(id),
             })
             .collect();
-        let decisions = retention::decide(&rules, &candidates, now);
+        let mut decisions = retention::decide(&rules, &candidates, now);
+        let physical = records.iter().any(|(_, r)| r.physical.is_some());
+        if physical {
+            retention::keep_window_start(&rules, &mut decisions, now);
+        }
         writeln!(
             out,
             "  target {target}: {}",
@@ -128,9 +132,17 @@ fn prune_repository(
         out,
         "  data: {} packs to delete ({}), {} kept",
         plan.packs_deleted(),
-        human_bytes(plan.bytes_freed()),
+        human_bytes(plan.bytes_freed() - plan.wal_delete.iter().map(|w| w.1).sum::<u64>()),
         plan.keep.len()
     )?;
+    if !plan.wal_delete.is_empty() {
+        writeln!(
+            out,
+            "  WAL: {} archived files older than the oldest remaining base backup to delete ({})",
+            plan.wal_delete.len(),
+            human_bytes(plan.wal_delete.iter().map(|w| w.1).sum())
+        )?;
+    }
     if plan.reindexed > 0 {
         writeln!(
             out,

@@ -31,7 +31,10 @@ pub use pins::Pins;
 pub use prune::CleanupPlan;
 pub use read::StreamReader;
 pub use verify::{BackupHealth, Problem, VerifyReport};
-pub use wal::{ArchivedFile, Pushed, SegmentRange, WalArchive};
+pub use wal::{
+    ArchivedFile, Pushed, SegmentRange, WalArchive, WalWalk, latest_descendant, timeline_chain,
+    walk_wal,
+};
 pub use write::{Session, StreamProgress};
 
 /// Repository errors, by what the user can do about them.

@@ -44,6 +44,9 @@ pub struct CleanupPlan {
     pub missing: Vec<(Id, Vec<Id>)>,
     /// Objects that could not be read (index files, unindexed packs).
     pub damaged: Vec<Damage>,
+    /// Archived WAL no remaining backup needs (path, stored size): what is
+    /// older than the oldest remaining base backup of its cluster.
+    pub wal_delete: Vec<(String, u64)>,
 }
 
 impl CleanupPlan {
@@ -52,6 +55,7 @@ impl CleanupPlan {
             .iter()
             .chain(&self.delete_unindexed)
             .map(|(_, size)| size)
+            .chain(self.wal_delete.iter().map(|(_, size)| size))
             .sum()
     }
 
@@ -71,12 +75,10 @@ impl Repository {
     ) -> Result<CleanupPlan> {
         let mut needed: HashMap<Id, Vec<Id>> = HashMap::new();
         for (bid, rec) in remaining {
-            for s in &rec.streams {
-                for c in &s.chunks {
-                    let users = needed.entry(*c).or_default();
-                    if users.last() != Some(bid) {
-                        users.push(*bid);
-                    }
+            for c in rec.blobs() {
+                let users = needed.entry(*c).or_default();
+                if users.last() != Some(bid) {
+                    users.push(*bid);
                 }
             }
         }
@@ -92,6 +94,7 @@ impl Repository {
                 .map(|(p, _)| p.clone())
                 .chain(damaged_index.iter().map(|d| d.object.clone()))
                 .collect(),
+            wal_delete: self.plan_wal_cleanup(remaining)?,
             ..CleanupPlan::default()
         };
         // Packs no readable index lists: leftovers of interrupted backups, or
@@ -157,6 +160,42 @@ impl Repository {
         Ok(plan)
     }
 
+    /// The archived WAL that no remaining backup needs: per cluster with a
+    /// remaining physical backup, every segment (and partial segment and
+    /// backup history file) before the start of the oldest one. Timeline
+    /// history files are always kept (they are tiny, and recovery reads
+    /// them to find its way). Clusters without a remaining backup keep all
+    /// their WAL: a first backup may be about to use it.
+    pub fn plan_wal_cleanup(
+        &self,
+        remaining: &[(Id, &BackupRecord)],
+    ) -> Result<Vec<(String, u64)>> {
+        let mut oldest: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+        for (_, rec) in remaining {
+            if let Some(p) = &rec.physical {
+                let start = p.start_lsn.0 / p.wal_segment_size;
+                let e = oldest
+                    .entry(p.system_identifier)
+                    .or_insert((start, p.wal_segment_size));
+                e.0 = e.0.min(start);
+            }
+        }
+        let mut out = Vec::new();
+        for (system_id, (first_needed, seg_size)) in oldest {
+            for f in self.list_wal(system_id)?.files {
+                // The segment a file belongs to, by the first 24 characters
+                // of its name (segments, .partial, .backup).
+                let seg = crate::pg::wal::WalFile::parse(f.name.get(..24).unwrap_or(""))
+                    .and_then(|w| w.segment(seg_size));
+                let history = matches!(f.kind, crate::pg::wal::WalFile::History { .. });
+                if !history && seg.is_some_and(|s| s.number < first_needed) {
+                    out.push((f.path, f.stored_size));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Carry out a plan under the exclusive lock.
     pub fn apply_cleanup(&self, plan: &CleanupPlan, lock: &LockGuard) -> Result<()> {
         lock.check_held()?;
@@ -169,6 +208,9 @@ impl Repository {
             self.storage.delete(&format::pin_path(id))?;
         }
         crate::failpoint::hit("prune:after-forget");
+        for (path, _) in &plan.wal_delete {
+            self.storage.delete(path)?;
+        }
         if plan.rewrite_index {
             lock.check_held()?;
             let new = self.write_index(plan.keep.clone())?;

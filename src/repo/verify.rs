@@ -182,6 +182,10 @@ impl Repository {
             }
         }
 
+        let (wal_problems, wal_bytes) = self.verify_wal(&scan.records, read_data)?;
+        problems.extend(wal_problems);
+        report.bytes_read += wal_bytes;
+
         let bad: HashSet<Id> = problems
             .iter()
             .flat_map(|p| p.backups.iter().copied())
@@ -199,6 +203,79 @@ impl Repository {
             .collect();
         report.problems = problems;
         Ok(report)
+    }
+
+    /// Physical backups: the WAL from each backup's start must be archived
+    /// without a gap up to its stop (or it cannot be restored at all) and on
+    /// to the newest archived segment (or the window has a hole). With
+    /// `read_data`, every archived file is read and authenticated too.
+    fn verify_wal(
+        &self,
+        records: &[(Id, BackupRecord)],
+        read_data: bool,
+    ) -> Result<(Vec<Problem>, u64)> {
+        use crate::pg::wal::{Lsn, Segment};
+        let mut problems = Vec::new();
+        let mut bytes = 0;
+        let mut clusters: BTreeSet<u64> = BTreeSet::new();
+        let mut gaps: BTreeSet<String> = BTreeSet::new();
+        for (id, rec) in records {
+            let Some(p) = &rec.physical else { continue };
+            clusters.insert(p.system_identifier);
+            let archive = self.list_wal(p.system_identifier)?;
+            let histories = match self.read_histories(p.system_identifier, &archive) {
+                Ok(h) => h,
+                Err(e) if e.is_damage() => {
+                    problems.push(Problem {
+                        object: format!("{}{}/", format::WAL_DIR, p.system_identifier),
+                        problem: format!("a timeline history file cannot be read: {e}"),
+                        backups: Vec::new(),
+                    });
+                    Default::default()
+                }
+                Err(e) => return Err(e),
+            };
+            let seg = p.wal_segment_size;
+            let chain = super::timeline_chain(
+                super::latest_descendant(p.timeline, p.stop_lsn, &histories),
+                &histories,
+            );
+            let start = Segment::of(p.timeline, p.start_lsn, seg);
+            let stop = Segment::of(p.timeline, Lsn(p.stop_lsn.0.saturating_sub(1)), seg);
+            let walk = super::walk_wal(&archive, &chain, start.number, seg);
+            if walk.last.is_none_or(|l| l.number < stop.number) {
+                let missing = walk.gap.unwrap_or(start);
+                problems.push(Problem {
+                    object: format::wal_path(p.system_identifier, &missing.name(seg)),
+                    problem: "missing: the backup needs this WAL to become consistent".into(),
+                    backups: vec![*id],
+                });
+            } else if let Some(g) = walk.gap
+                && gaps.insert(g.name(seg))
+            {
+                problems.push(Problem {
+                    object: format::wal_path(p.system_identifier, &g.name(seg)),
+                    problem: "missing: a gap in the archived WAL; point-in-time restores cannot go past it".into(),
+                    backups: Vec::new(),
+                });
+            }
+        }
+        if read_data {
+            for system_id in clusters {
+                for f in self.list_wal(system_id)?.files {
+                    match self.check_wal(system_id, &f.name) {
+                        Ok(n) => bytes += n,
+                        Err(e) if e.is_damage() => problems.push(Problem {
+                            object: f.path.clone(),
+                            problem: Damage::from_error(&f.path, &e).problem,
+                            backups: Vec::new(),
+                        }),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok((problems, bytes))
     }
 
     /// Read packs in full on a few threads: hash, envelope, trailer against the
@@ -307,5 +384,5 @@ impl Repository {
 }
 
 fn chunks(rec: &BackupRecord) -> impl Iterator<Item = &Id> {
-    rec.streams.iter().flat_map(|s| s.chunks.iter())
+    rec.blobs()
 }

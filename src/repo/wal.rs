@@ -7,7 +7,7 @@
 //! of the same name succeeds only if the content is the same, which a backup
 //! host can tell from the trailer without the identity.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
 
 use chrono::Utc;
@@ -15,7 +15,7 @@ use chrono::Utc;
 use super::{RepoError, Repository, Result};
 use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
 use crate::format::{self, BlobEntry, WalTrailer};
-use crate::pg::wal::{Segment, WalFile};
+use crate::pg::wal::{Lsn, Segment, TimelineSwitch, WalFile, parse_history};
 use crate::storage::{ErrorKind, PutMode};
 
 /// WAL files are stored in blobs of at most this size, encoded in parallel.
@@ -242,6 +242,24 @@ impl Repository {
         Ok(Some(out))
     }
 
+    /// Read one archived file: with the identity, decrypt and re-hash all of
+    /// it; without, authenticate its trailer. Returns the bytes read.
+    pub fn check_wal(&self, system_id: u64, name: &str) -> Result<u64> {
+        let path = wal_object(system_id, name);
+        if self.can_read_content() {
+            let bytes = self
+                .fetch_wal(system_id, name)?
+                .ok_or_else(|| RepoError::Missing {
+                    url: self.url(),
+                    what: path.clone(),
+                })?;
+            return Ok(bytes.len() as u64);
+        }
+        let (trailer, bytes) = self.read_wal_object(&path, name)?;
+        let _ = trailer;
+        Ok(bytes.len() as u64)
+    }
+
     /// Every archived file of a cluster.
     pub fn list_wal(&self, system_id: u64) -> Result<WalArchive> {
         let prefix = format!("{}{system_id}/", format::WAL_DIR);
@@ -273,6 +291,118 @@ impl Repository {
         }
         Ok(ids.into_iter().collect())
     }
+}
+
+/// The highest timeline that a backup on `tli`, consistent at `from`, can
+/// follow: one whose history forks off `tli` at or after `from` (or `tli`).
+/// A timeline that forked off before the backup is not its descendant:
+/// PostgreSQL refuses to follow it.
+pub fn latest_descendant(
+    tli: u32,
+    from: Lsn,
+    histories: &HashMap<u32, Vec<TimelineSwitch>>,
+) -> u32 {
+    histories
+        .iter()
+        .filter(|(t, h)| **t > tli && h.iter().any(|s| s.parent == tli && s.switch >= from))
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap_or(tli)
+}
+
+/// `(timeline, first LSN of it)` from the oldest ancestor to `tli`.
+pub fn timeline_chain(tli: u32, histories: &HashMap<u32, Vec<TimelineSwitch>>) -> Vec<(u32, Lsn)> {
+    let mut chain = Vec::new();
+    let mut begin = Lsn(0);
+    if let Some(h) = histories.get(&tli) {
+        for s in h {
+            chain.push((s.parent, begin));
+            begin = s.switch;
+        }
+    }
+    chain.push((tli, begin));
+    chain
+}
+
+impl Repository {
+    /// Every timeline history file of a cluster, parsed.
+    pub fn read_histories(
+        &self,
+        system_id: u64,
+        archive: &WalArchive,
+    ) -> Result<HashMap<u32, Vec<TimelineSwitch>>> {
+        let mut out = HashMap::new();
+        for f in &archive.files {
+            if let WalFile::History { timeline } = f.kind {
+                let bytes =
+                    self.fetch_wal(system_id, &f.name)?
+                        .ok_or_else(|| RepoError::Missing {
+                            url: self.url(),
+                            what: f.path.clone(),
+                        })?;
+                let parsed = parse_history(&String::from_utf8_lossy(&bytes))
+                    .map_err(|e| self.corrupt(&f.path, e))?;
+                out.insert(timeline, parsed);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Following the timeline chain from segment `from`: the last segment that
+/// can be replayed without a gap, the first missing one after it (if any
+/// newer segment exists), and when the last one was archived.
+pub struct WalWalk {
+    pub last: Option<Segment>,
+    pub gap: Option<Segment>,
+    pub last_modified: Option<std::time::SystemTime>,
+}
+
+pub fn walk_wal(archive: &WalArchive, chain: &[(u32, Lsn)], from: u64, seg_size: u64) -> WalWalk {
+    let have = archive.segments(seg_size);
+    let max = have
+        .iter()
+        .filter(|(t, _)| chain.iter().any(|(c, _)| c == *t))
+        .filter_map(|(_, s)| s.last().copied())
+        .max();
+    let mut walk = WalWalk {
+        last: None,
+        gap: None,
+        last_modified: None,
+    };
+    let Some(max) = max else { return walk };
+    let mut n = from;
+    while n <= max {
+        // As PostgreSQL does: the newest timeline of the chain that had
+        // begun by this segment and has it.
+        let found = chain.iter().rev().find(|(tli, begin)| {
+            begin.0 / seg_size <= n && have.get(tli).is_some_and(|s| s.contains(&n))
+        });
+        match found {
+            Some((tli, _)) => {
+                let seg = Segment {
+                    timeline: *tli,
+                    number: n,
+                };
+                walk.last_modified = archive.get(&seg.name(seg_size)).and_then(|f| f.modified);
+                walk.last = Some(seg);
+            }
+            None => {
+                let tli = chain
+                    .iter()
+                    .rev()
+                    .find(|(_, b)| b.0 / seg_size <= n)
+                    .map_or(chain[0].0, |c| c.0);
+                walk.gap = Some(Segment {
+                    timeline: tli,
+                    number: n,
+                });
+                break;
+            }
+        }
+        n += 1;
+    }
+    walk
 }
 
 #[cfg(test)]
