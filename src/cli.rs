@@ -114,6 +114,13 @@ enum Command {
         #[command(flatten)]
         opts: ops::wal::WalOptions,
     },
+    /// Fetch the WAL segments after NAME ahead of recovery (started by wal-fetch)
+    #[command(hide = true)]
+    WalPrefetch {
+        name: String,
+        #[command(flatten)]
+        opts: ops::wal::WalOptions,
+    },
     /// Write a standard pg_dump file (or the globals SQL) from a backup
     Export {
         target: String,
@@ -279,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(NotArchived.into());
             }
         }
+        Command::WalPrefetch { name, opts } => ops::wal::prefetch(&ctx, &name, &opts)?,
         Command::Pin { id, reason } => writeln!(out, "{}", ops::pin::pin(&ctx, &id, reason)?)?,
         Command::Unpin { id } => writeln!(out, "{}", ops::pin::unpin(&ctx, &id)?)?,
         Command::Export {

@@ -323,6 +323,35 @@ fn timelines_duplicates_and_failing_pushes() {
     bytes[100_000] ^= 0xff;
     std::fs::write(&fetched, &bytes).unwrap();
     env.lb(&args).fails(1, "different content");
+    // wal-fetch prefetches the following segments into pg_wal.
+    std::fs::create_dir_all(scratch.join("pg_wal")).unwrap();
+    let mut segs: Vec<String> = wal_files(&env)
+        .into_iter()
+        .filter(|n| n.len() == 24)
+        .collect();
+    segs.sort();
+    let dest = scratch.join("pg_wal/RECOVERYXLOG");
+    let mut args = vec!["wal-fetch", segs[0].as_str(), dest.to_str().unwrap()];
+    args.extend(pgdata);
+    env.lb(&args).ok();
+    let ahead = scratch.join("pg_wal/lifeboat-prefetch").join(&segs[1]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ahead.exists() {
+        assert!(Instant::now() < deadline, "{} was not prefetched", segs[1]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut args = vec!["wal-fetch", segs[1].as_str(), dest.to_str().unwrap()];
+    args.extend(pgdata);
+    env.lb(&args).ok();
+    assert!(
+        !ahead.exists(),
+        "the prefetched segment is handed over, not copied"
+    );
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().len(),
+        16 * 1024 * 1024,
+        "a whole segment"
+    );
     // A name never archived: wal-fetch fails at once.
     let mut args = vec!["wal-fetch", "0000000100000000000000FF", "/dev/null"];
     args.extend(pgdata);

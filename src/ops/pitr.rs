@@ -697,10 +697,7 @@ fn write_recovery(ctx: &Context, target_name: &str, plan: &Plan, opts: &PitrOpti
         conf_quote(&fetch)
     );
     let tli = &plan.recovery_timeline;
-    conf.push_str(&format!(
-        "recovery_target_timeline = {}\n",
-        conf_quote(tli)
-    ));
+    conf.push_str(&format!("recovery_target_timeline = {}\n", conf_quote(tli)));
     match &plan.target {
         RecoveryTarget::Latest => {}
         RecoveryTarget::Time(t) => conf.push_str(&format!(

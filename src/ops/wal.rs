@@ -120,12 +120,37 @@ pub fn push(ctx: &Context, path: &Path, opts: &WalOptions) -> Result<Pushed> {
         .with_context(|| format!("archiving {name} into repository {repo_name:?}"))
 }
 
+/// Segments fetched ahead of recovery, and at most how many at once.
+const PREFETCH_AHEAD: u64 = 8;
+const PREFETCH_THREADS: usize = 2;
+
+/// Where prefetched segments wait: in pg_wal, which backups never copy and
+/// which holds WAL in the clear anyway.
+fn spool_dir(pgdata: &Path) -> PathBuf {
+    pgdata.join("pg_wal").join("lifeboat-prefetch")
+}
+
 /// Restore one file to `dest`. `Ok(false)` if it was never archived.
+///
+/// Recovery asks for one segment at a time and waits for each, so after a
+/// segment is handed over, a background `lifeboat wal-prefetch` fetches
+/// the next ones into a spool directory in parallel; the next call finds
+/// its segment there and only renames it.
 pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Result<bool> {
-    if WalFile::parse(name).is_none() {
-        bail!(usage(format!("{name:?} is not a WAL file name")));
-    }
+    let kind =
+        WalFile::parse(name).ok_or_else(|| usage(format!("{name:?} is not a WAL file name")))?;
     let pgdata = pgdata(opts)?;
+    let dest = if dest.is_absolute() {
+        dest.to_path_buf()
+    } else {
+        pgdata.join(dest)
+    };
+    let spool = spool_dir(&pgdata);
+    let segment = matches!(kind, WalFile::Segment { .. });
+    if segment && std::fs::rename(spool.join(name), &dest).is_ok() {
+        start_prefetch(ctx, name, opts, &pgdata);
+        return Ok(true);
+    }
     let system_id = system_identifier(&pgdata)?;
     let target = target_for(ctx, opts, &pgdata)?;
     let (repo_name, _) = ctx.target_repository(&target)?;
@@ -136,13 +161,126 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
     else {
         return Ok(false);
     };
-    let dest = if dest.is_absolute() {
-        dest.to_path_buf()
-    } else {
-        pgdata.join(dest)
-    };
     let tmp = dest.with_extension("lifeboat-tmp");
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
+    if segment {
+        start_prefetch(ctx, name, opts, &pgdata);
+    }
     Ok(true)
+}
+
+/// Start `lifeboat wal-prefetch` in the background, unless one is running.
+/// Best effort: recovery works without it, only slower.
+fn start_prefetch(ctx: &Context, after: &str, opts: &WalOptions, pgdata: &Path) {
+    let spool = spool_dir(pgdata);
+    if !pgdata.join("pg_wal").is_dir() || std::fs::create_dir_all(&spool).is_err() {
+        return;
+    }
+    // Segments before the one just handed over will not be asked for again.
+    if let Ok(rd) = std::fs::read_dir(&spool) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.len() == 24 && n.as_str() <= after {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if prefetcher_running(&spool) {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--config")
+        .arg(&ctx.config.path)
+        .arg("--quiet")
+        .arg("wal-prefetch")
+        .arg(after)
+        .arg("--pgdata")
+        .arg(pgdata);
+    if let Some(t) = &opts.target {
+        cmd.arg("--target").arg(t);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _ = cmd.spawn();
+}
+
+fn prefetcher_running(spool: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(spool.join("pid")) else {
+        return false;
+    };
+    text.trim()
+        .parse::<i32>()
+        .is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
+}
+
+/// `lifeboat wal-prefetch AFTER`: fetch the segments that follow `after` on
+/// its timeline into the spool directory, a few at a time, skipping those
+/// already there; stop at the first one not archived (yet).
+pub fn prefetch(ctx: &Context, after: &str, opts: &WalOptions) -> Result<()> {
+    let pgdata = pgdata(opts)?;
+    let spool = spool_dir(&pgdata);
+    std::fs::create_dir_all(&spool)?;
+    std::fs::write(spool.join("pid"), std::process::id().to_string())?;
+    let result = (|| -> Result<()> {
+        let system_id = system_identifier(&pgdata)?;
+        let target = target_for(ctx, opts, &pgdata)?;
+        let (repo_name, _) = ctx.target_repository(&target)?;
+        let repo = ctx.open_repository(&repo_name)?;
+        let kind = WalFile::parse(after).context("not a segment name")?;
+        // The segment size only matters for names: take it from the cluster's
+        // backups; 16 MiB if there are none.
+        let seg_size = repo
+            .list_backups()?
+            .iter()
+            .rev()
+            .find_map(|(_, r)| {
+                r.physical
+                    .as_ref()
+                    .filter(|p| p.system_identifier == system_id)
+            })
+            .map_or(16 * 1024 * 1024, |p| p.wal_segment_size);
+        let first = kind.segment(seg_size).context("not a segment name")?;
+        let wanted: Vec<String> = (1..=PREFETCH_AHEAD)
+            .map(|i| {
+                crate::pg::wal::Segment {
+                    timeline: first.timeline,
+                    number: first.number + i,
+                }
+                .name(seg_size)
+            })
+            .filter(|n| !spool.join(n).exists())
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let missing = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..PREFETCH_THREADS {
+                s.spawn(|| {
+                    while let Some(name) =
+                        wanted.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        if missing.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        match repo.fetch_wal(system_id, name) {
+                            Ok(Some(bytes)) => {
+                                let tmp = spool.join(format!("{name}.tmp"));
+                                if std::fs::write(&tmp, &bytes).is_ok() {
+                                    let _ = std::fs::rename(&tmp, spool.join(name));
+                                }
+                            }
+                            _ => missing.store(true, std::sync::atomic::Ordering::Relaxed),
+                        }
+                    }
+                });
+            }
+        });
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(spool.join("pid"));
+    result
 }
