@@ -421,10 +421,16 @@ NOTES=""
 if [[ -f $OUT ]] && grep -qxF "$NOTES_HEADING" "$OUT"; then
     NOTES=$(awk -v h="$NOTES_HEADING" '$0 == h { p = 1 } p' "$OUT")
 fi
-# bench/prune.sh's section (between its begin and end lines) is kept as it is too
+# bench/prune.sh's and bench/physical.sh's sections (between their begin and end
+# lines) are kept as they are too
 PRUNE_SECTION=""
 if [[ -f $OUT ]]; then
-    PRUNE_SECTION=$(awk '$0 == "<!-- bench/prune.sh: begin -->" { p = 1 } p { print } $0 == "<!-- bench/prune.sh: end -->" { p = 0 }' "$OUT")
+    for s in prune physical; do
+        SECTION=$(awk -v b="<!-- bench/$s.sh: begin -->" -v e="<!-- bench/$s.sh: end -->" '$0 == b { p = 1 } p { print } $0 == e { p = 0 }' "$OUT")
+        if [[ -n $SECTION ]]; then
+            PRUNE_SECTION=${PRUNE_SECTION:+$PRUNE_SECTION$'\n\n'}$SECTION
+        fi
+    done
 fi
 DISTURBED=$(awk -F'\t' '$10 == 1' "$RESULTS" | wc -l)
 

@@ -8,9 +8,11 @@
 #     <!-- bench/physical.sh: begin -->
 #     <!-- bench/physical.sh: end -->
 # replacing that section, or inserting it before the "## Notes" heading (at the end
-# if there is none); the rest of the file is left alone. Prints a short summary.
+# if there is none); the rest of the file is left alone (but bench/logical.sh, which
+# rewrites the whole file, keeps only bench/prune.sh's section and the notes so far:
+# run it before this one). Prints a short summary.
 #
-#   bash bench/physical.sh                   # the full run (not yet timed at full size; roughly 20-30 minutes on 2 cores)
+#   bash bench/physical.sh                   # the full run (not yet run at full size; estimated 15-25 minutes on 2 cores)
 #   bash bench/physical.sh --scale 2 --repeat 1 --out /tmp/smoke.md --quiet-wait 0   # a quick smoke run
 #
 # Options:
@@ -69,7 +71,7 @@ while (($#)); do
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
     --retries) RETRIES=$2; shift 2 ;;
     --rev) REV=$2; shift 2 ;;
-    -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -121,6 +123,7 @@ on_exit() {
     local rc=$?
     set +e
     stop_restored
+    cg_sweep
     (exit "$rc") # cleanup exits with $?
     cleanup
 }
@@ -150,10 +153,39 @@ tree_jiffies() {
               for (p in t) { q = p; while (q != "" && q > 1 && !(q in root)) q = ppid[q]; if (q in root) s += t[p] }
               print s + 0 }'
 }
-# the PostgreSQL servers: the cluster, and a restored one if it runs
+# Each timed command runs in a cgroup of its own, whose CPU counter includes the
+# processes it starts that outlive it or detach from it (a restored server,
+# lifeboat's background wal-prefetch): cgroup v2, or v1's cpuacct. Without one,
+# only the command's process tree and the servers' are known.
+CG_KIND=""
+CG_BASE=""
+CG_N=0
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    CG_KIND=v2 CG_BASE=/sys/fs/cgroup
+elif [[ -f /sys/fs/cgroup/cpuacct/cpuacct.usage ]]; then
+    CG_KIND=v1 CG_BASE=/sys/fs/cgroup/cpuacct
+elif [[ -f /sys/fs/cgroup/unified/cpu.stat ]]; then
+    CG_KIND=v2 CG_BASE=/sys/fs/cgroup/unified
+fi
+if [[ -n $CG_KIND ]] && ! { mkdir "$CG_BASE/lifeboat-bench-$$-0" && rmdir "$CG_BASE/lifeboat-bench-$$-0"; } 2>/dev/null; then
+    CG_KIND=""
+fi
+cg_seconds() { # DIR: CPU seconds of everything that ran in it
+    if [[ $CG_KIND == v1 ]]; then
+        awk '{ printf "%.2f", $1 / 1e9 }' "$1/cpuacct.usage"
+    else
+        awk '$1 == "usage_usec" { printf "%.2f", $2 / 1e6 }' "$1/cpu.stat"
+    fi
+}
+cg_sweep() { # remove the empty cgroups of this run
+    [[ -z $CG_KIND ]] || rmdir "$CG_BASE/lifeboat-bench-$$-"* 2>/dev/null || true
+}
+# the PostgreSQL servers not in a command's cgroup: the cluster (and without
+# cgroups, a restored server if one runs)
 server_pids() {
     local f p
     echo "$POSTMASTER"
+    [[ -z $CG_KIND ]] || return 0
     for f in "$RESTORES"/*/postmaster.pid; do
         [[ -f $f ]] && read -r p <"$f" && echo "$p"
     done
@@ -164,20 +196,27 @@ server_pids() {
 # (for $DS $STEP $RUN):
 #   ds step run wall_s max_rss_kB cpu_s server_cpu_s other_cores disturbed
 # wall_s is taken with a nanosecond clock around /usr/bin/time; max_rss_kB is its %M
-# (the largest process of CMD's tree); cpu_s is user + sys of CMD's process tree;
-# server_cpu_s what the PostgreSQL servers used meanwhile (checkpoints, walsenders,
-# the archiver running wal-push and archive-push, a restored server's recovery):
-# work done for the command, so not counted as a disturbance; other_cores is what
-# the rest of the machine used on average. Output goes to $WORK/logs/LABEL.log.
-# A failure stops the benchmark.
+# (the largest process of CMD's tree that CMD waited for); cpu_s is user + sys of
+# CMD and all it started (its cgroup); server_cpu_s what the cluster used meanwhile
+# (checkpoints, walsenders, the archiver running wal-push and archive-push): work
+# done for the command, so not a disturbance; other_cores is what the rest of the
+# machine used on average. Output goes to $WORK/logs/LABEL.log. A failure stops
+# the benchmark.
 measure() {
     local label=$1
     shift
-    local tf=$WORK/logs/$label.time rc=0 m0 m1 s0 s1 t0 t1 u sy
+    local tf=$WORK/logs/$label.time rc=0 m0 m1 s0 s1 t0 t1 u sy cg="" wrap=()
+    if [[ -n $CG_KIND ]]; then
+        CG_N=$((CG_N + 1))
+        cg=$CG_BASE/lifeboat-bench-$$-$CG_N
+        mkdir "$cg"
+        # shellcheck disable=SC2016 # $$ and $0 are the inner shell's
+        wrap=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg")
+    fi
     s0=$(tree_jiffies "$(server_pids | tr '\n' ' ')")
     m0=$(machine_busy)
     t0=$(date +%s%N)
-    /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$WORK/logs/$label.log" 2>&1 || rc=$?
+    /usr/bin/time -f '%e %M %U %S' -o "$tf" "${wrap[@]}" "$@" >"$WORK/logs/$label.log" 2>&1 || rc=$?
     t1=$(date +%s%N)
     m1=$(machine_busy)
     s1=$(tree_jiffies "$(server_pids | tr '\n' ' ')")
@@ -188,13 +227,19 @@ measure() {
     fi
     read -r _ M_RSS u sy <"$tf"
     M_TIME=$(awk -v n=$((t1 - t0)) 'BEGIN { printf "%.3f", n / 1e9 }')
-    M_CPU=$(awk -v u="$u" -v s="$sy" 'BEGIN { printf "%.2f", u + s }')
+    M_CG=$cg
+    if [[ -n $cg ]]; then
+        M_CPU=$(cg_seconds "$cg")
+        rmdir "$cg" 2>/dev/null || true # not while a restored server runs in it
+    else
+        M_CPU=$(awk -v u="$u" -v s="$sy" 'BEGIN { printf "%.2f", u + s }')
+    fi
     M_SERVER=$(awk -v j=$((s1 - s0)) -v hz="$HZ" 'BEGIN { printf "%.2f", (j > 0 ? j / hz : 0) }')
     M_OTHER=$(awk -v m=$((m1 - m0)) -v hz="$HZ" -v c="$M_CPU" -v s="$M_SERVER" -v w="$M_TIME" \
         'BEGIN { o = (m / hz - c - s) / (w > 0.5 ? w : 0.5); printf "%.2f", (o < 0 ? 0 : o) }')
     M_DISTURBED=$(awk -v o="$M_OTHER" -v lim="$OTHER_LIMIT" 'BEGIN { print (o > lim ? 1 : 0) }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$DS" "$STEP" "$RUN" "$M_TIME" "$M_RSS" "$M_CPU" "$M_SERVER" "$M_OTHER" "$M_DISTURBED" >>"$RESULTS"
-    log "  $label: ${M_TIME} s, CPU ${M_CPU} s (+ servers ${M_SERVER} s), max RSS $((M_RSS / 1024)) MiB, others ${M_OTHER} cores"
+    log "  $label: ${M_TIME} s, CPU ${M_CPU} s (+ cluster ${M_SERVER} s), max RSS $((M_RSS / 1024)) MiB, others ${M_OTHER} cores"
 }
 
 # other numbers of a run (sizes, segment counts): ds step run key value
@@ -203,7 +248,11 @@ VALUES=$WORK/values.tsv
 value() { printf '%s\t%s\t%s\t%s\t%s\n' "$DS" "$STEP" "$RUN" "$1" "$2" >>"$VALUES"; }
 
 # ------------------------------------------------------------ aggregating
-median_stdin() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+median_stdin() {
+    sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2];
+        else { m = sprintf("%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2); sub(/\.?0+$/, "", m); print m } }'
+}
+tmed() { rows "$1" "$2" | cut -f"${3:-4}" | median_stdin; } # DS STEP [COLUMN]: median of the (undisturbed) runs
 vmed() { # DS STEP KEY -> the median of that value over all runs
     awk -F'\t' -v ds="$1" -v st="$2" -v k="$3" '$1 == ds && $2 == st && $4 == k { print $5 }' "$VALUES" | median_stdin
 }
@@ -224,13 +273,16 @@ per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.2f", (s > 0 ? n / s : 0) }'
 # a segment name's number (16 MiB segments: 256 per "log" file number)
 segno() { echo $((16#${1:8:8} * 256 + 16#${1:16:8})); }
 segname() { printf '%s%08X%08X' "$1" $(($2 / 256)) $(($2 % 256)); } # TLI_HEX NUMBER
-cur_seg() { sql -d postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn())"; }
+# the segment being written (pg_walfile_name(lsn) names the one before at a boundary)
+cur_seg() { sql -d postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn() + 1)"; }
 # wait_archived: switch to a new segment and wait until the archiver stored the one
-# just finished (and so every one before it); prints its name
+# just finished and every file before it; prints its name. (Not from
+# pg_stat_archiver.last_archived_wal: after a backup, the archiver may store the
+# next segment before the older NAME.backup file, and report that file last.)
 wait_archived() {
     local seg t0=$SECONDS
     seg=$(sql -d postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
-    until [[ $(sql -d postgres -c "SELECT coalesce(last_archived_wal, '') >= '$seg' COLLATE \"C\" FROM pg_stat_archiver") == t ]]; do
+    until [[ $(sql -d postgres -c "SELECT count(*) = 0 FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready' AND name <= '$seg.ready' COLLATE \"C\"") == t ]]; do
         if ((SECONDS - t0 > 300)); then
             sql -d postgres -c "SELECT * FROM pg_stat_archiver" >&2
             tail -n 30 "$SOCK/postgres.log" >&2
@@ -458,7 +510,7 @@ step_sustain() {
     s0=$(cur_seg)
     prep
     measure "$DS-sustain-$RUN" pgbench -n -T "$ARCHIVE_SECS" -c 2 bench
-    IFS='|' read -r c1 f1 cur last < <(sql -d postgres -c "SELECT archived_count, failed_count, pg_walfile_name(pg_current_wal_lsn()), last_archived_wal FROM pg_stat_archiver")
+    IFS='|' read -r c1 f1 cur last < <(sql -d postgres -c "SELECT archived_count, failed_count, pg_walfile_name(pg_current_wal_lsn() + 1), last_archived_wal FROM pg_stat_archiver")
     backlog=$(($(segno "$cur") - $(segno "$last") - 1))
     ((backlog >= 0)) || backlog=0
     d0=$(date +%s%N)
@@ -487,7 +539,10 @@ wait_archived >/dev/null
 NSEG=$((REPEAT * SEGMENTS))
 log "making $NSEG WAL segments with pgbench for the single-segment timings"
 WB=$WORK/walbench
-mkdir -p "$WB"/{lb-segs,pgbr-segs,log,lock,spool}
+mkdir -p "$WB"/{lb-segs,pgbr-segs,log,lock,spool,pgdata/global}
+# lifeboat's --pgdata for these: the cluster's pg_control (which cluster it is) and no
+# pg_wal, so that wal-fetch starts no background prefetch of the next segments
+cp "$PGDATA/global/pg_control" "$WB/pgdata/global/"
 lb_config "$WB/lifeboat.toml" "$WB/lbrepo"
 "$LB" --quiet --config "$WB/lifeboat.toml" init >"$WORK/logs/wb-init.log"
 pgbr_config "$WB" "$WB/pgbrrepo"
@@ -498,7 +553,7 @@ first=$(cur_seg)
 TLI_HEX=${first:0:8}
 FIRST_NO=$(($(segno "$first") + 1))
 while (($(segno "$(cur_seg)") < FIRST_NO + NSEG)); do
-    pgbench -n -T 3 -c 2 bench >>"$WORK/logs/pgbench-segments.log" 2>&1
+    PGOPTIONS='-c synchronous_commit=off' pgbench -n -T 3 -c 2 bench >>"$WORK/logs/pgbench-segments.log" 2>&1
 done
 wait_archived >/dev/null
 
@@ -508,7 +563,7 @@ step_fetch() { # SEGMENT
         dest=$WB/lb-segs/$1
         rm -f "$dest"
         prep
-        measure "lb-fetch-$1" "$LB" --quiet --config "$LBC" wal-fetch --pgdata "$PGDATA" "$1" "$dest"
+        measure "lb-fetch-$1" "$LB" --quiet --config "$LBC" wal-fetch --pgdata "$WB/pgdata" "$1" "$dest"
     else
         dest=$WB/pgbr-segs/$1
         rm -f "$dest"
@@ -520,7 +575,7 @@ step_push() { # SEGMENT
     if [[ $DS == lb ]]; then
         find "$WB/lbrepo/wal" -name "$1" -delete 2>/dev/null || true
         prep
-        measure "lb-push-$1" "$LB" --quiet --config "$WB/lifeboat.toml" wal-push --pgdata "$PGDATA" "$WB/lb-segs/$1"
+        measure "lb-push-$1" "$LB" --quiet --config "$WB/lifeboat.toml" wal-push --pgdata "$WB/pgdata" "$WB/lb-segs/$1"
     else
         find "$WB/pgbrrepo/archive" -name "$1-*" -delete 2>/dev/null || true
         prep
@@ -553,7 +608,7 @@ lb backup production >"$WORK/logs/replay-base-backup.log" 2>&1
 REPLAY_ID=$(lb_last id)
 lsn0=$(sql -d postgres -c "SELECT pg_current_wal_lsn()")
 while (($(sql -d postgres -c "SELECT (pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0') / 1048576)::bigint") < REPLAY_MB)); do
-    pgbench -n -T 5 -c 2 bench >>"$WORK/logs/pgbench-replay.log" 2>&1
+    PGOPTIONS='-c synchronous_commit=off' pgbench -n -T 5 -c 2 bench >>"$WORK/logs/pgbench-replay.log" 2>&1
 done
 REPLAY_TO=$(wait_archived)
 REPLAY_SEGS=$(($(segno "$REPLAY_TO") - $(segno "$REPLAY_FROM") + 1))
@@ -568,7 +623,7 @@ for ((n = $(segno "$REPLAY_FROM"); n <= $(segno "$REPLAY_TO"); n++)); do
     if [[ -f $PGDATA/pg_wal/$seg ]]; then
         cp "$PGDATA/pg_wal/$seg" "$LOCALWAL/"
     else
-        lb wal-fetch --pgdata "$PGDATA" "$seg" "$LOCALWAL/$seg"
+        lb wal-fetch --pgdata "$WB/pgdata" "$seg" "$LOCALWAL/$seg"
     fi
 done
 chown -R postgres: "$LOCALWAL"
@@ -589,13 +644,24 @@ done
 EOF
 chmod 755 "$WORK/start-and-wait"
 
-# after a replay: the restored server has every pgbench transaction; then stop it and remove it
+# after a replay: the restored server has every pgbench transaction; then stop it and
+# remove it, once nothing the timed command started runs any more (a wal-prefetch
+# may still be writing into its pg_wal)
 check_replayed() { # DIR
-    local got
+    local got i
     got=$(psql -X -At -h "$SOCK" -p "$RPORT" -U postgres -d bench -c "SELECT count(*), coalesce(sum(delta), 0) FROM pgbench_history")
     runuser -u postgres -- pg_ctl -D "$1" -m immediate -w stop >/dev/null
     [[ $got == "$EXPECT" ]] || die "replay in $1 incomplete: pgbench_history has $got, the cluster $EXPECT"
-    rm -rf "$1"
+    if [[ -n ${M_CG:-} && -d $M_CG ]]; then
+        for ((i = 0; i < 300; i++)); do
+            [[ -n $(cat "$M_CG/cgroup.procs" 2>/dev/null) ]] || break # (pseudo-files: -s does not tell)
+            sleep 0.1
+        done
+    else
+        sleep 1
+    fi
+    cg_sweep
+    rm -rf "$1" || { sleep 2; rm -rf "$1"; }
 }
 step_replay_fetch() { # recovery with restore_command = lifeboat wal-fetch (as restore wrote it)
     local d=$RESTORES/replay-fetch
@@ -635,43 +701,48 @@ BENCH_SECS=$(($(date +%s) - BENCH_START))
 
 # ------------------------------------------------------------ report
 DISTURBED=$(awk -F'\t' -v d="$DISTURBED_COL" '$d == 1' "$RESULTS" | wc -l)
-cpu2() { printf '%s / %s' "$(median_col "$1" "$2" 6)" "$(median_col "$1" "$2" 7)"; } # tool / servers
-row() { # DS STEP TITLE EXTRA...
-    local ds=$1 st=$2 title=$3
-    shift 3
-    printf '| %s | %s | %s | %s | %s |' "$title" "$(median_time "$ds" "$st")" "$(all_times "$ds" "$st")" "$(cpu2 "$ds" "$st")" "$(kmib "$(max_rss "$ds" "$st")")"
-    local x
+times() { # DS STEP [ms]: every run in order, * = disturbed (and redone)
+    awk -F'\t' -v ds="$1" -v st="$2" -v d="$DISTURBED_COL" -v ms="${3:-}" '$1 == ds && $2 == st {
+        s = s (s == "" ? "" : " / ") (ms ? sprintf("%.0f", $4 * 1000) : $4) ($d ? "*" : "") } END { print s }' "$RESULTS"
+}
+row() { # s|ms DS STEP TITLE EXTRA...: a table row
+    local unit=$1 ds=$2 st=$3 title=$4 t x
+    shift 4
+    t=$(tmed "$ds" "$st")
+    [[ $unit == s ]] || t=$(ms "$t")
+    printf '| %s | %s | %s | %s / %s | %s |' "$title" "$t" "$(times "$ds" "$st" "${unit#s}")" \
+        "$(tmed "$ds" "$st" 6)" "$(tmed "$ds" "$st" 7)" "$(kmib "$(max_rss "$ds" "$st")")"
     for x in "$@"; do printf ' %s |' "$x"; done
     echo
 }
 
-LB_FULL=$(median_time lb full)
-PGBR_FULL_T=$(median_time pgbr full)
-PGBB_FULL=$(median_time pgbb full)
+LB_FULL=$(tmed lb full)
+PGBR_FULL_T=$(tmed pgbr full)
+PGBB_FULL=$(tmed pgbb full)
 LB_FULL_S=$(vmed lb full stored)
 PGBR_FULL_S=$(vmed pgbr full stored)
 PGBB_FULL_S=$(vmed pgbb full stored)
-LB_INCR=$(median_time lb incr)
-PGBR_INCR=$(median_time pgbr incr)
+LB_INCR=$(tmed lb incr)
+PGBR_INCR=$(tmed pgbr incr)
 LB_INCR_S=$(vmed lb incr stored)
 PGBR_INCR_S=$(vmed pgbr incr stored)
-LB_RESTORE=$(median_time lb restore)
-PGBR_RESTORE=$(median_time pgbr restore)
-LB_PUSH=$(median_time lb wal_push)
-PGBR_PUSH=$(median_time pgbr wal_push)
-LB_FETCH=$(median_time lb wal_fetch)
-PGBR_FETCH=$(median_time pgbr wal_fetch)
-REPLAY_FETCH=$(median_time lb replay)
-REPLAY_LOCAL=$(median_time pg replay)
-REPLAY_RESTORE=$(median_time pg replay_restore)
-RESTORE_START=$(median_time lb restore_start)
+LB_RESTORE=$(tmed lb restore)
+PGBR_RESTORE=$(tmed pgbr restore)
+LB_PUSH=$(tmed lb wal_push)
+PGBR_PUSH=$(tmed pgbr wal_push)
+LB_FETCH=$(tmed lb wal_fetch)
+PGBR_FETCH=$(tmed pgbr wal_fetch)
+REPLAY_FETCH=$(tmed lb replay)
+REPLAY_LOCAL=$(tmed pg replay)
+REPLAY_RESTORE=$(tmed pg replay_restore)
+RESTORE_START=$(tmed lb restore_start)
 LOCAL_TOTAL=$(awk -v a="$REPLAY_RESTORE" -v b="$REPLAY_LOCAL" 'BEGIN { printf "%.3f", a + b }')
 
 V_FULL_T=$(verdict le "$(ratio "$LB_FULL" "$PGBR_FULL_T")" 0.5)
 V_FULL_S=$(verdict le "$LB_FULL_S" "$PGBR_FULL_S")
 V_INCR_T=$(verdict le "$(ratio "$LB_INCR" "$PGBR_INCR")" 0.5)
 if ((PGBR_BLOCK)); then
-    PGBRB_INCR=$(median_time pgbrb incr)
+    PGBRB_INCR=$(tmed pgbrb incr)
     PGBRB_INCR_S=$(vmed pgbrb incr stored)
     V_INCR_S=$(verdict le "$LB_INCR_S" "$PGBRB_INCR_S")
     INCR_S_MEASURED="$(mib "$LB_INCR_S") vs $(mib "$PGBRB_INCR_S") = $(ratio "$LB_INCR_S" "$PGBRB_INCR_S") x"
@@ -696,7 +767,7 @@ sustain_row() { # DS TITLE
     made=$(vmed "$1" sustain made)
     arch=$(vmed "$1" sustain archived)
     backlog=$(vmax "$1" sustain backlog)
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$(vmed "$1" sustain tps)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$(printf '%.0f' "$(vmed "$1" sustain tps)")" \
         "$made ($(per_s "$made" "$ARCHIVE_SECS")/s)" "$arch ($(per_s "$arch" "$ARCHIVE_SECS")/s)" \
         "$backlog" "$(vmed "$1" sustain drain)" "$(vmax "$1" sustain failed)" \
         "$(if ((backlog <= 1)); then echo yes; else echo "no ($backlog behind)"; fi)"
@@ -727,7 +798,7 @@ bash bench/physical.sh${ARGS_GIVEN:+ $ARGS_GIVEN}
 | pgBackRest | $PGBR_VERSION (Debian package): process-max=2, compress-type=zst (level 3), start-fast=y, repo on the same disk; block incremental (repo-bundle + repo-block): $( ((PGBR_BLOCK)) && echo "a second repository, repo2" || echo "not available, it came with 2.46") |
 | pg_basebackup | $PGBB_VERSION: \`-Ft --compress=server-zstd:workers=2 -X none --checkpoint=fast\` |
 | archiving | \`archive_command = '<lifeboat> --config <cfg> --quiet wal-push %p && pgbackrest --config=<cfg> --stanza=bench archive-push %p'\`, so that both tools' backups find their WAL; pgBackRest's WAL therefore lands after lifeboat's |
-| runs | $REPEAT runs of each timing, interleaved round by round; the median is reported |
+| runs | $REPEAT run(s) of each timing, interleaved round by round; the median is reported |
 
 ### Base backups
 
@@ -739,38 +810,41 @@ pgBackRest: the growth of \`du -sb\` of its repository's \`backup/\` directory (
 out); pg_basebackup: the size of its output directory. The time of a backup includes waiting for its WAL to be archived
 (lifeboat and pgBackRest wait for it; pg_basebackup with \`-X none\` does not).
 
-| backup | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, tool / servers (median) | peak RSS | stored (median) |
+| backup | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, command / cluster (median) | peak RSS | stored (median) |
 | --- | ---: | --- | ---: | ---: | ---: |
-$(row lb full "lifeboat \`backup\`, full (empty repository)" "$(mib "$LB_FULL_S")")
-$(row pgbr full "pgBackRest \`--type=full\`" "$(mib "$PGBR_FULL_S")")
-$(row pgbb full "pg_basebackup, server-side zstd, 2 workers" "$(mib "$PGBB_FULL_S")")
-$(row lb incr "lifeboat \`backup\` after pgbench" "$(mib "$LB_INCR_S")")
-$(row pgbr incr "pgBackRest \`--type=incr\` after pgbench" "$(mib "$PGBR_INCR_S")")
-$(if ((PGBR_BLOCK)); then row pgbrb incr "pgBackRest \`--type=incr\`, block incremental" "$(mib "$PGBRB_INCR_S")"; else echo "| pgBackRest block incremental | n/a | pgBackRest $PGBR_VERSION has no repo-block (2.46+) | | | n/a |"; fi)
+$(row s lb full "lifeboat \`backup\`, full (empty repository)" "$(mib "$LB_FULL_S")")
+$(row s pgbr full "pgBackRest \`--type=full\`" "$(mib "$PGBR_FULL_S")")
+$(row s pgbb full "pg_basebackup, server-side zstd, 2 workers" "$(mib "$PGBB_FULL_S")")
+$(row s lb incr "lifeboat \`backup\` after pgbench" "$(mib "$LB_INCR_S")")
+$(row s pgbr incr "pgBackRest \`--type=incr\` after pgbench" "$(mib "$PGBR_INCR_S")")
+$(if ((PGBR_BLOCK)); then row s pgbrb incr "pgBackRest \`--type=incr\`, block incremental" "$(mib "$PGBRB_INCR_S")"; else echo "| pgBackRest block incremental | n/a | pgBackRest $PGBR_VERSION has no repo-block (2.46+) | | | n/a |"; fi)
 
 ### Restore of the full backup
 
 Into a new, empty directory on the same disk (removed after each run); the files only, recovery is not started.
 Restored: lifeboat $(mib "$(vmed lb restore restored)"), pgBackRest $(mib "$(vmed pgbr restore restored)") (\`du -sb\`).
 
-| restore | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, tool / servers (median) | peak RSS |
+| restore | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, command / cluster (median) | peak RSS |
 | --- | ---: | --- | ---: | ---: |
-$(row lb restore "lifeboat \`restore --data-dir\`")
-$(row pgbr restore "pgBackRest \`restore --pg1-path\`")
+$(row s lb restore "lifeboat \`restore --data-dir\`")
+$(row s pgbr restore "pgBackRest \`restore --pg1-path\`")
 
 ### WAL archiving
 
-Single segments: $NSEG distinct real 16 MiB segments (from pgbench), each fetched from the main repositories
+Single segments: $NSEG distinct real 16 MiB segments (from pgbench, run with synchronous_commit=off to make them sooner), each fetched from the main repositories
 (\`lifeboat wal-fetch\`, \`pgbackrest archive-get\`; the two copies compared byte for byte) and pushed once into a second,
-scratch repository of each tool (\`lifeboat wal-push --pgdata\`, \`pgbackrest archive-push\`), as root and as postgres.
+scratch repository of each tool (\`lifeboat wal-push\`, \`pgbackrest archive-push\`); lifeboat as root, pgBackRest as postgres.
+lifeboat's \`--pgdata\` is a directory holding only a copy of the cluster's \`global/pg_control\`: without a \`pg_wal\`,
+\`wal-fetch\` starts no background \`wal-prefetch\` of the following segments, so each fetch is a cold one (the replay
+below is where prefetching counts).
 Stored per segment in the scratch repositories: lifeboat $(mib $((WB_LB_STORED / NSEG))), pgBackRest $(mib $((WB_PGBR_STORED / NSEG))).
 
-| command, one 16 MiB segment | wall ms (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, tool / servers (median) | peak RSS |
+| command, one 16 MiB segment | wall ms (median) | runs in order (ms; \`*\` disturbed, redone) | CPU s, command / cluster (median) | peak RSS |
 | --- | ---: | --- | ---: | ---: |
-$(row lb wal_push "lifeboat \`wal-push\`" | sed "s/| $LB_PUSH |/| $(ms "$LB_PUSH") |/")
-$(row pgbr wal_push "pgBackRest \`archive-push\`" | sed "s/| $PGBR_PUSH |/| $(ms "$PGBR_PUSH") |/")
-$(row lb wal_fetch "lifeboat \`wal-fetch\`" | sed "s/| $LB_FETCH |/| $(ms "$LB_FETCH") |/")
-$(row pgbr wal_fetch "pgBackRest \`archive-get\`" | sed "s/| $PGBR_FETCH |/| $(ms "$PGBR_FETCH") |/")
+$(row ms lb wal_push "lifeboat \`wal-push\`")
+$(row ms pgbr wal_push "pgBackRest \`archive-push\`")
+$(row ms lb wal_fetch "lifeboat \`wal-fetch\`")
+$(row ms pgbr wal_fetch "pgBackRest \`archive-get\`")
 
 Under load: \`pgbench -n -T $ARCHIVE_SECS -c 2\` with only one tool in \`archive_command\` (switched with a reload between
 runs). Made: segments the cluster finished during the run; archived: \`pg_stat_archiver.archived_count\` growth; behind:
@@ -784,17 +858,20 @@ $(sustain_row pgbr "pgBackRest \`archive-push\`")
 
 ### WAL replay
 
-One lifeboat base backup, then $REPLAY_WAL_MB MiB of WAL made by pgbench ($REPLAY_SEGS segments, all archived). Each run restores
+One lifeboat base backup, then $REPLAY_WAL_MB MiB of WAL made by pgbench (synchronous_commit=off, to make it sooner;
+$REPLAY_SEGS segments, all archived). Each run restores
 that backup with lifeboat (not timed here, except in the last row) and times the recovery: \`pg_ctl -w start\`, then
 \`pg_is_in_recovery()\` every 50 ms until the server promoted, as \`restore --start\` waits. Every replay is checked to end
-with all of pgbench's transactions.
+with all of pgbench's transactions. Through \`wal-fetch\`, each call also starts (if none runs) a detached
+\`lifeboat wal-prefetch\` that fetches the next segments into \`pg_wal/lifeboat-prefetch\`; its CPU is in the command's
+column$([[ -n $CG_KIND ]] || echo " only if cgroups were available (they were not in this run: it counts as other processes, and the runs may show as disturbed)"). Peak RSS here is that of the waiting script, not of the server or \`wal-fetch\`.
 
-| recovery of $REPLAY_WAL_MB MiB of WAL | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, tool / servers (median) | peak RSS |
+| recovery of $REPLAY_WAL_MB MiB of WAL | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, command / cluster (median) | peak RSS |
 | --- | ---: | --- | ---: | ---: |
-$(row lb replay "restore_command = lifeboat \`wal-fetch\` (as \`restore\` writes it)")
-$(row pg replay "segments already in pg_wal, restore_command = /bin/false")
-$(row pg replay_restore "(the lifeboat \`restore\` of the second row, files only)")
-$(row lb restore_start "lifeboat \`restore --start\`, whole: files, then recovery through \`wal-fetch\`")
+$(row s lb replay "restore_command = lifeboat \`wal-fetch\` (as \`restore\` writes it)")
+$(row s pg replay "segments already in pg_wal, restore_command = /bin/false")
+$(row s pg replay_restore "(the lifeboat \`restore\` of the second row, files only)")
+$(row s lb restore_start "lifeboat \`restore --start\`, whole: files, then recovery through \`wal-fetch\`")
 
 End to end: \`restore --start\` $RESTORE_START s vs restore plus local replay $LOCAL_TOTAL s = $(ratio "$RESTORE_START" "$LOCAL_TOTAL") x.
 
@@ -819,9 +896,9 @@ How it is measured:
 
 - Wall time from a nanosecond clock around \`/usr/bin/time -f '%e %M %U %S'\`; peak RSS is its \`%M\` (the largest
   single process of the command's tree: for pgBackRest, its biggest process; for pg_basebackup, the client only).
-  CPU: the command's process tree / the PostgreSQL servers' (the cluster's, and a restored server's) process trees
-  during the run: checkpoints, walsenders (pg_basebackup compresses there), the archiver running both archive commands,
-  recovery.
+- CPU (user + sys): the command / the cluster. The command's is $([[ -n $CG_KIND ]] && echo "that of its cgroup ($CG_KIND), which also holds what it started in the background (restored servers, \`wal-prefetch\`)" || echo "that of its process tree (no cgroup was available), and restored servers are in the cluster's column"); the
+  cluster's is that of its process tree during the run: checkpoints, walsenders (pg_basebackup compresses there), the
+  archiver running both archive commands (the backups wait for their WAL).
 - Page cache warm for every tool alike (it cannot be dropped here). Before each timed run: \`sync\`, and a wait (up to
   ${QUIET_WAIT} s) for the machine to be idle.
 - The machine may be shared (builds, test suites): the CPU the rest of the machine used (everything but the command and the
