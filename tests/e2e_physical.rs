@@ -92,8 +92,17 @@ impl Env {
     fn wait_archived(&self, seg: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            // last_archived_wal alone can end on an older file (a .backup
+            // history file archived after the next segment), so also accept
+            // the segment's .done, and require no older .ready left behind.
             let last = self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-            if last.as_str() >= seg {
+            let done = self.sql(&format!(
+                "SELECT count(*) FILTER (WHERE name = '{seg}.done'), \
+                 count(*) FILTER (WHERE name LIKE '%.ready' AND name <= '{seg}.ready') \
+                 FROM pg_ls_archive_statusdir()"
+            ));
+            let (done, pending) = done.split_once('|').unwrap_or(("0", "1"));
+            if (last.as_str() >= seg || done == "1") && pending == "0" {
                 return;
             }
             assert!(
