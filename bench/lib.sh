@@ -172,3 +172,24 @@ machine_facts() {
     LB_VERSION=$("$LB" --version)
     log "machine: $(nproc) cores ($CPU), $MEM_GIB GiB, $DISK_DEV $DISK_FS ($DISK_WRITE sequential write), $PG_VERSION, $LB_VERSION $GIT_REV"
 }
+
+# write_section FILE: put FILE (a section between $BEGIN_MARK and $END_MARK) into
+# $OUT: replace the old section, or insert it before "## Notes", or append it.
+write_section() {
+    local file=$1
+    if [[ ! -f $OUT ]]; then
+        cp "$file" "$OUT.tmp"
+    elif grep -qxF "$BEGIN_MARK" "$OUT"; then
+        awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v f="$file" '
+            $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
+            skip && $0 == e { skip = 0; next }
+            !skip' "$OUT" >"$OUT.tmp"
+    elif grep -q '^## Notes' "$OUT"; then
+        awk -v f="$file" '
+            /^## Notes/ && !done { while ((getline l < f) > 0) print l; print ""; done = 1 }
+            { print }' "$OUT" >"$OUT.tmp"
+    else
+        { cat "$OUT"; echo; cat "$file"; } >"$OUT.tmp"
+    fi
+    mv "$OUT.tmp" "$OUT"
+}

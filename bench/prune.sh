@@ -397,23 +397,8 @@ $END_MARK
 EOF
 }
 
-# Put the section into $OUT: replace the old one, or insert it before "## Notes", or append it.
 section >"$WORK/section.md"
-if [[ ! -f $OUT ]]; then
-    cp "$WORK/section.md" "$OUT.tmp"
-elif grep -qxF "$BEGIN_MARK" "$OUT"; then
-    awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v f="$WORK/section.md" '
-        $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
-        skip && $0 == e { skip = 0; next }
-        !skip' "$OUT" >"$OUT.tmp"
-elif grep -q '^## Notes' "$OUT"; then
-    awk -v f="$WORK/section.md" '
-        /^## Notes/ && !done { while ((getline l < f) > 0) print l; print ""; done = 1 }
-        { print }' "$OUT" >"$OUT.tmp"
-else
-    { cat "$OUT"; echo; cat "$WORK/section.md"; } >"$OUT.tmp"
-fi
-mv "$OUT.tmp" "$OUT"
+write_section "$WORK/section.md"
 
 log "done in $((BENCH_SECS / 60)) min $((BENCH_SECS % 60)) s; wrote $OUT"
 echo "== lifeboat prune/verify benchmark: $LB_VERSION, git $GIT_REV, $DISTURBED disturbed run(s) =="
