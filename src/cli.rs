@@ -118,6 +118,9 @@ enum Command {
     #[command(hide = true)]
     WalPrefetch {
         name: String,
+        /// The cluster's WAL segment size (the size of segment NAME)
+        #[arg(long)]
+        segment_size: u64,
         #[command(flatten)]
         opts: ops::wal::WalOptions,
     },
@@ -222,14 +225,14 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(out, "{outcome}")?;
         }
         Command::List { target, json } => {
-            let all = ops::list::collect(&ctx, target.as_deref())?;
-            let views: Vec<_> = all.into_iter().map(|(v, _)| v).collect();
+            let listing = ops::list::collect(&ctx, target.as_deref(), !json)?;
+            let views: Vec<_> = listing.backups.into_iter().map(|(v, _)| v).collect();
             if json {
                 serde_json::to_writer_pretty(&mut out, &views)?;
                 writeln!(out)?;
             } else {
                 ops::list::print_table(&mut out, &views)?;
-                for line in ops::list::wal_summaries(&ctx, target.as_deref())? {
+                for line in listing.wal {
                     writeln!(out, "{line}")?;
                 }
             }
@@ -286,7 +289,11 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(NotArchived.into());
             }
         }
-        Command::WalPrefetch { name, opts } => ops::wal::prefetch(&ctx, &name, &opts)?,
+        Command::WalPrefetch {
+            name,
+            segment_size,
+            opts,
+        } => ops::wal::prefetch(&ctx, &name, segment_size, &opts)?,
         Command::Pin { id, reason } => writeln!(out, "{}", ops::pin::pin(&ctx, &id, reason)?)?,
         Command::Unpin { id } => writeln!(out, "{}", ops::pin::unpin(&ctx, &id)?)?,
         Command::Export {

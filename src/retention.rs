@@ -201,8 +201,9 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn kept(rules: Retention, times: &[&str], now: &str) -> Vec<usize> {
-        let c: Vec<_> = times
+    /// Unpinned candidates keyed by their position in `times`.
+    fn candidates(times: &[&str]) -> Vec<Candidate<usize>> {
+        times
             .iter()
             .enumerate()
             .map(|(i, t)| Candidate {
@@ -210,8 +211,11 @@ mod tests {
                 time: at(t),
                 pinned: false,
             })
-            .collect();
-        let mut k: Vec<usize> = decide(&rules, &c, at(now))
+            .collect()
+    }
+
+    fn kept(rules: Retention, times: &[&str], now: &str) -> Vec<usize> {
+        let mut k: Vec<usize> = decide(&rules, &candidates(times), at(now))
             .into_iter()
             .filter(|d| d.keep())
             .map(|d| d.key)
@@ -271,15 +275,7 @@ mod tests {
             "2026-10-26T02:00:00Z",
             "2026-11-20T02:00:00Z",
         ];
-        let c: Vec<_> = times
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Candidate {
-                key: i,
-                time: at(t),
-                pinned: false,
-            })
-            .collect();
+        let c = candidates(&times);
         let rules = Retention {
             keep_days: Some(30),
             ..Retention::default()

@@ -223,34 +223,29 @@ fn point_in_time_recovery_to_every_kind_of_target() {
 
     // Refused before anything is written, saying what can be reached.
     let early = env.restore_dir("early");
-    let r = env.lb(&[
-        "restore",
-        "production",
-        "--data-dir",
-        early.to_str().unwrap(),
+    let refused = |flag: &str, value: &str, why: &str| {
+        env.lb(&[
+            "restore",
+            "production",
+            "--data-dir",
+            early.to_str().unwrap(),
+            flag,
+            value,
+        ])
+        .fails(2, why)
+    };
+    let r = refused(
         "--to-time",
         "2000-01-01 00:00:00+00",
-    ]);
-    let r = r.fails(2, "before the oldest backup");
+        "before the oldest backup",
+    );
     assert!(r.stderr.contains("consistent at"), "{}", r.stderr);
-    let r = env.lb(&[
-        "restore",
-        "production",
-        "--data-dir",
-        early.to_str().unwrap(),
-        "--to-lsn",
-        "FF/0",
-    ]);
-    r.fails(2, "beyond the archived WAL");
-    let r = env.lb(&[
-        "restore",
-        "production",
-        "--data-dir",
-        early.to_str().unwrap(),
+    refused("--to-lsn", "FF/0", "beyond the archived WAL");
+    refused(
         "--to-time",
         "2999-01-01 00:00:00+00",
-    ]);
-    r.fails(2, "after the newest archived WAL");
+        "after the newest archived WAL",
+    );
     assert!(
         !early.exists(),
         "a refused restore wrote {}",
@@ -361,6 +356,19 @@ fn timelines_duplicates_and_failing_pushes() {
         16 * 1024 * 1024,
         "a whole segment"
     );
+    // A segment of another cluster is refused (its header names the cluster).
+    let other = env.dir.path().join("other");
+    std::fs::create_dir_all(other.join("global")).unwrap();
+    let mut control = std::fs::read(scratch.join("global/pg_control")).unwrap();
+    control[0] ^= 1;
+    std::fs::write(other.join("global/pg_control"), &control).unwrap();
+    env.lb(&[
+        "wal-push",
+        fetched.to_str().unwrap(),
+        "--pgdata",
+        other.to_str().unwrap(),
+    ])
+    .fails(1, "belongs to cluster");
     // A name never archived: wal-fetch fails at once.
     let mut args = vec!["wal-fetch", "0000000100000000000000FF", "/dev/null"];
     args.extend(pgdata);
@@ -548,6 +556,34 @@ fn crash_mid_backup_and_corrupt_pages() {
     env.lb(&["verify", "--read-data"]).ok();
     let rows = env.restore_rows("after-crash", &[]);
     assert_eq!(rows.len(), 20000);
+
+    // A damaged pack makes a restore fail half-way: it names the pack and
+    // takes back what it wrote.
+    let mut packs = Vec::new();
+    let mut stack = vec![env.repo().join("data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                packs.push(e.path());
+            }
+        }
+    }
+    let largest = packs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(largest, &bytes).unwrap();
+    let dir = env.restore_dir("damaged");
+    let r = env
+        .lb(&["restore", "production", "--data-dir", dir.to_str().unwrap()])
+        .fails(1, "authentication failed");
+    assert!(r.stderr.contains("removed again"), "{}", r.stderr);
+    assert!(!dir.exists(), "a failed restore left {}", dir.display());
 }
 
 fn set_mode(path: &Path, mode: u32) {

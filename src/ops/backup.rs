@@ -17,7 +17,7 @@ use crate::pg::process::{self, Connection};
 use crate::pg::tools::PgTools;
 
 /// How long a backup waits for a running prune (which holds the exclusive lock).
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 pub struct BackupOutcome {
     pub id: Id,
@@ -157,13 +157,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     tools
         .check_can_dump(database.server_version_num / 10000)
         .map_err(|e| usage(e.to_string()))?;
-    let lock =
-        repo.lock_shared_waiting(&format!("backup {target_name}"), LOCK_WAIT, &|holder| {
-            if !ctx.quiet {
-                eprintln!("waiting for {holder} to finish (up to 10 minutes)");
-            }
-        })?;
-    crate::failpoint::hit("backup:locked");
+    let lock = lock_for_backup(ctx, &repo, target_name)?;
     let started = Utc::now();
     let clock = Instant::now();
     let mut session = repo.start_session()?;
@@ -246,8 +240,6 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     };
 
     let stats = session.finish().context("storing the backup")?;
-    crate::failpoint::hit("backup:before-record");
-    lock.check_held()?;
     let mut tools_used = std::collections::BTreeMap::new();
     tools_used.insert("pg_dump".to_string(), tools.version.clone());
     let record = BackupRecord {
@@ -265,6 +257,36 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         physical: None,
         stats,
     };
+    commit(&repo, lock, record, clock)
+}
+
+/// The shared lock a backup writes under; waits for a running prune.
+pub(super) fn lock_for_backup(
+    ctx: &Context,
+    repo: &crate::repo::Repository,
+    target_name: &str,
+) -> Result<crate::repo::LockGuard> {
+    let lock =
+        repo.lock_shared_waiting(&format!("backup {target_name}"), LOCK_WAIT, &|holder| {
+            if !ctx.quiet {
+                eprintln!("waiting for {holder} to finish (up to 10 minutes)");
+            }
+        })?;
+    crate::failpoint::hit("backup:locked");
+    Ok(lock)
+}
+
+/// List the backup: everything it references is durable and indexed (the
+/// session finished), and the lock must still be ours, or prune may have
+/// run meanwhile (docs/FORMAT.md, "Write ordering").
+pub(super) fn commit(
+    repo: &crate::repo::Repository,
+    lock: crate::repo::LockGuard,
+    record: BackupRecord,
+    clock: Instant,
+) -> Result<BackupOutcome> {
+    crate::failpoint::hit("backup:before-record");
+    lock.check_held()?;
     let id = repo.write_backup_record(&record)?;
     crate::failpoint::hit("backup:after-record");
     drop(lock);

@@ -11,13 +11,13 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use chrono::Utc;
 
-use super::backup::{BackupOutcome, LOCK_WAIT, connect_error};
+use super::backup::{BackupOutcome, commit, connect_error, lock_for_backup};
 use super::progress::Progress;
 use super::{Context, usage};
 use crate::codec::Id;
@@ -60,13 +60,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let (facts, mut api) = api?;
     check_server(&facts, &data_dir)?;
 
-    let lock =
-        repo.lock_shared_waiting(&format!("backup {target_name}"), LOCK_WAIT, &|holder| {
-            if !ctx.quiet {
-                eprintln!("waiting for {holder} to finish (up to 10 minutes)");
-            }
-        })?;
-    crate::failpoint::hit("backup:locked");
+    let lock = lock_for_backup(ctx, &repo, target_name)?;
     let started = Utc::now();
     let clock = Instant::now();
     let session = repo.start_session()?;
@@ -131,8 +125,6 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     wait_for_wal(ctx, &repo, facts.system_identifier, first, last, seg_size)?;
 
     let stats = session.finish().context("storing the backup")?;
-    crate::failpoint::hit("backup:before-record");
-    lock.check_held()?;
     if corrupt_count > 0 {
         eprintln!(
             "warning: {corrupt_count} page(s) failed their checksum (first: {} block {}); the backup completed and lists them: `lifeboat show` names them",
@@ -187,14 +179,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         }),
         stats,
     };
-    let id = repo.write_backup_record(&record)?;
-    crate::failpoint::hit("backup:after-record");
-    drop(lock);
-    Ok(BackupOutcome {
-        id,
-        record,
-        seconds: clock.elapsed().as_secs_f64(),
-    })
+    commit(&repo, lock, record, clock)
 }
 
 /// Refuse what cannot give a restorable backup, before anything starts.
@@ -242,42 +227,25 @@ fn copy_files(
     progress: &Progress,
 ) -> Result<Copied> {
     let slots: Vec<Mutex<Option<FileEntry>>> = entries.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
     let done = AtomicU64::new(0);
     let corrupt = Mutex::new((Vec::new(), 0u64));
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 4);
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(e) = entries.get(i) else {
-                            return Ok(());
-                        };
-                        let entry = match &e.kind {
-                            Kind::Dir => Some(meta_entry(e, FileKind::Dir, None)),
-                            Kind::Link(t) => Some(meta_entry(e, FileKind::Link, Some(t.clone()))),
-                            Kind::File => {
-                                let check = checksums
-                                    .then(|| checksum::relation_segment(&e.path))
-                                    .flatten();
-                                copy_file(session, e, check, start_lsn, &corrupt, &|n| {
-                                    progress.set(done.fetch_add(n, Ordering::Relaxed) + n)
-                                })?
-                            }
-                        };
-                        *slots[i].lock().expect("slot") = entry;
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a file reader panicked"))??;
-        }
+    super::for_each_parallel(entries, threads, |i, e| {
+        let entry = match &e.kind {
+            Kind::Dir => Some(meta_entry(e, FileKind::Dir, None)),
+            Kind::Link(t) => Some(meta_entry(e, FileKind::Link, Some(t.clone()))),
+            Kind::File => {
+                let check = checksums
+                    .then(|| checksum::relation_segment(&e.path))
+                    .flatten();
+                copy_file(session, e, check, start_lsn, &corrupt, &|n| {
+                    progress.set(done.fetch_add(n, Ordering::Relaxed) + n)
+                })?
+            }
+        };
+        *slots[i].lock().expect("slot") = entry;
         Ok(())
     })?;
     let manifest = slots
@@ -439,17 +407,17 @@ fn wait_for_wal(
 ) -> Result<()> {
     let deadline = Instant::now() + WAL_WAIT;
     let mut said = false;
+    // Segments arrive in order: look for each once it is the next missing one.
+    let mut next = first;
     loop {
-        let archive = repo.list_wal(system_id)?;
-        let have = archive.segments(seg_size);
-        let missing = (first.number..=last.number)
-            .find(|n| !have.get(&first.timeline).is_some_and(|set| set.contains(n)));
-        let Some(n) = missing else { return Ok(()) };
-        let name = Segment {
-            timeline: first.timeline,
-            number: n,
+        let name = next.name(seg_size);
+        if repo.has_wal(system_id, &name)? {
+            if next.number == last.number {
+                return Ok(());
+            }
+            next = next.next();
+            continue;
         }
-        .name(seg_size);
         if Instant::now() > deadline {
             bail!(
                 "WAL segment {name}, which this backup needs, did not reach repository {} within {} minutes; the backup is not listed; hint: archive_command must run `lifeboat wal-push %p` with this configuration: check the server log for archive failures",

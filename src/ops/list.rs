@@ -86,9 +86,18 @@ impl BackupView {
 }
 
 /// Backups of every repository the configuration names (or of one target's).
-pub fn collect(ctx: &Context, target: Option<&str>) -> Result<Vec<(BackupView, BackupRecord)>> {
+/// What `list` shows: the backups, oldest first, and (with `wal`) for each
+/// cluster with physical backups its WAL archive (see `wal_lines`).
+#[derive(Default)]
+pub struct Listing {
+    pub backups: Vec<(BackupView, BackupRecord)>,
+    pub wal: Vec<String>,
+}
+
+pub fn collect(ctx: &Context, target: Option<&str>, wal: bool) -> Result<Listing> {
     let names = ctx.repositories_of(target)?;
-    let mut out = Vec::new();
+    let mut listing = Listing::default();
+    let out = &mut listing.backups;
     for name in names {
         let repo = ctx.open_repository(&name)?;
         let scan = repo.scan_backups()?;
@@ -99,16 +108,22 @@ pub fn collect(ctx: &Context, target: Option<&str>) -> Result<Vec<(BackupView, B
             );
         }
         let pins = repo.list_pins()?;
-        for (id, rec) in scan.records {
-            if target.is_none_or(|t| rec.target == t) {
-                let mut view = BackupView::new(&name, &id, &rec);
-                view.pinned = pins.is_pinned(&id);
-                out.push((view, rec));
-            }
+        let records: Vec<_> = scan
+            .records
+            .into_iter()
+            .filter(|(_, rec)| target.is_none_or(|t| rec.target == t))
+            .collect();
+        if wal {
+            listing.wal.extend(wal_lines(&name, &repo, &records)?);
+        }
+        for (id, rec) in records {
+            let mut view = BackupView::new(&name, &id, &rec);
+            view.pinned = pins.is_pinned(&id);
+            out.push((view, rec));
         }
     }
     out.sort_by_key(|a| a.0.started);
-    Ok(out)
+    Ok(listing)
 }
 
 pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result<()> {
@@ -251,65 +266,64 @@ pub fn print_details(out: &mut dyn Write, v: &BackupView, r: &BackupRecord) -> s
     Ok(())
 }
 
-/// For every cluster with physical backups of `target` (or of any target):
-/// the WAL archive per timeline, its gaps, and the restorable window.
-pub fn wal_summaries(ctx: &Context, target: Option<&str>) -> Result<Vec<String>> {
+/// For every (target, cluster) among `records` with physical backups: the
+/// WAL archive per timeline, its gaps, and where the restorable window starts.
+fn wal_lines(
+    name: &str,
+    repo: &crate::repo::Repository,
+    records: &[(Id, BackupRecord)],
+) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    for name in ctx.repositories_of(target)? {
-        let repo = ctx.open_repository(&name)?;
-        // target -> (system id, segment size, oldest consistent point)
-        let mut clusters: std::collections::BTreeMap<(String, u64), (u64, BackupRecord)> =
-            std::collections::BTreeMap::new();
-        for (_, rec) in repo.list_backups()? {
-            if let Some(p) = &rec.physical
-                && target.is_none_or(|t| rec.target == t)
-            {
-                clusters
-                    .entry((rec.target.clone(), p.system_identifier))
-                    .or_insert((p.wal_segment_size, rec.clone()));
-            }
+    // (target, system id) -> (segment size, oldest backup); records are oldest first.
+    let mut clusters: std::collections::BTreeMap<(&str, u64), (u64, &BackupRecord)> =
+        std::collections::BTreeMap::new();
+    for (_, rec) in records {
+        if let Some(p) = &rec.physical {
+            clusters
+                .entry((&rec.target, p.system_identifier))
+                .or_insert((p.wal_segment_size, rec));
         }
-        for ((tname, sysid), (seg_size, oldest)) in clusters {
-            let archive = repo.list_wal(sysid)?;
+    }
+    for ((tname, sysid), (seg_size, oldest)) in clusters {
+        let archive = repo.list_wal(sysid)?;
+        lines.push(format!(
+            "WAL of {tname} in {name} (cluster {sysid}): restorable from {} (oldest backup)",
+            oldest
+                .physical
+                .as_ref()
+                .map(|p| p.stop_time.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default()
+        ));
+        for (tli, runs) in archive.ranges(seg_size) {
+            let segs: u64 = runs
+                .iter()
+                .map(|r| r.last.number - r.first.number + 1)
+                .sum();
+            let (first, last) = (&runs[0].first, &runs[runs.len() - 1].last);
+            let newest = archive
+                .get(&last.name(seg_size))
+                .and_then(|f| f.modified)
+                .map(|t| {
+                    chrono::DateTime::<chrono::Utc>::from(t)
+                        .format("%Y-%m-%d %H:%M:%S UTC")
+                        .to_string()
+                })
+                .unwrap_or_default();
             lines.push(format!(
-                "WAL of {tname} in {name} (cluster {sysid}): restorable from {} (oldest backup)",
-                oldest
-                    .physical
-                    .as_ref()
-                    .map(|p| p.stop_time.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                    .unwrap_or_default()
+                "  timeline {tli}: {} to {} ({segs} segments, newest archived {newest})",
+                first.name(seg_size),
+                last.name(seg_size)
             ));
-            for (tli, runs) in archive.ranges(seg_size) {
-                let segs: u64 = runs
-                    .iter()
-                    .map(|r| r.last.number - r.first.number + 1)
-                    .sum();
-                let (first, last) = (&runs[0].first, &runs[runs.len() - 1].last);
-                let newest = archive
-                    .get(&last.name(seg_size))
-                    .and_then(|f| f.modified)
-                    .map(|t| {
-                        chrono::DateTime::<chrono::Utc>::from(t)
-                            .format("%Y-%m-%d %H:%M:%S UTC")
-                            .to_string()
-                    })
-                    .unwrap_or_default();
+            for w in runs.windows(2) {
                 lines.push(format!(
-                    "  timeline {tli}: {} to {} ({segs} segments, newest archived {newest})",
-                    first.name(seg_size),
-                    last.name(seg_size)
+                    "    gap: {} to {} missing",
+                    w[0].last.next().name(seg_size),
+                    crate::pg::wal::Segment {
+                        timeline: tli,
+                        number: w[1].first.number - 1
+                    }
+                    .name(seg_size)
                 ));
-                for w in runs.windows(2) {
-                    lines.push(format!(
-                        "    gap: {} to {} missing",
-                        w[0].last.next().name(seg_size),
-                        crate::pg::wal::Segment {
-                            timeline: tli,
-                            number: w[1].first.number - 1
-                        }
-                        .name(seg_size)
-                    ));
-                }
             }
         }
     }

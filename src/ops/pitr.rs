@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -206,10 +206,29 @@ pub fn run(
         println!("dry run: nothing was changed");
         return Ok(None);
     }
-    super::watch_for_interrupts();
-    write_files(ctx, &repo, &index, &plan, jobs)?;
-    write_recovery(ctx, target_name, &plan, opts)?;
     let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
+    super::watch_for_interrupts();
+    // The destination was empty or absent (plan checked): a restore that
+    // fails half-way takes back what it wrote, so no half-restored data
+    // directory is left for someone to start.
+    let dirs: Vec<PathBuf> = std::iter::once(plan.data_dir.clone())
+        .chain(plan.tablespaces.values().cloned())
+        .collect();
+    let existed: Vec<bool> = dirs.iter().map(|d| d.exists()).collect();
+    let written = write_files(ctx, &repo, &index, &plan, jobs)
+        .and_then(|()| write_recovery(ctx, &repo, &index, target_name, &plan, opts));
+    if let Err(e) = written {
+        for (dir, existed) in dirs.iter().zip(existed) {
+            let _ = std::fs::remove_dir_all(dir);
+            if existed {
+                let _ = std::fs::create_dir(dir);
+            }
+        }
+        return Err(e.context(format!(
+            "restoring into {} (what was written is removed again)",
+            plan.data_dir.display()
+        )));
+    }
     let owner = chown_if_root(&plan)?;
     let started = if opts.start {
         Some(start_and_wait(
@@ -600,35 +619,17 @@ fn write_files(
     }
     let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
     let done = std::sync::atomic::AtomicU64::new(0);
-    let next = AtomicUsize::new(0);
     let files: Vec<&FileEntry> = plan
         .files
         .iter()
         .filter(|f| f.kind == FileKind::File)
         .collect();
-    let threads = (jobs.max(1) as usize).min(files.len().max(1));
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        if super::interrupted() {
-                            bail!("interrupted");
-                        }
-                        let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                            return Ok(());
-                        };
-                        let dest = destination(plan, &f.path);
-                        write_one(repo, index, f, &dest)?;
-                        progress.set(done.fetch_add(f.size, Ordering::Relaxed) + f.size);
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a restore worker panicked"))??;
+    super::for_each_parallel(&files, jobs.max(1) as usize, |_, f| {
+        if super::interrupted() {
+            bail!("interrupted");
         }
+        write_one(repo, index, f, &destination(plan, &f.path))?;
+        progress.set(done.fetch_add(f.size, Ordering::Relaxed) + f.size);
         Ok(())
     })?;
     progress.finish();
@@ -664,13 +665,18 @@ fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn write_recovery(ctx: &Context, target_name: &str, plan: &Plan, opts: &PitrOptions) -> Result<()> {
-    let repo = ctx.open_repository(&ctx.target_repository(target_name)?.0)?;
-    let index = repo.load_index()?;
-    let label = stream_text(&repo, &index, &plan.record, "backup_label")?
+fn write_recovery(
+    ctx: &Context,
+    repo: &Repository,
+    index: &Index,
+    target_name: &str,
+    plan: &Plan,
+    opts: &PitrOptions,
+) -> Result<()> {
+    let label = stream_text(repo, index, &plan.record, "backup_label")?
         .context("the backup has no backup_label")?;
     std::fs::write(plan.data_dir.join("backup_label"), label)?;
-    if let Some(map) = stream_text(&repo, &index, &plan.record, "tablespace_map")? {
+    if let Some(map) = stream_text(repo, index, &plan.record, "tablespace_map")? {
         // One line per tablespace: "<oid> <location>"; point them where they went.
         let mut out = String::new();
         for line in map.lines().filter(|l| !l.is_empty()) {

@@ -148,7 +148,7 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
     let spool = spool_dir(&pgdata);
     let segment = matches!(kind, WalFile::Segment { .. });
     if segment && std::fs::rename(spool.join(name), &dest).is_ok() {
-        start_prefetch(ctx, name, opts, &pgdata);
+        start_prefetch(ctx, name, &dest, opts, &pgdata);
         return Ok(true);
     }
     let system_id = system_identifier(&pgdata)?;
@@ -165,14 +165,21 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
     if segment {
-        start_prefetch(ctx, name, opts, &pgdata);
+        start_prefetch(ctx, name, &dest, opts, &pgdata);
     }
     Ok(true)
 }
 
 /// Start `lifeboat wal-prefetch` in the background, unless one is running.
-/// Best effort: recovery works without it, only slower.
-fn start_prefetch(ctx: &Context, after: &str, opts: &WalOptions, pgdata: &Path) {
+/// Best effort: recovery works without it, only slower. `fetched` is the
+/// segment just handed over: its size is the cluster's segment size.
+fn start_prefetch(ctx: &Context, after: &str, fetched: &Path, opts: &WalOptions, pgdata: &Path) {
+    let Ok(segment_size) = std::fs::metadata(fetched).map(|m| m.len()) else {
+        return;
+    };
+    if !segment_size.is_power_of_two() {
+        return;
+    }
     let spool = spool_dir(pgdata);
     if !pgdata.join("pg_wal").is_dir() || std::fs::create_dir_all(&spool).is_err() {
         return;
@@ -199,7 +206,9 @@ fn start_prefetch(ctx: &Context, after: &str, opts: &WalOptions, pgdata: &Path) 
         .arg("wal-prefetch")
         .arg(after)
         .arg("--pgdata")
-        .arg(pgdata);
+        .arg(pgdata)
+        .arg("--segment-size")
+        .arg(segment_size.to_string());
     if let Some(t) = &opts.target {
         cmd.arg("--target").arg(t);
     }
@@ -221,7 +230,7 @@ fn prefetcher_running(spool: &Path) -> bool {
 /// `lifeboat wal-prefetch AFTER`: fetch the segments that follow `after` on
 /// its timeline into the spool directory, a few at a time, skipping those
 /// already there; stop at the first one not archived (yet).
-pub fn prefetch(ctx: &Context, after: &str, opts: &WalOptions) -> Result<()> {
+pub fn prefetch(ctx: &Context, after: &str, seg_size: u64, opts: &WalOptions) -> Result<()> {
     let pgdata = pgdata(opts)?;
     let spool = spool_dir(&pgdata);
     std::fs::create_dir_all(&spool)?;
@@ -231,20 +240,9 @@ pub fn prefetch(ctx: &Context, after: &str, opts: &WalOptions) -> Result<()> {
         let target = target_for(ctx, opts, &pgdata)?;
         let (repo_name, _) = ctx.target_repository(&target)?;
         let repo = ctx.open_repository(&repo_name)?;
-        let kind = WalFile::parse(after).context("not a segment name")?;
-        // The segment size only matters for names: take it from the cluster's
-        // backups; 16 MiB if there are none.
-        let seg_size = repo
-            .list_backups()?
-            .iter()
-            .rev()
-            .find_map(|(_, r)| {
-                r.physical
-                    .as_ref()
-                    .filter(|p| p.system_identifier == system_id)
-            })
-            .map_or(16 * 1024 * 1024, |p| p.wal_segment_size);
-        let first = kind.segment(seg_size).context("not a segment name")?;
+        let first = WalFile::parse(after)
+            .and_then(|k| k.segment(seg_size))
+            .context("not a segment name")?;
         let wanted: Vec<String> = (1..=PREFETCH_AHEAD)
             .map(|i| {
                 crate::pg::wal::Segment {
@@ -255,31 +253,17 @@ pub fn prefetch(ctx: &Context, after: &str, opts: &WalOptions) -> Result<()> {
             })
             .filter(|n| !spool.join(n).exists())
             .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let missing = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for _ in 0..PREFETCH_THREADS {
-                s.spawn(|| {
-                    while let Some(name) =
-                        wanted.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        if missing.load(std::sync::atomic::Ordering::Relaxed) {
-                            return;
-                        }
-                        match repo.fetch_wal(system_id, name) {
-                            Ok(Some(bytes)) => {
-                                let tmp = spool.join(format!("{name}.tmp"));
-                                if std::fs::write(&tmp, &bytes).is_ok() {
-                                    let _ = std::fs::rename(&tmp, spool.join(name));
-                                }
-                            }
-                            _ => missing.store(true, std::sync::atomic::Ordering::Relaxed),
-                        }
-                    }
-                });
-            }
-        });
-        Ok(())
+        // A segment not archived (yet) stops the workers: recovery ends there,
+        // or the archiver has not got that far.
+        super::for_each_parallel(&wanted, PREFETCH_THREADS, |_, name| {
+            let bytes = repo
+                .fetch_wal(system_id, name)?
+                .with_context(|| format!("{name} is not archived"))?;
+            let tmp = spool.join(format!("{name}.tmp"));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, spool.join(name))?;
+            Ok(())
+        })
     })();
     let _ = std::fs::remove_file(spool.join("pid"));
     result

@@ -103,17 +103,9 @@ impl BackupApi {
         match self.child.take() {
             Some(c) => match c.wait() {
                 Err(e) => e,
-                Ok(_) => ProcessError::Failed {
-                    program: "psql".into(),
-                    status: "exit code 0".into(),
-                    stderr: "the session ended unexpectedly".into(),
-                },
+                Ok(_) => psql_error("exit code 0", "the session ended unexpectedly".into()),
             },
-            None => ProcessError::Failed {
-                program: "psql".into(),
-                status: "ended".into(),
-                stderr: "the session already ended".into(),
-            },
+            None => psql_error("ended", "the session already ended".into()),
         }
     }
 
@@ -121,11 +113,7 @@ impl BackupApi {
         let rows = self.query(sql)?;
         match rows.into_iter().next() {
             Some(r) if r.len() == fields => Ok(r),
-            other => Err(ProcessError::Failed {
-                program: "psql".into(),
-                status: "unexpected answer".into(),
-                stderr: format!("{sql}: {other:?}"),
-            }),
+            other => Err(unexpected(format!("{sql}: {other:?}"))),
         }
     }
 
@@ -180,11 +168,7 @@ impl BackupApi {
             format!("SELECT pg_start_backup({label}, {fast}, false)")
         };
         let r = self.one_row(&sql, 1)?;
-        r[0].parse().map_err(|e: String| ProcessError::Failed {
-            program: "psql".into(),
-            status: "unexpected answer".into(),
-            stderr: e,
-        })
+        r[0].parse().map_err(unexpected)
     }
 
     /// Stop the backup without waiting for the archiver (lifeboat waits for
@@ -204,14 +188,9 @@ impl BackupApi {
             ),
             4,
         )?;
-        let bad = |m: String| ProcessError::Failed {
-            program: "psql".into(),
-            status: "unexpected answer".into(),
-            stderr: m,
-        };
         let text = |hex_text: &str| -> Result<String, ProcessError> {
-            let bytes = hex::decode(hex_text).map_err(|e| bad(e.to_string()))?;
-            String::from_utf8(bytes).map_err(|e| bad(e.to_string()))
+            let bytes = hex::decode(hex_text).map_err(|e| unexpected(e.to_string()))?;
+            String::from_utf8(bytes).map_err(|e| unexpected(e.to_string()))
         };
         let next_xid = if self.version_num >= 130000 {
             "SELECT pg_snapshot_xmax(pg_current_snapshot())"
@@ -223,12 +202,12 @@ impl BackupApi {
             .ok()
             .and_then(|r| r[0].parse().ok());
         Ok(StopInfo {
-            lsn: r[0].parse().map_err(bad)?,
+            lsn: r[0].parse().map_err(unexpected)?,
             backup_label: text(&r[1])?,
             tablespace_map: text(&r[2])?,
             time: r[3]
                 .parse()
-                .map_err(|e: chrono::ParseError| bad(e.to_string()))?,
+                .map_err(|e: chrono::ParseError| unexpected(e.to_string()))?,
             next_xid,
         })
     }
@@ -240,6 +219,19 @@ impl BackupApi {
             let _ = c.wait();
         }
     }
+}
+
+fn psql_error(status: &str, stderr: String) -> ProcessError {
+    ProcessError::Failed {
+        program: "psql".into(),
+        status: status.into(),
+        stderr,
+    }
+}
+
+/// The server answered something the backup API never returns.
+fn unexpected(what: String) -> ProcessError {
+    psql_error("unexpected answer", what)
 }
 
 /// The timeline a backup_label names ("START TIMELINE: 1").

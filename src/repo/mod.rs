@@ -395,15 +395,20 @@ impl Repository {
         }
     }
 
-    /// Read an object whose name is the hash of its content, checking that it is.
-    fn get_verified(&self, path: &str) -> Result<Vec<u8>> {
-        let bytes = self.storage.get(path).map_err(|e| match e.kind {
+    /// Read an object; a missing one is `RepoError::Missing`, naming it.
+    fn get_object(&self, path: &str) -> Result<Vec<u8>> {
+        self.storage.get(path).map_err(|e| match e.kind {
             ErrorKind::NotFound => RepoError::Missing {
                 url: self.url(),
                 what: path.to_string(),
             },
             _ => e.into(),
-        })?;
+        })
+    }
+
+    /// Read an object whose name is the hash of its content, checking that it is.
+    fn get_verified(&self, path: &str) -> Result<Vec<u8>> {
+        let bytes = self.get_object(path)?;
         let name = path.rsplit('/').next().unwrap_or(path);
         if Id::of_stored(&bytes).to_hex() != name {
             return Err(self.corrupt(

@@ -2,7 +2,7 @@
 //! with `read_data`, every byte authenticates and re-hashes to its id. Every
 //! problem is reported (not only the first), with the backups it affects.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -217,32 +217,38 @@ impl Repository {
         use crate::pg::wal::{Lsn, Segment};
         let mut problems = Vec::new();
         let mut bytes = 0;
-        let mut clusters: BTreeSet<u64> = BTreeSet::new();
+        // Each cluster's archive and timeline histories, read once.
+        let mut clusters: BTreeMap<u64, (super::WalArchive, _)> = BTreeMap::new();
         let mut gaps: BTreeSet<String> = BTreeSet::new();
         for (id, rec) in records {
             let Some(p) = &rec.physical else { continue };
-            clusters.insert(p.system_identifier);
-            let archive = self.list_wal(p.system_identifier)?;
-            let histories = match self.read_histories(p.system_identifier, &archive) {
-                Ok(h) => h,
-                Err(e) if e.is_damage() => {
-                    problems.push(Problem {
-                        object: format!("{}{}/", format::WAL_DIR, p.system_identifier),
-                        problem: format!("a timeline history file cannot be read: {e}"),
-                        backups: Vec::new(),
-                    });
-                    Default::default()
-                }
-                Err(e) => return Err(e),
-            };
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                clusters.entry(p.system_identifier)
+            {
+                let archive = self.list_wal(p.system_identifier)?;
+                let histories = match self.read_histories(p.system_identifier, &archive) {
+                    Ok(h) => h,
+                    Err(e) if e.is_damage() => {
+                        problems.push(Problem {
+                            object: format!("{}{}/", format::WAL_DIR, p.system_identifier),
+                            problem: format!("a timeline history file cannot be read: {e}"),
+                            backups: Vec::new(),
+                        });
+                        HashMap::new()
+                    }
+                    Err(e) => return Err(e),
+                };
+                slot.insert((archive, histories));
+            }
+            let (archive, histories) = &clusters[&p.system_identifier];
             let seg = p.wal_segment_size;
             let chain = super::timeline_chain(
-                super::latest_descendant(p.timeline, p.stop_lsn, &histories),
-                &histories,
+                super::latest_descendant(p.timeline, p.stop_lsn, histories),
+                histories,
             );
             let start = Segment::of(p.timeline, p.start_lsn, seg);
             let stop = Segment::of(p.timeline, Lsn(p.stop_lsn.0.saturating_sub(1)), seg);
-            let walk = super::walk_wal(&archive, &chain, start.number, seg);
+            let walk = super::walk_wal(archive, &chain, start.number, seg);
             if walk.last.is_none_or(|l| l.number < stop.number) {
                 let missing = walk.gap.unwrap_or(start);
                 problems.push(Problem {
@@ -261,9 +267,9 @@ impl Repository {
             }
         }
         if read_data {
-            for system_id in clusters {
-                for f in self.list_wal(system_id)?.files {
-                    match self.check_wal(system_id, &f.name) {
+            for (system_id, (archive, _)) in &clusters {
+                for f in &archive.files {
+                    match self.check_wal(*system_id, &f.name) {
                         Ok(n) => bytes += n,
                         Err(e) if e.is_damage() => problems.push(Problem {
                             object: f.path.clone(),

@@ -108,7 +108,7 @@ impl Repository {
         }
         let path = wal_object(system_id, name);
         let digest = self.meta.blob_id(content);
-        if self.storage.head(&path).is_ok() {
+        if self.has_wal(system_id, name)? {
             return self.compare_archived(&path, name, digest, content.len() as u64);
         }
         let key = SessionKey::random();
@@ -186,13 +186,7 @@ impl Repository {
 
     /// Read and authenticate a WAL object's trailer; the object's bytes too.
     fn read_wal_object(&self, path: &str, name: &str) -> Result<(WalTrailer, Vec<u8>)> {
-        let bytes = self.storage.get(path).map_err(|e| match e.kind {
-            ErrorKind::NotFound => RepoError::Missing {
-                url: self.url(),
-                what: path.to_string(),
-            },
-            _ => e.into(),
-        })?;
+        let bytes = self.get_object(path)?;
         let env =
             format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
         let json = self.unseal(path, "wal", env.trailer)?;
@@ -255,9 +249,16 @@ impl Repository {
                 })?;
             return Ok(bytes.len() as u64);
         }
-        let (trailer, bytes) = self.read_wal_object(&path, name)?;
-        let _ = trailer;
-        Ok(bytes.len() as u64)
+        Ok(self.read_wal_object(&path, name)?.1.len() as u64)
+    }
+
+    /// Whether a file is archived (without reading it).
+    pub fn has_wal(&self, system_id: u64, name: &str) -> Result<bool> {
+        match self.storage.head(&wal_object(system_id, name)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every archived file of a cluster.
