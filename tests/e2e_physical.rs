@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Run, lifeboat_cmd};
+use common::{Run, lifeboat_cmd, lifeboat_cmd_at};
 use lifeboat::testkit::{self, ClusterOptions, TestCluster};
 use tempfile::TempDir;
 
@@ -27,9 +27,14 @@ impl Env {
         let config = dir.path().join("lifeboat.toml");
         let pass = dir.path().join("passphrase");
         std::fs::write(&pass, PASSPHRASE).unwrap();
+        // archive_command and restore_command run the binary as the cluster's
+        // OS user, who may not reach the build directory (a checkout under
+        // /root): use a copy in the shared directory.
+        let binary = dir.path().join("lifeboat");
+        std::fs::copy(env!("CARGO_BIN_EXE_lifeboat"), &binary).unwrap();
         let archive = format!(
             "{} --config {} --quiet wal-push %p",
-            env!("CARGO_BIN_EXE_lifeboat"),
+            binary.display(),
             config.display()
         );
         let cluster = TestCluster::start_with(ClusterOptions {
@@ -69,7 +74,8 @@ impl Env {
     }
 
     fn lb(&self, args: &[&str]) -> Run {
-        let mut cmd = lifeboat_cmd();
+        // The copy: restore writes its own path into restore_command.
+        let mut cmd = lifeboat_cmd_at(&self.dir.path().join("lifeboat"));
         cmd.arg("--config").arg(&self.config).args(args);
         let o = cmd.output().expect("run lifeboat");
         Run {

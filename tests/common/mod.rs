@@ -153,7 +153,13 @@ impl Env {
 }
 
 pub fn lifeboat_cmd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    lifeboat_cmd_at(Path::new(env!("CARGO_BIN_EXE_lifeboat")))
+}
+
+/// The lifeboat binary at `program` (a copy of the built one), with none of
+/// the caller's lifeboat or libpq environment.
+pub fn lifeboat_cmd_at(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for v in [
         "LIFEBOAT_CONFIG",
         "LIFEBOAT_PASSPHRASE",
