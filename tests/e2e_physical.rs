@@ -505,14 +505,22 @@ fn timelines_duplicates_and_failing_pushes() {
 
 /// Every archived file name in the repository.
 fn wal_files(env: &Env) -> Vec<String> {
+    files_under(&env.repo().join("wal"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Every file below `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack = vec![env.repo().join("wal")];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             if e.path().is_dir() {
                 stack.push(e.path());
             } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
+                out.push(e.path());
             }
         }
     }
@@ -565,17 +573,7 @@ fn crash_mid_backup_and_corrupt_pages() {
 
     // A damaged pack makes a restore fail half-way: it names the pack and
     // takes back what it wrote.
-    let mut packs = Vec::new();
-    let mut stack = vec![env.repo().join("data")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                packs.push(e.path());
-            }
-        }
-    }
+    let packs = files_under(&env.repo().join("data"));
     let largest = packs
         .iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
