@@ -8,12 +8,14 @@
 #   * installs the Debian packages below (apt-get update only if something
 #     is missing);
 #   * stops and disables the PostgreSQL cluster Debian starts on install:
-#     the tests start their own throw-away clusters (src/testkit.rs);
+#     the tests start their own throw-away clusters (src/testkit/);
 #   * checks that the `postgres` OS user exists (tests run the server as
-#     that user when they run as root) and that cargo is installed.
+#     that user when they run as root) and that cargo is installed;
+#   * installs the S3 servers the tests start: moto (pip, into python3) and
+#     s3s-fs (cargo install), each at a pinned version.
 #
-# Later additions (moto, pgbackrest, ...) go in the PACKAGES list or in a
-# section of their own below.
+# Later additions (pgbackrest, ...) go in the PACKAGES list or in a section
+# of their own below.
 set -euo pipefail
 
 PACKAGES=(
@@ -97,4 +99,36 @@ install-prereqs: error: cargo not found. Install Rust with rustup:
     . "$HOME/.cargo/env"
 EOF
     exit 1
+fi
+
+# ---------------------------------------------------------------- S3 test servers
+
+# The S3 tests start real servers (src/testkit/s3.rs) and never skip: moto
+# (storage classes, restores; does not check signatures) and s3s-fs (checks
+# SigV4 signatures). Both go to the user running the tests: moto into the
+# default python3 (the one on PATH), s3s-fs into cargo's bin directory.
+MOTO_VERSION=5.2.5
+S3S_FS_VERSION=0.14.1   # 0.15 and later need rustc 1.96
+
+command -v python3 >/dev/null 2>&1 || die "python3 not found; apt-get install python3 python3-pip (moto, the S3 test server, is a Python package)"
+have_moto=$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || true)
+if [[ $have_moto != "$MOTO_VERSION" ]]; then
+    say "installing moto[server] $MOTO_VERSION into $(command -v python3)${have_moto:+ (found $have_moto)}"
+    python3 -m pip --version >/dev/null 2>&1 \
+        || die "pip is not available for $(command -v python3); apt-get install python3-pip"
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
+        || die "could not install moto[server]==$MOTO_VERSION with $(command -v python3) -m pip"
+    python3 -c 'import moto.server' 2>/dev/null || die "moto installed, but python3 cannot import moto.server"
+fi
+
+cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
+s3s_fs=$(command -v s3s-fs 2>/dev/null || true)
+[[ -n $s3s_fs || ! -x $cargo_bin/s3s-fs ]] || s3s_fs=$cargo_bin/s3s-fs
+have_s3s_fs=""
+[[ -z $s3s_fs ]] || have_s3s_fs=$("$s3s_fs" --version 2>/dev/null | awk '{print $NF}' || true)
+if [[ $have_s3s_fs != "$S3S_FS_VERSION" ]]; then
+    say "installing s3s-fs $S3S_FS_VERSION with cargo (a few minutes)${have_s3s_fs:+ (found $have_s3s_fs)}"
+    cargo=$(command -v cargo 2>/dev/null || echo "$cargo_bin/cargo")
+    "$cargo" install --quiet --locked s3s-fs --version "$S3S_FS_VERSION" --features binary \
+        || die "could not build s3s-fs $S3S_FS_VERSION (cargo install s3s-fs --version $S3S_FS_VERSION --features binary --locked)"
 fi

@@ -81,6 +81,12 @@ pub struct RepositoryConfig {
     pub dedup_key_file: Option<PathBuf>,
     /// zstd level, 1..=19.
     pub compression_level: Option<i32>,
+    /// `s3://` repositories: region, endpoint, storage classes, credentials
+    /// profile, timeouts (all defaults for `file://`).
+    pub s3: crate::storage::s3::S3Settings,
+    /// Another repository whose keys this one shares (made by `lifeboat init`
+    /// from that one's keys), so backups copy between them unchanged.
+    pub keys_from: Option<String>,
 }
 
 /// How a repository is encrypted.
@@ -118,6 +124,48 @@ pub struct TargetConfig {
     /// "fast"`) instead of waiting for a spread one (the default, as
     /// pg_basebackup's: no I/O spike, but the backup may wait minutes to start).
     pub fast_checkpoint: bool,
+    /// Physical targets: how `wal-push` archives.
+    pub archive: ArchiveSettings,
+}
+
+/// `wal-push` modes. Synchronous (the default): the segment is in every
+/// repository before archive_command returns. Asynchronous (`archive_async =
+/// true`): it is in the local spool (fsync'd) and a background uploader sends
+/// it on, so a slow or unreachable repository does not hold up the archiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    pub asynchronous: bool,
+    /// Default: `lifeboat-spool` in the data directory's pg_wal (never part
+    /// of a base backup; on the same disk as the WAL it holds).
+    pub spool_directory: Option<PathBuf>,
+    /// Bytes the spool may hold.
+    pub spool_max_size: u64,
+    pub spool_full: SpoolFull,
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> ArchiveSettings {
+        ArchiveSettings {
+            asynchronous: false,
+            spool_directory: None,
+            spool_max_size: DEFAULT_SPOOL_MAX_SIZE,
+            spool_full: SpoolFull::Fail,
+        }
+    }
+}
+
+/// 4 GiB: 256 segments of 16 MiB.
+pub const DEFAULT_SPOOL_MAX_SIZE: u64 = 4 << 30;
+
+/// What `wal-push` does when the spool is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolFull {
+    /// Fail, so PostgreSQL keeps the segment in pg_wal and retries: nothing
+    /// is lost, but pg_wal grows while the repository is unreachable.
+    Fail,
+    /// Drop the segment and say so loudly: pg_wal stays small, the WAL
+    /// archive gets a gap (`list` and `verify` show it).
+    Drop,
 }
 
 /// How a target is backed up.
@@ -475,6 +523,7 @@ impl fmt::Debug for TargetConfig {
             .field("pg_bindir", &self.pg_bindir)
             .field("data_directory", &self.data_directory)
             .field("fast_checkpoint", &self.fast_checkpoint)
+            .field("archive", &self.archive)
             .finish()
     }
 }
@@ -711,6 +760,20 @@ struct RawRepository {
     identity_file: Option<PathBuf>,
     dedup_key_file: Option<PathBuf>,
     compression_level: Option<Spanned<i64>>,
+    region: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    path_style: Option<Spanned<bool>>,
+    storage_class: Option<Spanned<String>>,
+    wal_storage_class: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    attempts: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
+    retrieval_days: Option<Spanned<i64>>,
+    retrieval_tier: Option<Spanned<String>>,
+    retrieval_poll: Option<Spanned<String>>,
+    keys_from: Option<Spanned<String>>,
+    credentials_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -731,6 +794,10 @@ struct RawTarget {
     pg_bindir: Option<PathBuf>,
     data_directory: Option<PathBuf>,
     checkpoint: Option<Spanned<String>>,
+    archive_async: Option<Spanned<bool>>,
+    spool_directory: Option<Spanned<PathBuf>>,
+    spool_max_size: Option<Spanned<String>>,
+    spool_full: Option<Spanned<String>>,
 }
 
 fn default_globals() -> bool {
@@ -780,6 +847,19 @@ impl Checker {
         let mut repositories = BTreeMap::new();
         for (name, repo) in raw.repository {
             self.name("repository", &name);
+            if let Some(from) = &repo.get_ref().keys_from
+                && (from.get_ref() == name.get_ref() || !repository_names.contains(from.get_ref()))
+            {
+                self.error(
+                    from.span().start,
+                    format!(
+                        "repository {:?}: keys_from {:?} must name another repository of this file; hint: defined: {}",
+                        name.get_ref(),
+                        from.get_ref(),
+                        repository_names.join(", ")
+                    ),
+                );
+            }
             let repo = self.repository(name.get_ref(), repo.into_inner());
             repositories.insert(name.into_inner(), repo);
         }
@@ -880,7 +960,10 @@ impl Checker {
             }
         }
 
+        let s3 = self.s3_settings(name, &raw);
         RepositoryConfig {
+            s3,
+            keys_from: raw.keys_from.map(Spanned::into_inner),
             url: raw.url.into_inner(),
             passphrase_file: raw.passphrase_file.map(|p| self.resolve(p.into_inner())),
             passphrase_env: raw.passphrase_env.map(Spanned::into_inner),
@@ -891,9 +974,147 @@ impl Checker {
         }
     }
 
+    /// The `s3://` settings; each is refused on a `file://` repository, where
+    /// it would silently mean nothing.
+    fn s3_settings(&mut self, name: &str, raw: &RawRepository) -> crate::storage::s3::S3Settings {
+        use crate::storage::s3::{KNOWN_CLASSES, S3Settings};
+        let is_s3 = raw.url.get_ref().starts_with("s3://");
+        let only_s3 = |this: &mut Checker, key: &str, span: std::ops::Range<usize>| {
+            if !is_s3 {
+                this.error(
+                    span.start,
+                    format!("repository {name:?}: {key} applies only to s3:// repositories"),
+                );
+            }
+        };
+        let text = |this: &mut Checker, key: &str, v: &Option<Spanned<String>>| {
+            v.as_ref().map(|v| {
+                only_s3(this, key, v.span());
+                v.get_ref().trim().to_string()
+            })
+        };
+        let region = text(self, "region", &raw.region);
+        let endpoint = text(self, "endpoint", &raw.endpoint);
+        let profile = text(self, "profile", &raw.profile);
+        let credentials_file = raw.credentials_file.as_ref().map(|v| {
+            only_s3(self, "credentials_file", v.span());
+            self.resolve(v.get_ref().clone())
+        });
+        let mut classes = Vec::new();
+        for (key, v) in [
+            ("storage_class", &raw.storage_class),
+            ("wal_storage_class", &raw.wal_storage_class),
+        ] {
+            let class = text(self, key, v).map(|c| c.to_ascii_uppercase());
+            if let (Some(c), Some(v)) = (&class, v)
+                && !KNOWN_CLASSES.contains(&c.as_str())
+            {
+                self.error(
+                    v.span().start,
+                    format!(
+                        "repository {name:?}: unknown {key} {c:?}; hint: one of {}",
+                        KNOWN_CLASSES.join(", ")
+                    ),
+                );
+            }
+            if key == "wal_storage_class"
+                && let (Some(c), Some(v)) = (&class, v)
+                && crate::storage::s3::ARCHIVE_CLASSES.contains(&c.as_str())
+            {
+                self.error(
+                    v.span().start,
+                    format!(
+                        "repository {name:?}: wal_storage_class {c:?} cannot be read at once; hint: archived WAL must stay readable (wal-push compares a segment pushed twice, restores replay it): use STANDARD_IA or GLACIER_IR"
+                    ),
+                );
+            }
+            classes.push(class);
+        }
+        if let Some(e) = &endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            let span = raw.endpoint.as_ref().map_or(0, |v| v.span().start);
+            self.error(
+                span,
+                format!("repository {name:?}: endpoint {e:?} must start with https:// or http://"),
+            );
+        }
+        let path_style = raw.path_style.as_ref().map(|v| {
+            only_s3(self, "path_style", v.span());
+            *v.get_ref()
+        });
+        let duration = |this: &mut Checker, key: &str, v: &Option<Spanned<String>>| {
+            v.as_ref().and_then(|v| {
+                only_s3(this, key, v.span());
+                match humantime::parse_duration(v.get_ref()) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    _ => {
+                        this.error(
+                            v.span().start,
+                            format!(
+                                "repository {name:?}: {key} {:?} is not a duration; hint: such as \"30s\" or \"2m\"",
+                                v.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                }
+            })
+        };
+        let timeout = duration(self, "timeout", &raw.timeout);
+        let retrieval_poll = duration(self, "retrieval_poll", &raw.retrieval_poll);
+        let retrieval_tier = text(self, "retrieval_tier", &raw.retrieval_tier);
+        if let (Some(t), Some(v)) = (&retrieval_tier, &raw.retrieval_tier)
+            && !["Standard", "Bulk", "Expedited"].contains(&t.as_str())
+        {
+            self.error(
+                v.span().start,
+                format!(
+                    "repository {name:?}: retrieval_tier {t:?} is not a retrieval tier; hint: Standard, Bulk or Expedited"
+                ),
+            );
+        }
+        let count = |this: &mut Checker, key: &str, v: &Option<Spanned<i64>>, max: i64| {
+            v.as_ref().and_then(|v| {
+                only_s3(this, key, v.span());
+                let n = *v.get_ref();
+                if (1..=max).contains(&n) {
+                    Some(n)
+                } else {
+                    this.error(
+                        v.span().start,
+                        format!("repository {name:?}: {key} must be from 1 to {max}, not {n}"),
+                    );
+                    None
+                }
+            })
+        };
+        let attempts = count(self, "attempts", &raw.attempts, 100).map(|n| n as u32);
+        let concurrency = count(self, "concurrency", &raw.concurrency, 64).map(|n| n as usize);
+        let retrieval_days =
+            count(self, "retrieval_days", &raw.retrieval_days, 365).map(|n| n as u32);
+        S3Settings {
+            region,
+            endpoint,
+            path_style,
+            storage_class: classes[0].clone(),
+            wal_storage_class: classes[1].clone(),
+            profile,
+            credentials_file,
+            timeout,
+            attempts,
+            part_size: None,
+            concurrency,
+            retrieval_days,
+            retrieval_tier,
+            retrieval_poll,
+        }
+    }
+
     fn target(&mut self, name: &str, raw: Spanned<RawTarget>, defined: &[String]) -> TargetConfig {
         let table_start = raw.span().start;
         let raw = raw.into_inner();
+        let archive = self.archive_settings(name, &raw);
 
         if let Err(e) = ConnInfo::parse(raw.database.get_ref()) {
             self.error(
@@ -1018,6 +1239,7 @@ impl Checker {
         };
 
         TargetConfig {
+            archive,
             database: raw.database.into_inner(),
             method: raw.method,
             repository,
@@ -1031,6 +1253,60 @@ impl Checker {
             data_directory: raw.data_directory.map(|p| self.resolve(p)),
             fast_checkpoint,
         }
+    }
+
+    /// The WAL archiving settings; refused on a logical target.
+    fn archive_settings(&mut self, name: &str, raw: &RawTarget) -> ArchiveSettings {
+        let mut settings = ArchiveSettings::default();
+        let physical = raw.method == Method::Physical;
+        let physical_only = |this: &mut Checker, key: &str, at: usize| {
+            if !physical {
+                this.error(
+                    at,
+                    format!(
+                        "target {name:?}: {key} applies only to physical targets (WAL archiving)"
+                    ),
+                );
+            }
+        };
+        if let Some(v) = &raw.archive_async {
+            physical_only(self, "archive_async", v.span().start);
+            settings.asynchronous = *v.get_ref();
+        }
+        if let Some(v) = &raw.spool_directory {
+            physical_only(self, "spool_directory", v.span().start);
+            settings.spool_directory = Some(self.resolve(v.get_ref().clone()));
+        }
+        if let Some(v) = &raw.spool_max_size {
+            physical_only(self, "spool_max_size", v.span().start);
+            match parse_size(v.get_ref()) {
+                Some(n) if n >= 16 << 20 => settings.spool_max_size = n,
+                _ => self.error(
+                    v.span().start,
+                    format!(
+                        "target {name:?}: spool_max_size {:?} is not a size of at least 16MiB; hint: such as \"4GiB\"",
+                        v.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(v) = &raw.spool_full {
+            physical_only(self, "spool_full", v.span().start);
+            settings.spool_full = match v.get_ref().as_str() {
+                "fail" => SpoolFull::Fail,
+                "drop" => SpoolFull::Drop,
+                other => {
+                    self.error(
+                        v.span().start,
+                        format!(
+                            "target {name:?}: spool_full {other:?}; hint: \"fail\" (PostgreSQL keeps the WAL and retries) or \"drop\" (the archive gets a gap)"
+                        ),
+                    );
+                    SpoolFull::Fail
+                }
+            };
+        }
+        settings
     }
 
     fn repository_reference(&mut self, target: &str, name: &Spanned<String>, defined: &[String]) {
@@ -1048,6 +1324,28 @@ impl Checker {
 }
 
 /// `file:///ABSOLUTE/PATH` or `s3://BUCKET[/PREFIX]`.
+/// "4GiB", "512 MiB", "100MB", "1048576": bytes, binary (KiB..TiB) or
+/// decimal (kB..TB) units.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     const EXPECTED: &str = "expected file:///ABSOLUTE/PATH or s3://BUCKET/PREFIX";
     if let Some(path) = url.strip_prefix("file://") {

@@ -52,7 +52,7 @@ pub fn key_generate(output: &Path) -> Result<String> {
 pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
     let rc = ctx.config.repository(name)?;
     let storage: Arc<dyn crate::storage::Storage> =
-        Arc::from(crate::storage::open(&rc.url).map_err(|e| usage(format!("{e:#}")))?);
+        Arc::from(crate::storage::open(&rc.url, &rc.s3).map_err(|e| usage(format!("{e:#}")))?);
     let level = rc
         .compression_level
         .unwrap_or(crate::format::DEFAULT_COMPRESSION_LEVEL);

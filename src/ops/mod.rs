@@ -86,7 +86,7 @@ impl Context {
     pub fn open_repository(&self, name: &str) -> Result<Repository> {
         let rc = self.config.repository(name)?;
         let storage: Arc<dyn crate::storage::Storage> =
-            Arc::from(crate::storage::open(&rc.url).map_err(|e| usage(format!("{e:#}")))?);
+            Arc::from(crate::storage::open(&rc.url, &rc.s3).map_err(|e| usage(format!("{e:#}")))?);
         let creds = credentials(rc)?;
         Repository::open(storage, creds).with_context(|| format!("repository {name:?}"))
     }

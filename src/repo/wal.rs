@@ -16,7 +16,7 @@ use super::{RepoError, Repository, Result};
 use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
 use crate::format::{self, BlobEntry, WalTrailer};
 use crate::pg::wal::{Lsn, Segment, TimelineSwitch, WalFile, parse_history};
-use crate::storage::{ErrorKind, PutMode};
+use crate::storage::{ErrorKind, PutMode, Tier};
 
 /// WAL files are stored in blobs of at most this size, encoded in parallel.
 const PIECE: usize = 4 * 1024 * 1024;
@@ -159,7 +159,10 @@ impl Repository {
         };
         let sealed = self.meta.seal("wal", &super::to_json(&trailer));
         object.extend_from_slice(&format::pack_footer(&sealed));
-        match self.storage.put(&path, &object, PutMode::Create) {
+        match self
+            .storage
+            .put_tier(&path, &object, PutMode::Create, Tier::Wal)
+        {
             Ok(()) => Ok(Pushed::Stored),
             // Someone pushed it meanwhile (PostgreSQL retrying after a timeout).
             Err(e) if e.kind == ErrorKind::AlreadyExists => {

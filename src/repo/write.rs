@@ -20,7 +20,7 @@ use super::{Index, RepoError, Repository, Result};
 use crate::chunker::Chunker;
 use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
 use crate::format::{self, BackupStats, BlobEntry, PackEntry, PackTrailer, Stream};
-use crate::storage::{ErrorKind, PutMode};
+use crate::storage::{ErrorKind, PutMode, Tier};
 
 /// Worker threads: at least 2 so compression overlaps chunking, at most 8 because
 /// each worker holds a chunk (up to 4 MiB), its compressed copy and a zstd
@@ -217,41 +217,73 @@ struct Packer {
     recycle: SyncSender<Vec<u8>>,
 }
 
-/// Stores finished packs on its own thread, so writing and fsyncing one pack
-/// overlaps with filling the next. At most one pack waits: the hand-over blocks
-/// until the previous pack is stored, which bounds memory to two packs.
+/// Stores finished packs on their own threads, so writing and fsyncing (or
+/// uploading) one pack overlaps with filling the next. The hand-over blocks
+/// until a storing thread is free, which bounds memory to the packs being
+/// stored plus the one filling: one storing thread for a local disk, two for a
+/// remote store (each of its packs is already uploaded in parallel parts).
 struct PackWriter {
     tx: Option<SyncSender<(Id, Vec<u8>)>>,
-    /// Stored packs' buffers come back here for the next pack: two 16 MiB
-    /// buffers in all, instead of a fresh one per pack (allocated on one thread
-    /// and freed on another, which glibc's per-thread arenas do not give back).
+    /// Stored packs' buffers come back here for the next pack, instead of a
+    /// fresh one per pack (allocated on one thread and freed on another, which
+    /// glibc's per-thread arenas do not give back).
     returned: Receiver<Vec<u8>>,
-    thread: Option<JoinHandle<Result<()>>>,
+    threads: Vec<JoinHandle<Result<()>>>,
 }
 
 impl PackWriter {
     fn new(storage: Arc<dyn crate::storage::Storage>) -> PackWriter {
+        let count = if storage.concurrency() > 1 { 2 } else { 1 };
         let (tx, rx) = sync_channel::<(Id, Vec<u8>)>(0);
-        let (back_tx, returned) = sync_channel::<Vec<u8>>(1);
-        let thread = std::thread::spawn(move || {
-            let mut written = 0;
-            for (id, mut pack) in rx {
-                match storage.put(&format::pack_path(&id), &pack, PutMode::Create) {
-                    Ok(()) => {}
-                    Err(e) if e.kind == ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e.into()),
-                }
-                written += 1;
-                crate::failpoint::hit(&format!("pack:{written}"));
-                pack.clear();
-                let _ = back_tx.try_send(pack);
-            }
-            Ok(())
-        });
+        let rx = Arc::new(Mutex::new(rx));
+        let (back_tx, returned) = sync_channel::<Vec<u8>>(count);
+        let written = Arc::new(AtomicU64::new(0));
+        // Once one thread fails, the others stop too, so the hand-over fails
+        // and the session ends instead of writing packs that cannot be used.
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let (storage, rx, back_tx, written, failed) = (
+                    Arc::clone(&storage),
+                    Arc::clone(&rx),
+                    back_tx.clone(),
+                    Arc::clone(&written),
+                    Arc::clone(&failed),
+                );
+                std::thread::spawn(move || {
+                    loop {
+                        let next = rx.lock().expect("pack queue lock").recv();
+                        let Ok((id, mut pack)) = next else {
+                            return Ok(());
+                        };
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        match storage.put_tier(
+                            &format::pack_path(&id),
+                            &pack,
+                            PutMode::Create,
+                            Tier::Data,
+                        ) {
+                            Ok(()) => {}
+                            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e.into());
+                            }
+                        }
+                        let n = written.fetch_add(1, Ordering::Relaxed) + 1;
+                        crate::failpoint::hit(&format!("pack:{n}"));
+                        pack.clear();
+                        let _ = back_tx.try_send(pack);
+                    }
+                })
+            })
+            .collect();
         PackWriter {
             tx: Some(tx),
             returned,
-            thread: Some(thread),
+            threads,
         }
     }
 
@@ -265,7 +297,7 @@ impl PackWriter {
     fn write(&mut self, id: Id, pack: Vec<u8>) -> Result<()> {
         let tx = self.tx.as_ref().expect("writer used after finish");
         if tx.send((id, pack)).is_err() {
-            // The thread stopped on an error: report it.
+            // The threads stopped on an error: report it.
             return self.finish();
         }
         Ok(())
@@ -274,11 +306,20 @@ impl PackWriter {
     /// Wait until every pack handed over is durable.
     fn finish(&mut self) -> Result<()> {
         self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(RepoError::Other("the pack writer panicked".into())),
-            None => Err(RepoError::Other("the pack writer already stopped".into())),
+        if self.threads.is_empty() {
+            return Err(RepoError::Other("the pack writer already stopped".into()));
         }
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            let r = match t.join() {
+                Ok(r) => r,
+                Err(_) => Err(RepoError::Other("the pack writer panicked".into())),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 }
 

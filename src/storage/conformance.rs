@@ -11,6 +11,18 @@ use super::{ErrorKind, ObjectMeta, PutMode, Storage, StorageError};
 
 /// Run every check against `store`, which must be empty; leaves it empty.
 pub fn run_all(store: &dyn Storage) {
+    run_checks(store, true);
+}
+
+/// Every check but the race of concurrent creates, for a service whose
+/// conditional write is check-then-write (s3s-fs 0.14: two `If-None-Match: *`
+/// PUTs at once may both succeed). AWS S3, moto and the local and memory
+/// backends pass `run_all`.
+pub fn run_all_but_create_race(store: &dyn Storage) {
+    run_checks(store, false);
+}
+
+fn run_checks(store: &dyn Storage, create_race: bool) {
     assert_eq!(
         paths(store, ""),
         Vec::<String>::new(),
@@ -26,7 +38,9 @@ pub fn run_all(store: &dyn Storage) {
     list(store);
     delete(store);
     invalid_paths(store);
-    concurrent_create(store);
+    if create_race {
+        concurrent_create(store);
+    }
     assert_eq!(
         paths(store, ""),
         Vec::<String>::new(),
@@ -354,6 +368,7 @@ fn meta(path: &str, size: u64) -> ObjectMeta {
         path: path.to_string(),
         size,
         modified: None,
+        class: None,
     }
 }
 
@@ -361,6 +376,7 @@ fn meta(path: &str, size: u64) -> ObjectMeta {
 fn strip(m: ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         modified: None,
+        class: None,
         ..m
     }
 }

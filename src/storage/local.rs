@@ -147,6 +147,7 @@ impl Storage for LocalStorage {
             path: path.to_string(),
             size,
             modified: file.metadata().and_then(|m| m.modified()).ok(),
+            class: None,
         })
     }
 
@@ -179,6 +180,7 @@ impl Storage for LocalStorage {
                         path: rel,
                         size: meta.len(),
                         modified: meta.modified().ok(),
+                        class: None,
                     }),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {} // deleted meanwhile
                     Err(e) => return Err(e),

@@ -125,6 +125,7 @@ impl Storage for MemoryStorage {
                 path: path.to_string(),
                 size: data.len() as u64,
                 modified: None,
+                class: None,
             })
         })
     }
@@ -141,6 +142,7 @@ impl Storage for MemoryStorage {
                 path: path.clone(),
                 size: data.len() as u64,
                 modified: None,
+                class: None,
             })
             .collect())
     }

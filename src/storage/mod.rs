@@ -7,6 +7,7 @@
 pub mod conformance;
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 use std::ops::Range;
 use std::path::Path;
@@ -30,6 +31,9 @@ pub enum ErrorKind {
     /// Disk or quota full.
     NoSpace,
     PermissionDenied,
+    /// The object is in an archive storage class (S3 Glacier): it must be
+    /// retrieved (`request_retrieval`) before it can be read.
+    Archived,
     /// Anything else (I/O error, broken connection, ...).
     Other,
 }
@@ -70,6 +74,43 @@ pub struct ObjectMeta {
     /// When the object was last written, if the backend knows (prune's grace
     /// period only deletes unreferenced objects it knows to be old).
     pub modified: Option<std::time::SystemTime>,
+    /// The storage class, where the backend has them (S3: "STANDARD",
+    /// "GLACIER", ...); `None` means readable at once.
+    pub class: Option<String>,
+}
+
+impl ObjectMeta {
+    /// In a class that must be retrieved before it can be read (S3 Glacier
+    /// Flexible Retrieval and Deep Archive).
+    pub fn is_archived(&self) -> bool {
+        self.class
+            .as_deref()
+            .is_some_and(|c| s3::ARCHIVE_CLASSES.contains(&c))
+    }
+}
+
+/// What an object is to the storage, so a backend can store it in the right
+/// class: what must be readable at once, and bulk that may be archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Read to list, back up and prune (config, keys, index, records, locks).
+    Hot,
+    /// Backup content (packs).
+    Data,
+    /// Archived WAL.
+    Wal,
+}
+
+/// Whether an object can be read now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveState {
+    Readable,
+    /// In an archive class; a retrieval has not been asked for.
+    Archived {
+        class: String,
+    },
+    /// A retrieval is running.
+    Retrieving,
 }
 
 /// A flat namespace of immutable-by-convention objects under '/'-separated paths.
@@ -78,6 +119,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn url(&self) -> String;
     /// Store `data` at `path`; returns only once the object is durable.
     fn put(&self, path: &str, data: &[u8], mode: PutMode) -> Result<()>;
+    /// `put`, telling the backend what the object is (for storage classes).
+    fn put_tier(&self, path: &str, data: &[u8], mode: PutMode, tier: Tier) -> Result<()> {
+        let _ = tier;
+        self.put(path, data, mode)
+    }
     fn get(&self, path: &str) -> Result<Vec<u8>>;
     /// Bytes `range` of the object; a range past the end is an error.
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>>;
@@ -93,14 +139,32 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         let _ = older_than;
         Ok(0)
     }
+    /// Whether `path` can be read now (archive storage classes cannot).
+    fn archive_state(&self, path: &str) -> Result<ArchiveState> {
+        self.head(path).map(|_| ArchiveState::Readable)
+    }
+    /// Ask for an archived object to be made readable for `days` days, at the
+    /// retrieval `tier` ("Standard", "Bulk", "Expedited"). Asking again while a
+    /// retrieval runs is not an error.
+    fn request_retrieval(&self, path: &str, days: u32, tier: &str) -> Result<()> {
+        let _ = (days, tier);
+        self.head(path).map(|_| ())
+    }
+    /// How many requests a writer should keep in flight: 1 for a local disk,
+    /// more for a remote store where each request waits on the network.
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
-/// Open the repository storage named by `url`.
-///
-/// Only `file:///absolute/path` for now; `memory://` is deliberately not
+/// Open the repository storage named by `url`: `file:///absolute/path` or
+/// `s3://bucket/prefix` (with `s3`'s settings). `memory://` is deliberately not
 /// openable by URL because a memory repository vanishes with the process.
-pub fn open(url: &str) -> anyhow::Result<Box<dyn Storage>> {
-    const HINT: &str = "hint: use file:///path (s3:// comes later)";
+pub fn open(url: &str, s3: &s3::S3Settings) -> anyhow::Result<Box<dyn Storage>> {
+    const HINT: &str = "hint: use file:///path or s3://bucket/prefix";
+    if url.starts_with("s3://") {
+        return Ok(Box::new(s3::S3Storage::new(url, s3)?));
+    }
     match url.strip_prefix("file://") {
         Some(path) if path.starts_with('/') => {
             Ok(Box::new(local::LocalStorage::new(Path::new(path).into())))

@@ -14,6 +14,9 @@
 //! directory and server log) of every cluster for debugging; the server is
 //! still stopped.
 
+pub mod proxy;
+pub mod s3;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -961,14 +964,14 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// SQL of the demo database `hyper_db` (users, tasks, _migrations). Load
 /// into an empty database.
 pub fn sample_hyper_db_sql() -> &'static str {
-    include_str!("../tests/fixtures/hyper_db.sql")
+    include_str!("../../tests/fixtures/hyper_db.sql")
 }
 
 /// SQL of the hard round-trip schema (many schemas, odd types, partitions,
 /// large objects, grants to role `roundtrip_reader`, ...). Load into an
 /// empty database; may be loaded into several databases of one cluster.
 pub fn roundtrip_schema_sql() -> &'static str {
-    include_str!("../tests/fixtures/roundtrip.sql")
+    include_str!("../../tests/fixtures/roundtrip.sql")
 }
 
 // ------------------------------------------------------------------ fingerprint
