@@ -62,7 +62,7 @@ enum Command {
     Restore {
         target: String,
         #[command(flatten)]
-        opts: RestoreOptions,
+        opts: Box<RestoreOptions>,
     },
     /// Apply the retention rules and delete what no remaining backup needs
     Prune {
@@ -98,6 +98,20 @@ enum Command {
         /// Backup id or a unique prefix of it
         id: String,
     },
+    /// Copy the backups (and archived WAL) one repository lacks from another
+    Copy {
+        /// Only this target's backups (default: all in the source)
+        target: Option<String>,
+        /// The repository to copy from
+        #[arg(long, value_name = "NAME")]
+        from: String,
+        /// The repository to copy to
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// Say what would be copied; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Archive one WAL file (archive_command = 'lifeboat wal-push %p')
     WalPush {
         /// The file (%p: relative to the data directory)
@@ -111,6 +125,13 @@ enum Command {
         name: String,
         /// Where to write it (%p)
         dest: PathBuf,
+        #[command(flatten)]
+        opts: ops::wal::WalOptions,
+    },
+    /// Send the files of the WAL spool to the repositories (started by
+    /// wal-push when archive_async = true)
+    #[command(hide = true)]
+    WalUpload {
         #[command(flatten)]
         opts: ops::wal::WalOptions,
     },
@@ -137,6 +158,12 @@ enum Command {
         /// Output file (default: standard output)
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Read from this repository (default: the first of the target's that has the backup)
+        #[arg(long, value_name = "NAME")]
+        repository: Option<String>,
+        /// Packs in S3 Glacier: start their retrieval and stop instead of waiting
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -212,7 +239,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init { repository } => {
             let names: Vec<String> = match repository {
                 Some(n) => vec![n],
-                None => ctx.config.repositories.keys().cloned().collect(),
+                // Those that take their keys from another come after it.
+                None => {
+                    let mut names: Vec<String> = ctx.config.repositories.keys().cloned().collect();
+                    names.sort_by_key(|n| ctx.config.repositories[n].keys_from.is_some());
+                    names
+                }
             };
             for n in names {
                 for line in ops::init::init_repository(&ctx, &n)? {
@@ -223,6 +255,27 @@ fn run(cli: Cli) -> Result<()> {
         Command::Backup { target } => {
             let outcome = ops::backup::run(&ctx, &target)?;
             writeln!(out, "{outcome}")?;
+            out.flush()?;
+            for line in ops::copy::after_backup(&ctx, &target, &outcome.id, &outcome.record)? {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Copy {
+            from,
+            to,
+            target,
+            dry_run,
+        } => {
+            let opts = ops::copy::CopyOptions {
+                from,
+                to,
+                target,
+                dry_run,
+            };
+            let outcome = ops::copy::run(&ctx, &opts)?;
+            for line in ops::copy::describe(&opts, &outcome) {
+                writeln!(out, "{line}")?;
+            }
         }
         Command::List { target, json } => {
             let listing = ops::list::collect(&ctx, target.as_deref(), !json)?;
@@ -289,6 +342,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(NotArchived.into());
             }
         }
+        Command::WalUpload { opts } => ops::spool::upload(&ctx, &opts)?,
         Command::WalPrefetch {
             name,
             segment_size,
@@ -302,6 +356,8 @@ fn run(cli: Cli) -> Result<()> {
             format,
             globals,
             output,
+            repository,
+            no_wait,
         } => {
             let to_file = output.clone();
             let (id, n) = ops::export::run(
@@ -309,6 +365,8 @@ fn run(cli: Cli) -> Result<()> {
                 &target,
                 &ExportOptions {
                     backup,
+                    repository,
+                    no_wait,
                     format,
                     globals,
                     output,
@@ -355,5 +413,13 @@ fn find_anywhere(
     let (name, repo, id, rec) = ops::find_backup(ctx, prefix)?;
     let mut view = ops::list::BackupView::new(&name, &id, &rec);
     view.pinned = repo.list_pins()?.is_pinned(&id);
+    // Copies with the same keys have the same id: say where else it is.
+    for other in ctx.config.repositories.keys().filter(|n| **n != name) {
+        if let Ok(r) = ctx.open_repository(other)
+            && r.find_backup(&id.to_hex()).is_ok()
+        {
+            view.repositories.push(other.clone());
+        }
+    }
     Ok((view, rec))
 }

@@ -18,6 +18,8 @@ pub const FORMAT_NAME: &str = "lifeboat-repository";
 pub const PACK_MAGIC: &[u8; 8] = b"LBPACK\x00\x01";
 
 pub const CONFIG_PATH: &str = "config";
+/// Physical backups cut files into blocks at fixed offsets of this size.
+pub const FILE_BLOCK: usize = 64 * 1024;
 pub const KEYS_DIR: &str = "keys/";
 pub const DATA_DIR: &str = "data/";
 pub const INDEX_DIR: &str = "index/";
@@ -156,6 +158,19 @@ pub struct BackupRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub physical: Option<PhysicalInfo>,
     pub stats: BackupStats,
+    /// A copy made by `lifeboat copy` into a repository with other keys: the
+    /// backup it was copied from (copies between repositories with the same
+    /// keys are the same record, and have no such field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<CopiedFrom>,
+}
+
+/// Where a re-encrypted copy came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CopiedFrom {
+    /// The source repository's id (its `config`).
+    pub repository: String,
+    pub backup: Id,
 }
 
 /// What a base backup needs restored with it, and what it can reach.

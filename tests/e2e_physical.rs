@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Run, lifeboat_cmd, lifeboat_cmd_at};
+use lifeboat::testkit::proxy::FaultProxy;
+use lifeboat::testkit::s3::S3Server;
 use lifeboat::testkit::{self, ClusterOptions, TestCluster};
 use tempfile::TempDir;
 
@@ -23,6 +25,14 @@ struct Env {
 impl Env {
     /// A cluster archiving into a lifeboat repository, target "production".
     fn new(checksums: bool) -> Env {
+        Env::with_repository(checksums, |dir| {
+            format!("url = \"file://{}\"\n", dir.join("repo").display())
+        })
+    }
+
+    /// The same with repository "main" described by `repository(dir)` (the
+    /// lines of its table but the passphrase; `dir` is the test's directory).
+    fn with_repository(checksums: bool, repository: impl FnOnce(&Path) -> String) -> Env {
         let dir = testkit::temp_dir_for_postgres().unwrap();
         let config = dir.path().join("lifeboat.toml");
         let pass = dir.path().join("passphrase");
@@ -51,10 +61,10 @@ impl Env {
         std::fs::write(
             &env.config,
             format!(
-                "[repository.main]\nurl = \"file://{}\"\npassphrase_file = \"{}\"\n\n\
+                "[repository.main]\n{}passphrase_file = \"{}\"\n\n\
                  [target.production]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
                  data_directory = \"{}\"\ncheckpoint = \"fast\"\nretention = {{ keep_last = 2 }}\n",
-                env.repo().display(),
+                repository(env.dir.path()),
                 pass.display(),
                 env.cluster.uri("postgres"),
                 env.cluster.data_dir().display()
@@ -593,4 +603,154 @@ fn crash_mid_backup_and_corrupt_pages() {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The production row off-site: every WAL segment archived into S3 by the
+/// archive_command (running as the cluster's OS user, with the repository's
+/// own credentials file), a base backup in S3, and point-in-time recovery
+/// from it with restore_command fetching from S3.
+#[test]
+fn archiving_base_backup_and_recovery_through_s3() {
+    let server = S3Server::moto().unwrap();
+    let env = Env::with_repository(false, |dir| {
+        let creds = server.write_credentials_file(dir);
+        format!(
+            "{}credentials_file = \"{}\"\n",
+            server.toml("production", None),
+            creds.display()
+        )
+    });
+    env.insert(1);
+    let backup = env.backup();
+    assert_eq!(backup["method"], "physical");
+    env.insert(2);
+    let time_after_2 = env.sql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(50));
+    env.insert(3);
+    env.archive_now();
+    assert_eq!(
+        env.restore_rows("s3-time", &["--to-time", &time_after_2]),
+        [1, 2]
+    );
+    assert_eq!(env.restore_rows("s3-latest", &[]), [1, 2, 3]);
+    let r = env.lb(&["verify", "--read-data"]).ok();
+    assert!(r.stdout.contains("s3://"), "{}", r.stdout);
+    assert!(
+        server
+            .get_object("production/config")
+            .unwrap()
+            .is_some_and(|c| !c.is_empty()),
+        "the repository lives in the bucket"
+    );
+}
+
+/// Asynchronous archiving: archive_command returns once the segment is in the
+/// local spool, also while S3 is unreachable; the uploader sends everything
+/// once it is back. A full spool fails the push by default (PostgreSQL keeps
+/// the segment and retries); with spool_full = "drop" it is dropped, loudly,
+/// and verify shows the gap.
+#[test]
+fn async_archiving_spools_while_s3_is_down() {
+    let server = S3Server::moto().unwrap();
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let env = Env::with_repository(false, |dir| {
+        let creds = server.write_credentials_file(dir);
+        format!(
+            "{}attempts = 2\ncredentials_file = \"{}\"\n",
+            server.toml("production", Some(&proxy.endpoint())),
+            creds.display()
+        )
+    });
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    // The target's table is the file's last: its keys go at the end.
+    std::fs::write(
+        &env.config,
+        format!("{config}archive_async = true\nspool_max_size = \"48MiB\"\n"),
+    )
+    .unwrap();
+    let spool = env.cluster.data_dir().join("pg_wal/lifeboat-spool");
+    env.insert(1);
+    env.backup();
+
+    proxy.set_down(true);
+    env.insert(2);
+    env.archive_now();
+    env.insert(3);
+    env.archive_now();
+    assert!(spooled(&spool) >= 2, "spooled while S3 is down");
+    // Full: the push fails, PostgreSQL keeps the segments and retries.
+    for _ in 0..3 {
+        env.sql("SELECT pg_switch_wal()");
+        env.insert(4 + env.sql("SELECT count(*) FROM t").parse::<i32>().unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.sql("SELECT failed_count FROM pg_stat_archiver") == "0" {
+        assert!(Instant::now() < deadline, "the archiver never failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = testkit::tail_lines(env.cluster.log_file(), 200);
+    assert!(log.contains("spool") && log.contains("is full"), "{log}");
+
+    proxy.set_down(false);
+    env.archive_now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while spooled(&spool) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the spool was not emptied: {}",
+            std::fs::read_to_string(spool.join("uploader.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let rows = env.sql("SELECT count(*) FROM t").parse::<usize>().unwrap();
+    assert_eq!(env.restore_rows("after-outage", &[]).len(), rows);
+    env.lb(&["verify"]).ok();
+
+    // Dropping instead of failing: the archive gets a gap, said loudly.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        config.replace(
+            "spool_max_size = \"48MiB\"",
+            "spool_max_size = \"16MiB\"\nspool_full = \"drop\"",
+        ),
+    )
+    .unwrap();
+    proxy.set_down(true);
+    env.insert(100);
+    env.archive_now();
+    env.insert(101);
+    env.archive_now();
+    let log = testkit::tail_lines(env.cluster.log_file(), 200);
+    assert!(log.contains("DROPPED"), "{log}");
+    proxy.set_down(false);
+    let wait_empty = || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while spooled(&spool) > 0 {
+            assert!(Instant::now() < deadline, "the spool was not emptied");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    wait_empty();
+    // A segment after the dropped one: the gap is inside the archive.
+    env.insert(102);
+    env.archive_now();
+    wait_empty();
+    let r = env.lb(&["verify"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("a gap in the archived WAL"),
+        "{}",
+        r.stdout
+    );
+}
+
+fn spooled(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().len() == 24)
+                .count()
+        })
+        .unwrap_or(0)
 }

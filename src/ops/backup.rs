@@ -17,7 +17,7 @@ use crate::pg::process::{self, Connection};
 use crate::pg::tools::PgTools;
 
 /// How long a backup waits for a running prune (which holds the exclusive lock).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+pub(super) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 pub struct BackupOutcome {
     pub id: Id,
@@ -243,6 +243,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let mut tools_used = std::collections::BTreeMap::new();
     tools_used.insert("pg_dump".to_string(), tools.version.clone());
     let record = BackupRecord {
+        copied_from: None,
         version: format::FORMAT_VERSION,
         kind: BackupKind::Logical,
         target: target_name.into(),

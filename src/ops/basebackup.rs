@@ -34,7 +34,7 @@ use crate::repo::{Repository, Session};
 
 /// Files are stored in blocks of this size (a multiple of PostgreSQL's 8 KiB
 /// pages, so a changed page costs one block).
-pub const FILE_BLOCK: usize = 64 * 1024;
+pub const FILE_BLOCK: usize = crate::format::FILE_BLOCK;
 /// How long a backup waits for its WAL to reach the repository.
 const WAL_WAIT: Duration = Duration::from_secs(10 * 60);
 /// Corrupt pages listed in a record (all are counted).
@@ -135,6 +135,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     tools_used.insert("psql".to_string(), tools.version.clone());
     let files = manifest.len() as u64;
     let record = BackupRecord {
+        copied_from: None,
         version: format::FORMAT_VERSION,
         kind: BackupKind::Physical,
         target: target_name.into(),

@@ -23,6 +23,10 @@ pub enum ExportFormat {
 
 pub struct ExportOptions {
     pub backup: Option<String>,
+    /// Read from this repository (default: the first of the target's that has it).
+    pub repository: Option<String>,
+    /// Do not wait for archived packs to be retrieved.
+    pub no_wait: bool,
     pub format: ExportFormat,
     pub globals: bool,
     pub output: Option<PathBuf>,
@@ -30,8 +34,11 @@ pub struct ExportOptions {
 
 pub fn run(ctx: &Context, target_name: &str, opts: &ExportOptions) -> Result<(Id, u64)> {
     let target = ctx.target(target_name)?;
-    let (repo_name, _) = ctx.target_repository(target_name)?;
-    let repo = ctx.open_repository(&repo_name)?;
+    let (repo_name, repo) = ctx.open_for_restore(
+        target_name,
+        opts.backup.as_deref(),
+        opts.repository.as_deref(),
+    )?;
     repo.check_can_read()?;
     let (id, record) = super::select_backup(&repo, target_name, opts.backup.as_deref())?;
     let name = if opts.globals { "globals" } else { "dump" };
@@ -48,6 +55,19 @@ pub fn run(ctx: &Context, target_name: &str, opts: &ExportOptions) -> Result<(Id
         ));
     }
     let index = repo.load_index()?;
+    let packs = repo.packs_of(&index, [&record]);
+    let retrieval = if opts.no_wait {
+        super::retrieve::Retrieval::NoWait
+    } else {
+        super::retrieve::Retrieval::Wait
+    };
+    super::retrieve::ensure_readable(
+        ctx,
+        &repo,
+        ctx.config.repository(&repo_name)?,
+        &packs,
+        retrieval,
+    )?;
     let mut reader = repo.read_stream(&index, stream)?;
     // Write to FILE.partial and rename, so a failed export never leaves a plausible file.
     let (mut out, partial): (Box<dyn Write>, Option<PathBuf>) = match &opts.output {

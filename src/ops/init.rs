@@ -57,6 +57,9 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
         .compression_level
         .unwrap_or(crate::format::DEFAULT_COMPRESSION_LEVEL);
     let mut lines = Vec::new();
+    if let Some(from) = &rc.keys_from {
+        return init_sharing(ctx, name, from, storage);
+    }
     match rc.encryption() {
         EncryptionMode::Passphrase => {
             let pass = rc.passphrase()?.ok_or_else(|| {
@@ -109,5 +112,45 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
             lines.push("keep the age identity of the recipients safe and off the backup hosts: only it can read backups, and without it no backup can be restored.".into());
         }
     }
+    Ok(lines)
+}
+
+/// A repository with the keys of `from` (already initialised): backups copy
+/// between them byte for byte, and each stands in for the other when a pack
+/// is damaged or missing.
+fn init_sharing(
+    ctx: &Context,
+    name: &str,
+    from: &str,
+    storage: Arc<dyn crate::storage::Storage>,
+) -> Result<Vec<String>> {
+    let rc = ctx.config.repository(name)?;
+    let source = ctx
+        .open_repository(from)
+        .with_context(|| format!("keys_from of repository {name:?}"))?;
+    let keys = match rc.encryption() {
+        EncryptionMode::Passphrase => InitKeys::Passphrase(rc.passphrase()?.ok_or_else(|| {
+            usage(format!(
+                "repository {name:?} needs a passphrase to wrap the shared keys with; hint: set {} or passphrase_file (it may be the same passphrase as {from:?})",
+                rc.passphrase_env_name()
+            ))
+        })?),
+        EncryptionMode::Recipients => InitKeys::Recipients(rc.recipients.clone()),
+    };
+    source
+        .init_sharing(storage, keys)
+        .with_context(|| format!("repository {name:?}"))?;
+    let mut lines = vec![format!(
+        "created repository {name:?} at {} with the keys of {from:?}: `lifeboat copy` copies backups to it unchanged",
+        rc.url
+    )];
+    lines.push(match rc.encryption() {
+        EncryptionMode::Passphrase => format!(
+            "its passphrase unlocks the same keys as {from:?}'s: anyone with either passphrase can read both repositories."
+        ),
+        EncryptionMode::Recipients => format!(
+            "the dedup key of {from:?} is also this repository's: backup hosts use the same dedup_key_file for both."
+        ),
+    });
     Ok(lines)
 }

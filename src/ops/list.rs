@@ -14,7 +14,15 @@ use crate::format::BackupRecord;
 pub struct BackupView {
     pub id: String,
     pub short_id: String,
+    /// The first repository (of the configuration's order) that holds it.
     pub repository: String,
+    /// Every repository that holds it (copies with the same keys have the
+    /// same id).
+    pub repositories: Vec<String>,
+    /// A copy re-encrypted into a repository with other keys: the id of the
+    /// backup it was copied from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
     pub target: String,
     pub method: crate::format::BackupKind,
     pub started: chrono::DateTime<chrono::Utc>,
@@ -52,6 +60,8 @@ impl BackupView {
             id: id.to_hex(),
             short_id: id.short(),
             repository: repository.into(),
+            repositories: vec![repository.into()],
+            copy_of: r.copied_from.as_ref().map(|c| c.backup.to_hex()),
             target: r.target.clone(),
             method: r.kind,
             started: r.started,
@@ -117,6 +127,12 @@ pub fn collect(ctx: &Context, target: Option<&str>, wal: bool) -> Result<Listing
             listing.wal.extend(wal_lines(&name, &repo, &records)?);
         }
         for (id, rec) in records {
+            let hex = id.to_hex();
+            if let Some((seen, _)) = out.iter_mut().find(|(v, _)| v.id == hex) {
+                seen.repositories.push(name.clone());
+                seen.pinned |= pins.is_pinned(&id);
+                continue;
+            }
             let mut view = BackupView::new(&name, &id, &rec);
             view.pinned = pins.is_pinned(&id);
             out.push((view, rec));
@@ -132,7 +148,7 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
     }
     writeln!(
         out,
-        "{:<8}  {:<12}  {:<8}  {:<20}  {:>7}  {:<16}  {:>9}  {:>9}  {:>9}  {:>6}  PINNED",
+        "{:<8}  {:<12}  {:<8}  {:<20}  {:>7}  {:<16}  {:>9}  {:>9}  {:>9}  {:>6}  {:<6}  REPOSITORIES",
         "ID",
         "TARGET",
         "METHOD",
@@ -142,12 +158,13 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
         "DUMP",
         "NEW",
         "STORED",
-        "DEDUP"
+        "DEDUP",
+        "PINNED"
     )?;
     for v in views {
         writeln!(
             out,
-            "{:<8}  {:<12}  {:<8}  {:<20}  {:>7.1}  {:<16}  {:>9}  {:>9}  {:>9}  {:>5.1}x  {}",
+            "{:<8}  {:<12}  {:<8}  {:<20}  {:>7.1}  {:<16}  {:>9}  {:>9}  {:>9}  {:>5.1}x  {:<6}  {}",
             v.short_id,
             v.target,
             format!("{:?}", v.method).to_lowercase(),
@@ -161,7 +178,11 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
             human_bytes(v.new_bytes),
             human_bytes(v.stored_bytes),
             v.dedup_ratio,
-            if v.pinned { "yes" } else { "" }
+            if v.pinned { "yes" } else { "" },
+            match &v.copy_of {
+                Some(src) => format!("{} (copy of {})", v.repositories.join(", "), &src[..8]),
+                None => v.repositories.join(", "),
+            }
         )?;
     }
     Ok(())
@@ -169,7 +190,13 @@ pub fn print_table(out: &mut dyn Write, views: &[BackupView]) -> std::io::Result
 
 pub fn print_details(out: &mut dyn Write, v: &BackupView, r: &BackupRecord) -> std::io::Result<()> {
     writeln!(out, "backup      {}", v.id)?;
-    writeln!(out, "repository  {}", v.repository)?;
+    writeln!(out, "repository  {}", v.repositories.join(", "))?;
+    if let Some(src) = &v.copy_of {
+        writeln!(
+            out,
+            "copy of     {src} (re-encrypted for this repository's keys)"
+        )?;
+    }
     if v.pinned {
         writeln!(
             out,

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod basebackup;
+pub mod copy;
 pub mod export;
 pub mod init;
 pub mod list;
@@ -11,6 +12,8 @@ pub mod pitr;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+pub mod retrieve;
+pub mod spool;
 pub mod verify;
 pub mod wal;
 
@@ -91,10 +94,97 @@ impl Context {
         Repository::open(storage, creds).with_context(|| format!("repository {name:?}"))
     }
 
+    /// The repository a restore of `target` reads from: `named`, or the first
+    /// of the target's repositories that has the backup (`backup`, or any of
+    /// the target's if `None`); a repository that cannot be opened or lacks the
+    /// backup is passed over, saying why. The target's other repositories that
+    /// share its keys (copies) are added as fallbacks for packs it cannot give.
+    pub fn open_for_restore(
+        &self,
+        target: &str,
+        backup: Option<&str>,
+        named: Option<&str>,
+    ) -> Result<(String, Repository)> {
+        let names = self.repositories_of(Some(target))?;
+        let candidates: Vec<String> = match named {
+            Some(n) => {
+                self.config.repository(n)?;
+                vec![n.to_string()]
+            }
+            None => names.clone(),
+        };
+        let mut passed = Vec::new();
+        let mut chosen = None;
+        for name in &candidates {
+            let repo = match self.open_repository(name) {
+                Ok(r) => r,
+                // A wrong secret or a bad configuration is the user's to fix
+                // now, not a reason to read an older copy elsewhere.
+                Err(e) if e.downcast_ref::<UsageError>().is_some() || is_usage(&e) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    passed.push(format!("{name}: {e:#}"));
+                    continue;
+                }
+            };
+            let has = match backup {
+                Some(p) => match repo.find_backup(p) {
+                    Ok(_) => true,
+                    Err(crate::repo::RepoError::NoSuchBackup(_)) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                None => repo.list_backups()?.iter().any(|(_, r)| r.target == target),
+            };
+            if has {
+                chosen = Some((name.clone(), repo));
+                break;
+            }
+            passed.push(format!("{name}: no such backup"));
+        }
+        let Some((name, mut repo)) = chosen else {
+            let what = backup.map_or_else(
+                || format!("target {target:?} has no backups"),
+                |p| format!("no backup of target {target:?} matches {p:?}"),
+            );
+            return Err(usage(format!(
+                "{what} in {}; hint: `lifeboat list {target}` shows the backups and where they are",
+                passed.join("; ")
+            )));
+        };
+        if !self.quiet {
+            for why in &passed {
+                eprintln!("note: passed over repository {why}");
+            }
+        }
+        for other in names.iter().filter(|n| **n != name) {
+            let rc = self.config.repository(other)?;
+            // A fallback that cannot be reached now is no fallback; the restore
+            // goes on without it.
+            if let Ok(storage) = crate::storage::open(&rc.url, &rc.s3)
+                && let Ok(true) = repo.add_mirror(Arc::from(storage))
+                && !self.quiet
+            {
+                eprintln!(
+                    "note: repository {other} (same keys) is the fallback for damaged or missing packs"
+                );
+            }
+        }
+        Ok((name, repo))
+    }
+
     pub fn connection(&self, target: &str) -> Result<Connection> {
         let t = self.target(target)?;
         connection_from(&t.database, &format!("target {target:?}: database"))
     }
+}
+
+/// A repository error the user fixes (wrong passphrase, newer format, ...).
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::repo::RepoError>()
+            .is_some_and(|r| r.is_usage())
+    })
 }
 
 /// Parse a libpq connection string for client programs; `what` names it in errors.

@@ -155,14 +155,17 @@ pub struct PitrOutcome {
 pub fn run(
     ctx: &Context,
     target_name: &str,
-    opts: &PitrOptions,
-    backup: Option<&str>,
+    restore: &super::restore::RestoreOptions,
     jobs: u32,
-    dry_run: bool,
 ) -> Result<Option<PitrOutcome>> {
+    let (opts, backup, dry_run) = (
+        &restore.physical,
+        restore.backup.as_deref(),
+        restore.dry_run,
+    );
     let target = ctx.target(target_name)?;
-    let (repo_name, _) = ctx.target_repository(target_name)?;
-    let repo = ctx.open_repository(&repo_name)?;
+    let (repo_name, repo) =
+        ctx.open_for_restore(target_name, backup, restore.repository.as_deref())?;
     repo.check_can_read()?;
     let index = repo.load_index()?;
     let clock = Instant::now();
@@ -202,6 +205,9 @@ pub fn run(
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
+    let packs = repo.packs_of(&index, [&plan.record]);
+    let rc = ctx.config.repository(&repo_name)?;
+    super::retrieve::ensure_readable(ctx, &repo, rc, &packs, restore.retrieval())?;
     if dry_run {
         println!("dry run: nothing was changed");
         return Ok(None);

@@ -34,6 +34,21 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
+    /// A counter of `total` items ("3/10 packs").
+    pub fn count(label: &str, total: u64, quiet: bool) -> Progress {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = ProgressBar::new(total).with_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(label.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Progress { bar: Some(bar) }
+    }
+
     pub fn set(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.set_position(n);

@@ -158,6 +158,13 @@ fn prune_repository(
             humantime::format_duration(opts.grace)
         )?;
     }
+    if plan.archived_unindexed > 0 {
+        writeln!(
+            out,
+            "  {} packs that no index lists are in an archive storage class: kept, since what they hold cannot be read without a retrieval",
+            plan.archived_unindexed
+        )?;
+    }
     for d in &plan.damaged {
         writeln!(
             out,

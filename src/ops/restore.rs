@@ -37,6 +37,14 @@ pub struct RestoreOptions {
     /// Print the steps without changing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Read the backup from this repository (default: the first of the
+    /// target's repositories that has it)
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
+    /// Packs in an archive storage class (S3 Glacier): start their retrieval
+    /// and stop instead of waiting (run the restore again once readable)
+    #[arg(long)]
+    pub no_wait: bool,
     /// Do not ask for confirmation
     #[arg(long, short)]
     pub yes: bool,
@@ -52,6 +60,20 @@ pub struct RestoreOptions {
     pub temp_dir: Option<PathBuf>,
     #[command(flatten)]
     pub physical: super::pitr::PitrOptions,
+}
+
+impl RestoreOptions {
+    /// What to do about packs in an archive storage class.
+    pub fn retrieval(&self) -> super::retrieve::Retrieval {
+        use super::retrieve::Retrieval;
+        if self.dry_run {
+            Retrieval::DryRun
+        } else if self.no_wait {
+            Retrieval::NoWait
+        } else {
+            Retrieval::Wait
+        }
+    }
 }
 
 /// One step of a restore, in order.
@@ -207,8 +229,15 @@ pub fn run(
             "target {target_name:?} is logical: --data-dir and the recovery targets are for physical targets; hint: --into URL restores into another database"
         )));
     }
-    let (repo_name, _) = ctx.target_repository(target_name)?;
-    let repo = ctx.open_repository(&repo_name)?;
+    // Bad input first: before looking for the backup in the repositories.
+    if let Some(url) = &opts.into {
+        super::connection_from(url, "--into")?;
+    }
+    let (repo_name, repo) = ctx.open_for_restore(
+        target_name,
+        opts.backup.as_deref(),
+        opts.repository.as_deref(),
+    )?;
     repo.check_can_read()?;
     let tools = PgTools::locate(target.pg_bindir.as_deref()).map_err(|e| usage(e.to_string()))?;
     let index = repo.load_index()?;
@@ -225,6 +254,9 @@ pub fn run(
     for (i, s) in plan.steps.iter().enumerate() {
         println!("  {}. {s}", i + 1);
     }
+    let packs = repo.packs_of(&index, [&plan.record]);
+    let rc = ctx.config.repository(&repo_name)?;
+    super::retrieve::ensure_readable(ctx, &repo, rc, &packs, opts.retrieval())?;
     if opts.dry_run {
         println!("dry run: nothing was changed");
         return Ok(None);
@@ -250,14 +282,7 @@ fn physical(
     let jobs = opts
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
-    let outcome = super::pitr::run(
-        ctx,
-        target_name,
-        &opts.physical,
-        opts.backup.as_deref(),
-        jobs,
-        opts.dry_run,
-    )?;
+    let outcome = super::pitr::run(ctx, target_name, opts, jobs)?;
     if let Some(o) = outcome {
         println!(
             "restored backup {} into {} in {:.1} s",

@@ -146,6 +146,13 @@ fn print_report(
             "  checked that every object exists with the right size (--read-data also reads and authenticates every byte)"
         )?;
     }
+    if r.archived_packs > 0 {
+        writeln!(
+            out,
+            "  {} packs are in an archive storage class (S3 Glacier): their presence and size were checked, their content was NOT read (a restore retrieves and authenticates what it needs)",
+            r.archived_packs
+        )?;
+    }
     if r.leftover_packs > 0 {
         writeln!(
             out,

@@ -12,7 +12,6 @@ use anyhow::{Context as _, Result, bail};
 use super::{Context, usage};
 use crate::config::Method;
 use crate::pg::wal::WalFile;
-use crate::repo::Pushed;
 
 /// Where the archive and restore commands find their cluster.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -82,8 +81,9 @@ fn pgdata(opts: &WalOptions) -> Result<PathBuf> {
     }
 }
 
-/// Archive one file. Returns what happened (for messages).
-pub fn push(ctx: &Context, path: &Path, opts: &WalOptions) -> Result<Pushed> {
+/// Archive one file: into every repository of the target, or, with
+/// `archive_async`, into the local spool that the uploader empties.
+pub fn push(ctx: &Context, path: &Path, opts: &WalOptions) -> Result<()> {
     let pgdata = pgdata(opts)?;
     let full = if path.is_absolute() {
         path.to_path_buf()
@@ -101,23 +101,59 @@ pub fn push(ctx: &Context, path: &Path, opts: &WalOptions) -> Result<Pushed> {
     })?;
     let system_id = system_identifier(&pgdata)?;
     let target = target_for(ctx, opts, &pgdata)?;
+    if ctx.target(&target)?.archive.asynchronous {
+        check_cluster(&full, &name, &kind, system_id, &pgdata)?;
+        super::spool::push(ctx, &target, &pgdata, &full)?;
+        return Ok(());
+    }
     let content = std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
-    if let WalFile::Segment { .. } = kind {
-        // The long page header of a segment's first page names its cluster.
-        if let Some(id) = content.get(24..32) {
-            let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
-            if id != system_id {
-                bail!(
-                    "{name} belongs to cluster {id}, not to the cluster of {} ({system_id})",
-                    pgdata.display()
-                );
+    check_cluster(&full, &name, &kind, system_id, &pgdata)?;
+    // Into every repository of the target: a failure in any one fails the
+    // push, so PostgreSQL keeps the segment and retries; the repositories that
+    // have it already answer the retry from what they hold.
+    let mut first = None;
+    let mut failed = Vec::new();
+    for repo_name in ctx.repositories_of(Some(&target))? {
+        let pushed = ctx
+            .open_repository(&repo_name)
+            .and_then(|repo| Ok(repo.push_wal(system_id, &name, &content)?));
+        match pushed {
+            Ok(p) => {
+                first.get_or_insert(p);
             }
+            Err(e) => failed.push(format!("repository {repo_name:?}: {e:#}")),
         }
     }
-    let (repo_name, _) = ctx.target_repository(&target)?;
-    let repo = ctx.open_repository(&repo_name)?;
-    repo.push_wal(system_id, &name, &content)
-        .with_context(|| format!("archiving {name} into repository {repo_name:?}"))
+    match (first, failed.is_empty()) {
+        (Some(_), true) => Ok(()),
+        _ => bail!("archiving {name} failed: {}", failed.join("; ")),
+    }
+}
+
+/// A segment's first page names its cluster: refuse one of another cluster.
+fn check_cluster(
+    path: &Path,
+    name: &str,
+    kind: &WalFile,
+    system_id: u64,
+    pgdata: &Path,
+) -> Result<()> {
+    use std::io::Read;
+    if !matches!(kind, WalFile::Segment { .. }) {
+        return Ok(());
+    }
+    let mut head = [0u8; 32];
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    if f.read_exact(&mut head).is_ok() {
+        let id = u64::from_le_bytes(head[24..32].try_into().expect("8 bytes"));
+        if id != system_id {
+            bail!(
+                "{name} belongs to cluster {id}, not to the cluster of {} ({system_id})",
+                pgdata.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Segments fetched ahead of recovery, and at most how many at once.
@@ -153,12 +189,7 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
     }
     let system_id = system_identifier(&pgdata)?;
     let target = target_for(ctx, opts, &pgdata)?;
-    let (repo_name, _) = ctx.target_repository(&target)?;
-    let repo = ctx.open_repository(&repo_name)?;
-    let Some(bytes) = repo
-        .fetch_wal(system_id, name)
-        .with_context(|| format!("fetching {name} from repository {repo_name:?}"))?
-    else {
+    let Some(bytes) = fetch_from_any(ctx, &target, system_id, name)? else {
         return Ok(false);
     };
     let tmp = dest.with_extension("lifeboat-tmp");
@@ -168,6 +199,41 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
         start_prefetch(ctx, name, &dest, opts, &pgdata);
     }
     Ok(true)
+}
+
+/// A WAL file from the first of the target's repositories that has it whole.
+/// `None` if none has it; an error only if one that has it could not give it
+/// and no other could either.
+fn fetch_from_any(
+    ctx: &Context,
+    target: &str,
+    system_id: u64,
+    name: &str,
+) -> Result<Option<Vec<u8>>> {
+    let mut errors = Vec::new();
+    for repo_name in ctx.repositories_of(Some(target))? {
+        let fetched = ctx
+            .open_repository(&repo_name)
+            .and_then(|repo| Ok(repo.fetch_wal(system_id, name)?));
+        match fetched {
+            Ok(Some(bytes)) => {
+                if !errors.is_empty() {
+                    eprintln!(
+                        "warning: {}; fetched {name} from {repo_name:?}",
+                        errors.join("; ")
+                    );
+                }
+                return Ok(Some(bytes));
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(format!("repository {repo_name:?}: {e:#}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(None)
+    } else {
+        bail!("fetching {name}: {}", errors.join("; "))
+    }
 }
 
 /// Start `lifeboat wal-prefetch` in the background, unless one is running.
@@ -238,6 +304,8 @@ pub fn prefetch(ctx: &Context, after: &str, seg_size: u64, opts: &WalOptions) ->
     let result = (|| -> Result<()> {
         let system_id = system_identifier(&pgdata)?;
         let target = target_for(ctx, opts, &pgdata)?;
+        // The first repository only: what it lacks, wal-fetch itself looks
+        // for in the others.
         let (repo_name, _) = ctx.target_repository(&target)?;
         let repo = ctx.open_repository(&repo_name)?;
         let first = WalFile::parse(after)

@@ -71,6 +71,8 @@ impl Index {
 pub(crate) struct Unindexed {
     pub packs: Vec<PackEntry>,
     pub unreadable: Vec<(Id, Damage)>,
+    /// In an archive storage class: what they hold is unknown until retrieved.
+    pub archived: Vec<Id>,
 }
 
 /// Readable index files with their paths, and the damaged ones.
@@ -141,17 +143,20 @@ impl Repository {
         ids.sort();
         let mut entries = Vec::new();
         let mut damaged = Vec::new();
+        let mut archived = Vec::new();
         for id in ids {
             let path = format::pack_path(id);
             match self.read_pack_entry(&path) {
                 Ok(e) => entries.push(e),
                 Err(e) if e.is_damage() => damaged.push((*id, Damage::from_error(&path, &e))),
+                Err(super::RepoError::Archived { .. }) => archived.push(*id),
                 Err(e) => return Err(e),
             }
         }
         Ok(Unindexed {
             packs: entries,
             unreadable: damaged,
+            archived,
         })
     }
 

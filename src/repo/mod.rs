@@ -5,6 +5,8 @@
 //! durable and indexed (see `write::Session`). Only `prune` deletes data, under
 //! the exclusive lock, and never a pack a remaining backup needs.
 
+mod archive;
+mod copy;
 mod index;
 mod lock;
 mod pins;
@@ -25,6 +27,8 @@ use crate::format::{
 };
 use crate::storage::{ErrorKind, PutMode, Storage, StorageError};
 
+pub use archive::ArchivedPack;
+pub use copy::{CopyProgress, CopyStats};
 pub use index::{BlobLocation, Index};
 pub use lock::{HeldLock, LockGuard, hostname};
 pub use pins::Pins;
@@ -68,6 +72,11 @@ pub enum RepoError {
     },
     #[error("repository {url}: {what} is missing")]
     Missing { url: String, what: String },
+    /// In an archive storage class: retrievable, but not readable now.
+    #[error(
+        "repository {url}: {what} is in an archive storage class (S3 Glacier); hint: `lifeboat restore` retrieves what a restore needs first"
+    )]
+    Archived { url: String, what: String },
     #[error("no backup matches {0:?}")]
     NoSuchBackup(String),
     #[error("backup id prefix {0:?} is ambiguous; hint: give more digits")]
@@ -170,6 +179,12 @@ pub struct Repository {
     meta: MetadataKey,
     recipients: Vec<age::x25519::Recipient>,
     identities: Option<Arc<Identities>>,
+    /// Passphrase mode: the repository's own identity, from its key file (for
+    /// `init_sharing`).
+    own_identity: Option<age::x25519::Identity>,
+    /// Storages of repositories with the same keys (copies made by `lifeboat
+    /// copy`), read when a pack cannot be read here.
+    mirrors: Vec<Arc<dyn Storage>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -186,6 +201,64 @@ impl Repository {
         storage: Arc<dyn Storage>,
         keys: InitKeys,
         compression_level: i32,
+    ) -> Result<InitOutcome> {
+        let settings = RepoSettings {
+            recipients: Vec::new(),
+            chunker: ChunkerParams::default(),
+            pack_size: format::DEFAULT_PACK_SIZE,
+            compression_level,
+        };
+        let meta = MetadataKey::new(SecretBytes::random());
+        let identity = match &keys {
+            InitKeys::Passphrase(_) => Some(age::x25519::Identity::generate()),
+            InitKeys::Recipients(_) => None,
+        };
+        Repository::create(storage, keys, meta, identity, settings)
+    }
+
+    /// A new repository with this one's keys and settings, so that objects
+    /// copy between the two unchanged (`lifeboat copy`) and either can stand
+    /// in for the other when a pack is damaged. `keys` says how the new one
+    /// is unlocked: its own passphrase (needs this repository's identity, so
+    /// not from a host that can only write), or the same recipients.
+    pub fn init_sharing(&self, storage: Arc<dyn Storage>, keys: InitKeys) -> Result<InitOutcome> {
+        let identity = match &keys {
+            InitKeys::Passphrase(_) => Some(self.own_identity.clone().ok_or_else(|| {
+                RepoError::MissingSecret(format!(
+                    "repository {} is encrypted to age recipients: a copy of its keys must use the same recipients; hint: give the new repository the same `recipients`",
+                    self.url()
+                ))
+            })?),
+            InitKeys::Recipients(r) => {
+                let mut mine = self.settings.recipients.clone();
+                let mut theirs = r.clone();
+                mine.sort();
+                theirs.sort();
+                if mine != theirs {
+                    return Err(RepoError::Other(format!(
+                        "a repository sharing the keys of {} must have its recipients ({}); hint: set the same recipients, or leave out keys_from",
+                        self.url(),
+                        self.settings.recipients.join(", ")
+                    )));
+                }
+                None
+            }
+        };
+        Repository::create(
+            storage,
+            keys,
+            self.meta.clone(),
+            identity,
+            self.settings.clone(),
+        )
+    }
+
+    fn create(
+        storage: Arc<dyn Storage>,
+        keys: InitKeys,
+        meta: MetadataKey,
+        identity: Option<age::x25519::Identity>,
+        mut settings: RepoSettings,
     ) -> Result<InitOutcome> {
         let url = storage.url();
         if storage.head(format::CONFIG_PATH).is_ok() {
@@ -208,10 +281,9 @@ impl Repository {
                 "{url} is not empty and holds no lifeboat repository; hint: choose an empty or new location"
             )));
         }
-        let meta = MetadataKey::new(SecretBytes::random());
         let (mode, recipients, key_file, identities, dedup_key) = match keys {
             InitKeys::Passphrase(pass) => {
-                let identity = age::x25519::Identity::generate();
+                let identity = identity.expect("passphrase mode has an identity");
                 use age::secrecy::ExposeSecret;
                 let material = KeyMaterial {
                     metadata_key: meta.secret.to_base64(),
@@ -226,14 +298,7 @@ impl Repository {
                     ciphertext: codec::b64_encode(&ct),
                 };
                 let recipients = vec![identity.to_public()];
-                let ids: Identities = vec![Box::new(identity)];
-                (
-                    KeyMode::Passphrase,
-                    recipients,
-                    file,
-                    Some(Arc::new(ids)),
-                    None,
-                )
+                (KeyMode::Passphrase, recipients, file, Some(identity), None)
             }
             InitKeys::Recipients(strs) => {
                 let recipients = parse_recipients(&strs)?;
@@ -256,12 +321,7 @@ impl Repository {
                 )
             }
         };
-        let settings = RepoSettings {
-            recipients: recipients.iter().map(|r| r.to_string()).collect(),
-            chunker: ChunkerParams::default(),
-            pack_size: format::DEFAULT_PACK_SIZE,
-            compression_level,
-        };
+        settings.recipients = recipients.iter().map(|r| r.to_string()).collect();
         let mut idb = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut idb);
         let id = hex::encode(idb);
@@ -288,6 +348,10 @@ impl Repository {
                     e.into()
                 }
             })?;
+        let identities = identities.map(|i| {
+            let ids: Identities = vec![Box::new(i.clone())];
+            (Arc::new(ids), i)
+        });
         Ok(InitOutcome {
             repo: Repository {
                 storage,
@@ -295,7 +359,9 @@ impl Repository {
                 settings,
                 meta,
                 recipients,
-                identities,
+                own_identity: identities.as_ref().map(|(_, i)| i.clone()),
+                identities: identities.map(|(ids, _)| ids),
+                mirrors: Vec::new(),
             },
             dedup_key,
         })
@@ -332,7 +398,8 @@ impl Repository {
         // Several key files may unlock with our secret (orphans of an interrupted
         // init); the repository's own is the one whose key unseals `config`.
         let fits = |m: &MetadataKey| m.unseal("config", &sealed).is_ok();
-        let (meta, identities) = unlock_keys(storage.as_ref(), config.mode, &mut creds, &fits)?;
+        let (meta, identities, own_identity) =
+            unlock_keys(storage.as_ref(), config.mode, &mut creds, &fits)?;
         let settings_json = meta.unseal("config", &sealed).map_err(|e| match e {
             CodecError::Authentication
                 if config.mode == KeyMode::Recipients && identities.is_none() =>
@@ -363,7 +430,31 @@ impl Repository {
             meta,
             recipients,
             identities: identities.map(Arc::new),
+            own_identity,
+            mirrors: Vec::new(),
         })
+    }
+
+    /// Whether the repository in `storage` has this one's keys (its settings
+    /// unseal with our metadata key), so its objects are interchangeable with
+    /// ours: same blob ids, same packs, same records.
+    pub fn shares_keys_with(&self, storage: &dyn Storage) -> Result<bool> {
+        let raw = storage.get(format::CONFIG_PATH)?;
+        let Ok(config) = serde_json::from_slice::<RepoConfigFile>(&raw) else {
+            return Ok(false);
+        };
+        Ok(codec::b64_decode(&config.sealed)
+            .is_ok_and(|sealed| self.meta.unseal("config", &sealed).is_ok()))
+    }
+
+    /// Read packs from `storage` when they cannot be read here. Only a
+    /// repository with the same keys qualifies; returns whether it did.
+    pub fn add_mirror(&mut self, storage: Arc<dyn Storage>) -> Result<bool> {
+        if !self.shares_keys_with(storage.as_ref())? {
+            return Ok(false);
+        }
+        self.mirrors.push(storage);
+        Ok(true)
     }
 
     pub fn url(&self) -> String {
@@ -399,6 +490,10 @@ impl Repository {
     fn get_object(&self, path: &str) -> Result<Vec<u8>> {
         self.storage.get(path).map_err(|e| match e.kind {
             ErrorKind::NotFound => RepoError::Missing {
+                url: self.url(),
+                what: path.to_string(),
+            },
+            ErrorKind::Archived => RepoError::Archived {
                 url: self.url(),
                 what: path.to_string(),
             },
@@ -501,6 +596,14 @@ impl Repository {
     }
 }
 
+/// What a secret unlocks: the metadata key, the identities to read content
+/// with, and (passphrase mode) the repository's own identity.
+type Unlocked = (
+    MetadataKey,
+    Option<Identities>,
+    Option<age::x25519::Identity>,
+);
+
 /// Find the metadata key (and, in passphrase mode, the identity) in `keys/`.
 /// Key files are tried in turn; one that decrypts counts only if `fits` accepts
 /// its metadata key, i.e. it belongs to this repository's `config` rather than
@@ -510,7 +613,7 @@ fn unlock_keys(
     mode: KeyMode,
     creds: &mut Credentials,
     fits: &dyn Fn(&MetadataKey) -> bool,
-) -> Result<(MetadataKey, Option<Identities>)> {
+) -> Result<Unlocked> {
     let url = storage.url();
     // A secret that opens only key files of another config is the wrong secret
     // if some key file refused it (that one may be the real one); if none did,
@@ -564,17 +667,17 @@ fn unlock_keys(
                             SecretBytes::from_base64(&m.metadata_key)
                                 .map_err(|e| RepoError::Other(e.to_string()))?,
                         );
-                        let ids = match m.identity {
-                            Some(s) => {
-                                let id: age::x25519::Identity = s.parse().map_err(|_| {
-                                    RepoError::Other("key file holds an invalid identity".into())
-                                })?;
-                                Some(vec![Box::new(id) as Box<dyn age::Identity + Send + Sync>])
-                            }
+                        let own = match m.identity {
+                            Some(s) => Some(s.parse::<age::x25519::Identity>().map_err(|_| {
+                                RepoError::Other("key file holds an invalid identity".into())
+                            })?),
                             None => None,
                         };
+                        let ids = own
+                            .clone()
+                            .map(|id| vec![Box::new(id) as Box<dyn age::Identity + Send + Sync>]);
                         if fits(&meta) {
-                            return Ok((meta, ids));
+                            return Ok((meta, ids, own));
                         }
                         foreign += 1;
                     }
@@ -604,7 +707,7 @@ fn unlock_keys(
                                     .map_err(|e| RepoError::Other(e.to_string()))?,
                             );
                             if fits(&meta) {
-                                return Ok((meta, Some(ids)));
+                                return Ok((meta, Some(ids), None));
                             }
                             foreign += 1;
                         }
@@ -625,7 +728,7 @@ fn unlock_keys(
                 });
             }
             match &creds.dedup_key {
-                Some(k) => Ok((MetadataKey::new(k.clone()), None)),
+                Some(k) => Ok((MetadataKey::new(k.clone()), None, None)),
                 None => Err(RepoError::MissingSecret(format!(
                     "repository {url} uses public-key encryption; hint: set identity_file (to read and restore) or dedup_key_file / LIFEBOAT_DEDUP_KEY (to write backups)"
                 ))),

@@ -33,6 +33,9 @@ pub struct CleanupPlan {
     pub reindexed: usize,
     /// Unreferenced packs younger than the grace period: left alone.
     pub young: usize,
+    /// Packs no readable index lists that are in an archive storage class:
+    /// what they hold is unknown without a retrieval, so they are kept.
+    pub archived_unindexed: usize,
     /// Index files the new index replaces.
     pub old_index_files: Vec<String>,
     /// Whether a new index is written (something changed, or the index is
@@ -109,6 +112,7 @@ impl Repository {
             .map(|p| (p, true))
             .collect();
         let unindexed = self.read_unindexed(&stored, &indexed)?;
+        plan.archived_unindexed = unindexed.archived.len();
         candidates.extend(unindexed.packs.into_iter().map(|p| (p, false)));
         for (id, damage) in unindexed.unreadable {
             plan.damaged.push(damage);

@@ -43,6 +43,11 @@ pub struct StreamReader {
 struct Fetcher {
     repo_url: String,
     storage: Arc<dyn crate::storage::Storage>,
+    /// Repositories with the same keys, tried in turn for a pack the main one
+    /// cannot give (missing, damaged, unreachable).
+    mirrors: Vec<Arc<dyn crate::storage::Storage>>,
+    /// Packs already read from a mirror (warned about once).
+    fell_back: Mutex<std::collections::HashSet<Id>>,
     meta: crate::codec::MetadataKey,
     identities: Arc<super::Identities>,
     wrapped: HashMap<Id, Vec<u8>>,
@@ -79,11 +84,43 @@ impl Fetcher {
         Ok(k)
     }
 
+    /// A blob from the main repository, else from the first mirror that has
+    /// it whole. The main repository's error is the one reported.
     fn fetch(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let err = match self.fetch_from(self.storage.as_ref(), id, loc) {
+            Ok(plain) => return Ok(plain),
+            Err(e @ RepoError::WrongIdentity { .. }) => return Err(e),
+            Err(e) => e,
+        };
+        for mirror in &self.mirrors {
+            if let Ok(plain) = self.fetch_from(mirror.as_ref(), id, loc) {
+                if self
+                    .fell_back
+                    .lock()
+                    .expect("fallback set")
+                    .insert(loc.pack)
+                {
+                    eprintln!(
+                        "warning: {err}; read {} from {} instead",
+                        format::pack_path(&loc.pack),
+                        mirror.url()
+                    );
+                }
+                return Ok(plain);
+            }
+        }
+        Err(err)
+    }
+
+    fn fetch_from(
+        &self,
+        storage: &dyn crate::storage::Storage,
+        id: &Id,
+        loc: &BlobLocation,
+    ) -> Result<Vec<u8>> {
         let path = format::pack_path(&loc.pack);
         let what = || format!("{path} (blob {})", id.short());
-        let stored = self
-            .storage
+        let stored = storage
             .get_range(&path, loc.offset..loc.offset + loc.length as u64)
             .map_err(|e| match e.kind {
                 ErrorKind::NotFound => RepoError::Missing {
@@ -93,6 +130,10 @@ impl Fetcher {
                 ErrorKind::Other if e.message.contains("short read") => {
                     self.corrupt(what(), "truncated")
                 }
+                ErrorKind::Archived => RepoError::Archived {
+                    url: self.repo_url.clone(),
+                    what: path.clone(),
+                },
                 _ => e.into(),
             })?;
         let key = self.session_key(&loc.pack)?;
@@ -144,6 +185,8 @@ impl Repository {
         let fetcher = Arc::new(Fetcher {
             repo_url: self.url(),
             storage: Arc::clone(&self.storage),
+            mirrors: self.mirrors.clone(),
+            fell_back: Mutex::new(Default::default()),
             meta: self.meta.clone(),
             identities,
             wrapped,
@@ -152,9 +195,12 @@ impl Repository {
         let (job_tx, job_rx) = channel::<(usize, Id, BlobLocation)>();
         let (res_tx, res_rx) = channel::<Fetched>();
         let job_rx = Arc::new(Mutex::new(job_rx));
+        // Remote stores need requests in flight to hide their latency, beyond
+        // what the CPU count suggests; the window bounds memory either way.
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .clamp(2, 8);
+            .max(self.storage.concurrency())
+            .clamp(2, WINDOW);
         let workers = (0..threads)
             .map(|_| {
                 let rx = Arc::clone(&job_rx);

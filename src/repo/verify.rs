@@ -45,6 +45,9 @@ pub struct VerifyReport {
     /// Whether blob contents were decrypted and re-hashed (needs the identity).
     pub content_checked: bool,
     pub bytes_read: u64,
+    /// Packs in an archive storage class (S3 Glacier) that `read_data` could
+    /// not read; their presence and size were checked.
+    pub archived_packs: usize,
 }
 
 impl Repository {
@@ -85,6 +88,7 @@ impl Repository {
         }
         let indexed: HashSet<Id> = packs.keys().copied().collect();
         let unindexed = self.read_unindexed(&stored, &indexed)?;
+        report.archived_packs += unindexed.archived.len();
         problems.extend(
             unindexed
                 .unreadable
@@ -167,6 +171,12 @@ impl Repository {
                     ),
                     backups: affected(id),
                 }),
+                Some(_) if read_data && stored[id].is_archived() => {
+                    match self.storage.archive_state(&path)? {
+                        crate::storage::ArchiveState::Readable => to_read.push(entry),
+                        _ => report.archived_packs += 1,
+                    }
+                }
                 Some(_) => to_read.push(entry),
             }
         }
