@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -623,47 +624,110 @@ fn write_files(
             FileKind::File => {}
         }
     }
-    let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
-    let done = std::sync::atomic::AtomicU64::new(0);
+    // Every file at its full size first; then each block goes where the
+    // manifest puts it (a block several files share is read once), pack by
+    // pack so that neighbouring blocks come in one read; then every file is
+    // synced.
     let files: Vec<&FileEntry> = plan
         .files
         .iter()
         .filter(|f| f.kind == FileKind::File)
         .collect();
-    super::for_each_parallel(&files, jobs.max(1) as usize, |_, f| {
-        if super::interrupted() {
-            bail!("interrupted");
+    let mut targets: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+    for (i, f) in files.iter().enumerate() {
+        let dest = destination(plan, &f.path);
+        let out =
+            std::fs::File::create(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        out.set_len(f.size)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        for (n, block) in f.blocks.iter().enumerate() {
+            targets
+                .entry(*block)
+                .or_default()
+                .push((i, (n * crate::format::FILE_BLOCK) as u64));
         }
-        write_one(repo, index, f, &destination(plan, &f.path))?;
-        progress.set(done.fetch_add(f.size, Ordering::Relaxed) + f.size);
+    }
+    let blocks: Vec<Id> = targets.keys().copied().collect();
+    let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let open = OpenFiles::new(files.iter().map(|f| destination(plan, &f.path)).collect());
+    let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
+    repo.read_blobs(index, &blocks, threads, &|id, data| {
+        if super::interrupted() {
+            return Err(std::io::Error::other("interrupted"));
+        }
+        for &(file, offset) in &targets[id] {
+            let f = files[file];
+            let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
+            if data.len() as u64 != want {
+                return Err(std::io::Error::other(format!(
+                    "{}: block at {offset} is {} bytes, the manifest says {want}",
+                    f.path,
+                    data.len()
+                )));
+            }
+            open.get(file)?.write_all_at(data, offset)?;
+            progress.set(done.fetch_add(want, Ordering::Relaxed) + want);
+        }
+        Ok(())
+    })?;
+    drop(open);
+    super::for_each_parallel(&files, jobs.max(1) as usize, |_, f| {
+        use std::os::unix::fs::PermissionsExt;
+        let dest = destination(plan, &f.path);
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&dest)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        out.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
+        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0) as u64);
+        let _ = out.set_modified(mtime);
+        out.sync_all()
+            .with_context(|| format!("writing {}", dest.display()))?;
         Ok(())
     })?;
     progress.finish();
     Ok(())
 }
 
-fn write_one(repo: &Repository, index: &Index, f: &FileEntry, dest: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let stream = crate::format::Stream {
-        name: f.path.clone(),
-        format: "file".into(),
-        size: f.size,
-        chunks: f.blocks.clone(),
-    };
-    let mut out =
-        std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    if f.size > 0 {
-        let mut reader = repo.read_stream(index, &stream)?;
-        std::io::copy(&mut reader, &mut out)
-            .map_err(|e| super::stream_error(&mut reader, e))
-            .with_context(|| format!("restoring {}", f.path))?;
+/// Files being restored, opened on demand and kept open for the blocks that
+/// follow (blocks come pack by pack, and a pack holds the blocks of a few
+/// files at a time); at most `MAX` at once, well under the usual limit of
+/// 1024 descriptors.
+struct OpenFiles {
+    paths: Vec<PathBuf>,
+    open: std::sync::Mutex<HashMap<usize, std::sync::Arc<std::fs::File>>>,
+}
+
+impl OpenFiles {
+    const MAX: usize = 128;
+
+    fn new(paths: Vec<PathBuf>) -> OpenFiles {
+        OpenFiles {
+            paths,
+            open: std::sync::Mutex::new(HashMap::new()),
+        }
     }
-    out.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
-    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0) as u64);
-    let _ = out.set_modified(mtime);
-    out.sync_all()
-        .with_context(|| format!("writing {}", dest.display()))?;
-    Ok(())
+
+    fn get(&self, file: usize) -> std::io::Result<std::sync::Arc<std::fs::File>> {
+        let mut open = self.open.lock().expect("open files");
+        if let Some(f) = open.get(&file) {
+            return Ok(std::sync::Arc::clone(f));
+        }
+        if open.len() >= Self::MAX {
+            open.clear();
+        }
+        let f = std::sync::Arc::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.paths[file])
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", self.paths[file].display()))
+                })?,
+        );
+        open.insert(file, std::sync::Arc::clone(&f));
+        Ok(f)
+    }
 }
 
 /// Single-quote a value for postgresql.conf.

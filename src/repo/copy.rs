@@ -98,7 +98,7 @@ impl Repository {
             .copied()
             .collect();
         let copied = std::sync::atomic::AtomicU64::new(0);
-        parallel(&to_copy, threads, |id| {
+        super::parallel(&to_copy, threads, |id| {
             let path = format::pack_path(id);
             let bytes = self.get_verified(&path)?;
             match dst
@@ -153,7 +153,7 @@ impl Repository {
             .into_iter()
             .filter(|f| !theirs.contains(&f.name))
             .collect();
-        parallel(&missing, threads, |f| {
+        super::parallel(&missing, threads, |f| {
             let bytes = self.get_object(&f.path)?;
             // Read back as a WAL object before it is copied: a damaged one
             // must not spread.
@@ -264,38 +264,5 @@ impl Repository {
             n += 1;
         }
         Ok(n)
-    }
-}
-
-/// Run `work` on every item on up to `threads` threads; the first error wins.
-fn parallel<T: Sync>(
-    items: &[T],
-    threads: usize,
-    work: impl Fn(&T) -> Result<()> + Sync,
-) -> Result<()> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<RepoError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, items.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { return };
-                    if let Err(e) = work(item) {
-                        failure.lock().expect("failure slot").get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner().expect("failure slot") {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }

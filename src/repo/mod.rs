@@ -771,6 +771,39 @@ fn parse_recipients(strs: &[String]) -> Result<Vec<age::x25519::Recipient>> {
         .collect()
 }
 
+/// Run `work` on every item on up to `threads` threads; the first error wins.
+pub(crate) fn parallel<T: Sync>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<RepoError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    if failure.lock().expect("failure slot").is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { return };
+                    if let Err(e) = work(item) {
+                        failure.lock().expect("failure slot").get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("failure slot") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("serialising repository types cannot fail")
 }

@@ -118,27 +118,43 @@ impl Fetcher {
         id: &Id,
         loc: &BlobLocation,
     ) -> Result<Vec<u8>> {
-        let path = format::pack_path(&loc.pack);
-        let what = || format!("{path} (blob {})", id.short());
-        let stored = storage
-            .get_range(&path, loc.offset..loc.offset + loc.length as u64)
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound => RepoError::Missing {
-                    url: self.repo_url.clone(),
-                    what: path.clone(),
-                },
-                ErrorKind::Other if e.message.contains("short read") => {
-                    self.corrupt(what(), "truncated")
-                }
-                ErrorKind::Archived => RepoError::Archived {
-                    url: self.repo_url.clone(),
-                    what: path.clone(),
-                },
-                _ => e.into(),
-            })?;
+        let what = || format!("{} (blob {})", format::pack_path(&loc.pack), id.short());
+        let range = loc.offset..loc.offset + loc.length as u64;
+        let stored = self.get_range(storage, &loc.pack, range, &what)?;
+        self.decode(id, loc, &stored)
+    }
+
+    /// Bytes `range` of a pack; `what` names the blob(s) for messages.
+    fn get_range(
+        &self,
+        storage: &dyn crate::storage::Storage,
+        pack: &Id,
+        range: std::ops::Range<u64>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        let path = format::pack_path(pack);
+        storage.get_range(&path, range).map_err(|e| match e.kind {
+            ErrorKind::NotFound => RepoError::Missing {
+                url: self.repo_url.clone(),
+                what: path.clone(),
+            },
+            ErrorKind::Other if e.message.contains("short read") => {
+                self.corrupt(what(), "truncated")
+            }
+            ErrorKind::Archived => RepoError::Archived {
+                url: self.repo_url.clone(),
+                what: path.clone(),
+            },
+            _ => e.into(),
+        })
+    }
+
+    /// Authenticate, decompress and re-hash one stored blob.
+    fn decode(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("{} (blob {})", format::pack_path(&loc.pack), id.short());
         let key = self.session_key(&loc.pack)?;
         let plain = key
-            .decrypt_blob(loc.ty, id, &stored, loc.raw_length as usize)
+            .decrypt_blob(loc.ty, id, stored, loc.raw_length as usize)
             .map_err(|_| self.corrupt(what(), "authentication failed (altered or truncated)"))?;
         if plain.len() != loc.raw_length as usize || self.meta.blob_id(&plain) != *id {
             return Err(self.corrupt(what(), "content does not match its id"));
@@ -155,25 +171,7 @@ impl Repository {
         let mut wrapped = HashMap::new();
         for id in &stream.chunks {
             let loc = self.locate(index, stream, id)?;
-            // The index is authenticated, but whoever holds the metadata key (a
-            // backup host) can write one, and a bug can too. Lengths beyond the
-            // format's blob bound would make a fetcher allocate up to 4 GiB per
-            // blob, so refuse them before fetching anything.
-            let in_bounds = loc.raw_length as usize <= codec::MAX_BLOB_SIZE
-                && loc.length as usize <= codec::MAX_BLOB_SIZE + codec::BLOB_OVERHEAD
-                && loc.offset.checked_add(u64::from(loc.length)).is_some();
-            if !in_bounds {
-                return Err(self.corrupt(
-                    format!("{} (blob {})", format::pack_path(&loc.pack), id.short()),
-                    format!(
-                        "index entry out of bounds (offset {}, length {}, raw length {}; blobs are at most {} bytes)",
-                        loc.offset,
-                        loc.length,
-                        loc.raw_length,
-                        codec::MAX_BLOB_SIZE
-                    ),
-                ));
-            }
+            self.check_bounds(id, loc)?;
             wrapped.entry(loc.pack).or_insert_with(|| {
                 index
                     .wrapped_key(&loc.pack)
@@ -238,6 +236,127 @@ impl Repository {
             r.issue();
         }
         Ok(r)
+    }
+}
+
+impl Repository {
+    /// The index is authenticated, but whoever holds the metadata key (a
+    /// backup host) can write one, and a bug can too. Lengths beyond the
+    /// format's blob bound would make a fetcher allocate up to 4 GiB per
+    /// blob, so refuse them before fetching anything.
+    fn check_bounds(&self, id: &Id, loc: &BlobLocation) -> Result<()> {
+        let in_bounds = loc.raw_length as usize <= codec::MAX_BLOB_SIZE
+            && loc.length as usize <= codec::MAX_BLOB_SIZE + codec::BLOB_OVERHEAD
+            && loc.offset.checked_add(u64::from(loc.length)).is_some();
+        if in_bounds {
+            return Ok(());
+        }
+        Err(self.corrupt(
+            format!("{} (blob {})", format::pack_path(&loc.pack), id.short()),
+            format!(
+                "index entry out of bounds (offset {}, length {}, raw length {}; blobs are at most {} bytes)",
+                loc.offset,
+                loc.length,
+                loc.raw_length,
+                codec::MAX_BLOB_SIZE
+            ),
+        ))
+    }
+
+    /// Read each of `ids` once, pack by pack: blobs that lie close together in
+    /// a pack come in one ranged read (up to 8 MiB), so restoring a physical
+    /// backup's hundreds of thousands of small blocks takes a few requests per
+    /// pack, not one per block (on S3 that is the difference between seconds
+    /// and minutes). `sink` gets every blob's plaintext, on up to `threads`
+    /// threads, in no particular order. A range the repository cannot give is
+    /// read blob by blob, from its mirrors if need be.
+    pub fn read_blobs(
+        &self,
+        index: &Index,
+        ids: &[Id],
+        threads: usize,
+        sink: &(dyn Fn(&Id, &[u8]) -> std::io::Result<()> + Sync),
+    ) -> Result<()> {
+        const GAP: u64 = 256 << 10;
+        const MAX: u64 = 8 << 20;
+        let identities = Arc::clone(self.identities()?);
+        let mut by_pack: BTreeMap<Id, Vec<(Id, BlobLocation)>> = BTreeMap::new();
+        let mut wrapped = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            if !seen.insert(*id) {
+                continue;
+            }
+            let loc = *index
+                .get(id)
+                .ok_or_else(|| self.corrupt(format!("blob {}", id.short()), "no index lists it"))?;
+            self.check_bounds(id, &loc)?;
+            wrapped.entry(loc.pack).or_insert_with(|| {
+                index
+                    .wrapped_key(&loc.pack)
+                    .expect("indexed pack has a key")
+                    .to_vec()
+            });
+            by_pack.entry(loc.pack).or_default().push((*id, loc));
+        }
+        // (pack, byte range, the blobs in it)
+        type Span = (Id, std::ops::Range<u64>, Vec<(Id, BlobLocation)>);
+        let mut ranges: Vec<Span> = Vec::new();
+        for (pack, mut blobs) in by_pack {
+            blobs.sort_by_key(|(_, l)| l.offset);
+            for (id, loc) in blobs {
+                let end = loc.offset + u64::from(loc.length);
+                match ranges.last_mut() {
+                    Some((p, r, members))
+                        if *p == pack && loc.offset <= r.end + GAP && end - r.start <= MAX =>
+                    {
+                        r.end = r.end.max(end);
+                        members.push((id, loc));
+                    }
+                    _ => ranges.push((pack, loc.offset..end, vec![(id, loc)])),
+                }
+            }
+        }
+        let fetcher = Fetcher {
+            repo_url: self.url(),
+            storage: Arc::clone(&self.storage),
+            mirrors: self.mirrors.clone(),
+            fell_back: Mutex::new(Default::default()),
+            meta: self.meta.clone(),
+            identities,
+            wrapped,
+            keys: Mutex::new(HashMap::new()),
+        };
+        super::parallel(&ranges, threads, |(pack, range, members)| {
+            let what = || {
+                format!(
+                    "{} (bytes {}..{})",
+                    format::pack_path(pack),
+                    range.start,
+                    range.end
+                )
+            };
+            let bytes = fetcher
+                .get_range(fetcher.storage.as_ref(), pack, range.clone(), &what)
+                .ok();
+            for (id, loc) in members {
+                let at = (loc.offset - range.start) as usize;
+                let decoded = bytes.as_ref().and_then(|b| {
+                    fetcher
+                        .decode(id, loc, &b[at..at + loc.length as usize])
+                        .ok()
+                });
+                // The main repository's copy is bad or unreadable: blob by
+                // blob, with the mirrors, and its own error if all fail.
+                let plain = match decoded {
+                    Some(p) => p,
+                    None => fetcher.fetch(id, loc)?,
+                };
+                sink(id, &plain)
+                    .map_err(|e| RepoError::Other(format!("writing blob {}: {e}", id.short())))?;
+            }
+            Ok(())
+        })
     }
 }
 
