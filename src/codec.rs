@@ -240,8 +240,7 @@ impl SessionKey {
         let payload = aead_decrypt(&self.0, stored, &blob_aad(ty, id))?;
         match payload.split_first() {
             Some((0, raw)) => Ok(raw.to_vec()),
-            Some((1, z)) => zstd::bulk::decompress(z, raw_len)
-                .map_err(|e| CodecError::Malformed(format!("zstd: {e}"))),
+            Some((1, z)) => decompress(z, raw_len),
             _ => Err(CodecError::Malformed("unknown blob encoding".into())),
         }
     }
@@ -450,6 +449,29 @@ pub fn b64_decode(s: &str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|_| CodecError::Malformed("invalid base64".into()))
+}
+
+/// zstd decompression with one context per thread: a restore decompresses
+/// hundreds of thousands of small blocks, and a fresh context each time costs
+/// more than decompressing one.
+fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| CodecError::Malformed(format!("zstd: {e}")))?,
+            );
+        }
+        c.as_mut()
+            .expect("set above")
+            .decompress(z, raw_len)
+            .map_err(|e| CodecError::Malformed(format!("zstd: {e}")))
+    })
 }
 
 #[cfg(test)]

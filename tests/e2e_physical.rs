@@ -25,14 +25,21 @@ struct Env {
 impl Env {
     /// A cluster archiving into a lifeboat repository, target "production".
     fn new(checksums: bool) -> Env {
-        Env::with_repository(checksums, |dir| {
-            format!("url = \"file://{}\"\n", dir.join("repo").display())
-        })
+        Env::with_repository(
+            checksums,
+            |dir| format!("url = \"file://{}\"\n", dir.join("repo").display()),
+            "",
+        )
     }
 
     /// The same with repository "main" described by `repository(dir)` (the
-    /// lines of its table but the passphrase; `dir` is the test's directory).
-    fn with_repository(checksums: bool, repository: impl FnOnce(&Path) -> String) -> Env {
+    /// lines of its table but the passphrase; `dir` is the test's directory)
+    /// and `target` added to the target's table.
+    fn with_repository(
+        checksums: bool,
+        repository: impl FnOnce(&Path) -> String,
+        target: &str,
+    ) -> Env {
         let dir = testkit::temp_dir_for_postgres().unwrap();
         let config = dir.path().join("lifeboat.toml");
         let pass = dir.path().join("passphrase");
@@ -63,7 +70,7 @@ impl Env {
             format!(
                 "[repository.main]\n{}passphrase_file = \"{}\"\n\n\
                  [target.production]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
-                 data_directory = \"{}\"\ncheckpoint = \"fast\"\nretention = {{ keep_last = 2 }}\n",
+                 data_directory = \"{}\"\ncheckpoint = \"fast\"\nretention = {{ keep_last = 2 }}\n{target}",
                 repository(env.dir.path()),
                 pass.display(),
                 env.cluster.uri("postgres"),
@@ -612,14 +619,18 @@ fn set_mode(path: &Path, mode: u32) {
 #[test]
 fn archiving_base_backup_and_recovery_through_s3() {
     let server = S3Server::moto().unwrap();
-    let env = Env::with_repository(false, |dir| {
-        let creds = server.write_credentials_file(dir);
-        format!(
-            "{}credentials_file = \"{}\"\n",
-            server.toml("production", None),
-            creds.display()
-        )
-    });
+    let env = Env::with_repository(
+        false,
+        |dir| {
+            let creds = server.write_credentials_file(dir);
+            format!(
+                "{}credentials_file = \"{}\"\n",
+                server.toml("production", None),
+                creds.display()
+            )
+        },
+        "",
+    );
     env.insert(1);
     let backup = env.backup();
     assert_eq!(backup["method"], "physical");
@@ -653,21 +664,18 @@ fn archiving_base_backup_and_recovery_through_s3() {
 fn async_archiving_spools_while_s3_is_down() {
     let server = S3Server::moto().unwrap();
     let proxy = FaultProxy::start(server.addr()).unwrap();
-    let env = Env::with_repository(false, |dir| {
-        let creds = server.write_credentials_file(dir);
-        format!(
-            "{}attempts = 2\ncredentials_file = \"{}\"\n",
-            server.toml("production", Some(&proxy.endpoint())),
-            creds.display()
-        )
-    });
-    let config = std::fs::read_to_string(&env.config).unwrap();
-    // The target's table is the file's last: its keys go at the end.
-    std::fs::write(
-        &env.config,
-        format!("{config}archive_async = true\nspool_max_size = \"48MiB\"\n"),
-    )
-    .unwrap();
+    let env = Env::with_repository(
+        false,
+        |dir| {
+            let creds = server.write_credentials_file(dir);
+            format!(
+                "{}attempts = 2\ncredentials_file = \"{}\"\n",
+                server.toml("production", Some(&proxy.endpoint())),
+                creds.display()
+            )
+        },
+        "archive_async = true\nspool_max_size = \"48MiB\"\n",
+    );
     let spool = env.cluster.data_dir().join("pg_wal/lifeboat-spool");
     env.insert(1);
     env.backup();
@@ -753,4 +761,49 @@ fn spooled(dir: &Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// The production row with its off-site copy: WAL archived into a local and
+/// an S3 repository with the same keys, each base backup copied to S3 after
+/// it is stored locally, and point-in-time recovery from the S3 copy, also
+/// when the local repository has lost its packs.
+#[test]
+fn physical_backups_in_two_repositories() {
+    let server = S3Server::moto().unwrap();
+    let env = Env::with_repository(
+        false,
+        |dir| {
+            let creds = server.write_credentials_file(dir);
+            format!(
+                "url = \"file://{}\"\npassphrase_file = \"{}\"\n\n[repository.offsite]\n{}credentials_file = \"{}\"\nkeys_from = \"main\"\n",
+                dir.join("repo").display(),
+                dir.join("passphrase").display(),
+                server.toml("production", None),
+                creds.display()
+            )
+        },
+        "repositories = [\"main\", \"offsite\"]\n",
+    );
+    env.insert(1);
+    let r = env.lb(&["backup", "production"]).ok();
+    assert!(
+        r.stdout.contains("copied to repository \"offsite\""),
+        "{}",
+        r.stdout
+    );
+    env.insert(2);
+    env.archive_now();
+    let list = env.lb(&["list", "production", "--json"]).ok();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(
+        listed[0]["repositories"],
+        serde_json::json!(["main", "offsite"])
+    );
+    assert_eq!(
+        env.restore_rows("from-offsite", &["--repository", "offsite"]),
+        [1, 2]
+    );
+    // The local repository loses its packs: the restore reads them from S3.
+    std::fs::remove_dir_all(env.repo().join("data")).unwrap();
+    assert_eq!(env.restore_rows("fallback", &[]), [1, 2]);
 }
