@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Run, lifeboat_cmd, lifeboat_cmd_at};
-use lifeboat::testkit::proxy::FaultProxy;
+use lifeboat::testkit::proxy::{Fault, FaultProxy, Rule};
 use lifeboat::testkit::s3::S3Server;
 use lifeboat::testkit::{self, ClusterOptions, TestCluster};
 use tempfile::TempDir;
@@ -615,23 +615,39 @@ fn set_mode(path: &Path, mode: u32) {
 /// The production row off-site: every WAL segment archived into S3 by the
 /// archive_command (running as the cluster's OS user, with the repository's
 /// own credentials file), a base backup in S3, and point-in-time recovery
-/// from it with restore_command fetching from S3.
+/// from it with restore_command fetching from S3; all of it through a proxy
+/// that fails requests now and then and loses acknowledgements.
 #[test]
 fn archiving_base_backup_and_recovery_through_s3() {
     let server = S3Server::moto().unwrap();
+    let proxy = FaultProxy::start(server.addr()).unwrap();
     let env = Env::with_repository(
         false,
         |dir| {
             let creds = server.write_credentials_file(dir);
             format!(
                 "{}credentials_file = \"{}\"\n",
-                server.toml("production", None),
+                server.toml("production", Some(&proxy.endpoint())),
                 creds.display()
             )
         },
         "",
     );
     env.insert(1);
+    // WAL pushes whose PUT fails, whose acknowledgement is lost, and a pack
+    // upload that fails: each is retried and completes.
+    proxy.inject(
+        Rule::new(Fault::Status(503))
+            .method("PUT")
+            .path("/wal/")
+            .times(2),
+    );
+    proxy.inject(
+        Rule::new(Fault::DropAfterForward)
+            .method("PUT")
+            .path("/wal/"),
+    );
+    proxy.inject(Rule::new(Fault::Drop).method("PUT").path("/data/"));
     let backup = env.backup();
     assert_eq!(backup["method"], "physical");
     env.insert(2);
@@ -643,7 +659,20 @@ fn archiving_base_backup_and_recovery_through_s3() {
         env.restore_rows("s3-time", &["--to-time", &time_after_2]),
         [1, 2]
     );
+    // Fetches that fail once are retried too.
+    proxy.inject(
+        Rule::new(Fault::Status(500))
+            .method("GET")
+            .path("/wal/")
+            .times(3),
+    );
     assert_eq!(env.restore_rows("s3-latest", &[]), [1, 2, 3]);
+    assert_eq!(
+        proxy.faults_left(),
+        0,
+        "every fault was met: {:?}",
+        proxy.requests()
+    );
     let r = env.lb(&["verify", "--read-data"]).ok();
     assert!(r.stdout.contains("s3://"), "{}", r.stdout);
     assert!(

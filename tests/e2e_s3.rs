@@ -167,11 +167,32 @@ fn restore_from_glacier_retrieves_what_it_needs() {
             "UPDATE users SET email = email || '.x' WHERE id = 'user_001'",
         )
         .unwrap();
+    let first = env.list("dev")[0]["id"].as_str().unwrap().to_string();
     env.lifeboat(&["backup", "dev"]).ok();
+    let new_packs: Vec<String> = packs_of(&server, "cold")
+        .into_iter()
+        .filter(|p| !packs.contains(p))
+        .collect();
+    assert!(!new_packs.is_empty());
+    // Exactly what a restore needs is retrieved: the first backup's packs
+    // are readable already, the second one's new packs are left alone.
+    let r = env
+        .lifeboat(&[
+            "restore",
+            "dev",
+            "--backup",
+            &first,
+            "--into",
+            &env.cluster.uri("first_again"),
+        ])
+        .ok();
+    assert!(!r.stdout.contains("retriev"), "{}", r.stdout);
+    assert!(no_retrieval_asked(&server, &new_packs));
     let r = env
         .lifeboat(&["restore", "dev", "--into", &env.cluster.uri("restored2")])
         .ok();
     assert!(r.stdout.contains("retrieved"), "{}", r.stdout);
+    assert!(!no_retrieval_asked(&server, &new_packs));
     assert_eq!(env.fingerprint("restored2"), env.fingerprint("hyper_db"));
 }
 

@@ -376,7 +376,9 @@ pub fn plan(
         ))),
         RecoveryTarget::Time(t) => {
             let newest_push = walk.last_modified.map(DateTime::<Utc>::from);
-            if newest_push.is_none_or(|n| *t > n) {
+            // Storage times are whole seconds on S3 (Last-Modified): the
+            // segment was pushed up to a second after what it says.
+            if newest_push.is_none_or(|n| *t > n + chrono::Duration::seconds(1)) {
                 bail!(usage(format!(
                     "time {} is after the newest archived WAL ({}); the restorable window from backup {} is {} to {}",
                     t.format("%Y-%m-%d %H:%M:%S UTC"),
