@@ -66,8 +66,8 @@ pub fn run(ctx: &Context, opts: &CopyOptions) -> Result<CopyOutcome> {
 }
 
 /// After a backup into the target's first repository: copy it into the
-/// others (nothing to do for a target with one repository). Returns the
-/// lines to print.
+/// others (nothing to do for a target with one repository). Every repository
+/// is tried; the error names those that failed. Returns the lines to print.
 pub fn after_backup(
     ctx: &Context,
     target: &str,
@@ -78,11 +78,25 @@ pub fn after_backup(
     if names.len() < 2 {
         return Ok(Vec::new());
     }
-    let first = ctx.open_repository(&names[0])?;
-    Ok(to_other_repositories(ctx, target, &first, id, record)?
-        .into_iter()
-        .map(|(name, o)| {
-            format!(
+    let mut opened = ctx.open_repositories(&names).into_iter();
+    let (first_name, first) = opened.next().expect("two repositories or more");
+    let first = first?;
+    let mut lines = Vec::new();
+    let mut failed = Vec::new();
+    for (name, dst) in opened {
+        let outcome = dst.and_then(|dst| {
+            copy_records(
+                ctx,
+                &first,
+                &first_name,
+                &dst,
+                &name,
+                vec![(*id, record.clone())],
+                false,
+            )
+        });
+        match outcome {
+            Ok(o) => lines.push(format!(
                 "copied to repository {name:?}: {} pack{} ({}), {} WAL file{} ({})",
                 o.stats.packs,
                 if o.stats.packs == 1 { "" } else { "s" },
@@ -93,50 +107,18 @@ pub fn after_backup(
                     CopyMode::Raw => "same keys",
                     CopyMode::Reencrypt => "re-encrypted",
                 }
-            )
-        })
-        .collect())
-}
-
-/// Copy one backup of `target` from its first repository into the others.
-/// Every repository is tried; the error names those that failed.
-pub fn to_other_repositories(
-    ctx: &Context,
-    target: &str,
-    first: &Repository,
-    id: &Id,
-    record: &BackupRecord,
-) -> Result<Vec<(String, CopyOutcome)>> {
-    let names = ctx.repositories_of(Some(target))?;
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    for name in names.iter().skip(1) {
-        let outcome = ctx.open_repository(name).and_then(|dst| {
-            copy_records(
-                ctx,
-                first,
-                &names[0],
-                &dst,
-                name,
-                vec![(*id, record.clone())],
-                false,
-            )
-        });
-        match outcome {
-            Ok(o) => done.push((name.clone(), o)),
+            )),
             Err(e) => failed.push(format!("{name}: {e:#}")),
         }
     }
     if !failed.is_empty() {
         bail!(
-            "backup {} is stored in repository {:?}, but copying it failed: {}; hint: `lifeboat copy --from {} --to REPOSITORY {target}` copies what is missing",
+            "backup {} is stored in repository {first_name:?}, but copying it failed: {}; hint: `lifeboat copy --from {first_name} --to REPOSITORY {target}` copies what is missing",
             id.short(),
-            names[0],
             failed.join("; "),
-            names[0]
         );
     }
-    Ok(done)
+    Ok(lines)
 }
 
 fn copy_records(

@@ -88,10 +88,48 @@ impl Context {
 
     pub fn open_repository(&self, name: &str) -> Result<Repository> {
         let rc = self.config.repository(name)?;
-        let storage: Arc<dyn crate::storage::Storage> =
-            Arc::from(crate::storage::open(&rc.url, &rc.s3).map_err(|e| usage(format!("{e:#}")))?);
+        let storage = self.storage_of(name)?;
         let creds = credentials(rc)?;
         Repository::open(storage, creds).with_context(|| format!("repository {name:?}"))
+    }
+
+    pub fn storage_of(&self, name: &str) -> Result<Arc<dyn crate::storage::Storage>> {
+        let rc = self.config.repository(name)?;
+        Ok(Arc::from(
+            crate::storage::open(&rc.url, &rc.s3).map_err(|e| usage(format!("{e:#}")))?,
+        ))
+    }
+
+    /// Open the repositories `names`, in order, each once: one that shares the
+    /// keys of one opened before it (`keys_from`) is opened with those keys
+    /// (no second passphrase, no second Argon2). Each result on its own: one
+    /// repository that cannot be opened does not stop the others.
+    pub fn open_repositories(&self, names: &[String]) -> Vec<(String, Result<Repository>)> {
+        let mut out: Vec<(String, Result<Repository>)> = Vec::new();
+        for name in names {
+            let sibling = self
+                .config
+                .repositories
+                .get(name)
+                .and_then(|rc| rc.keys_from.as_ref())
+                .and_then(|from| out.iter().find(|(n, r)| n == from && r.is_ok()))
+                .and_then(|(_, r)| r.as_ref().ok());
+            let opened = match sibling {
+                Some(from) => self.storage_of(name).and_then(|storage| {
+                    match from.open_sibling(storage) {
+                        Ok(Some(repo)) => Ok(repo),
+                        // Not (or no longer) the same keys: open it on its own.
+                        Ok(None) => self.open_repository(name),
+                        Err(e) => {
+                            Err(anyhow::Error::from(e).context(format!("repository {name:?}")))
+                        }
+                    }
+                }),
+                None => self.open_repository(name),
+            };
+            out.push((name.clone(), opened));
+        }
+        out
     }
 
     /// The repository a restore of `target` reads from: `named`, or the first

@@ -258,9 +258,9 @@ fn upload_loop(ctx: &Context, target: &str, pgdata: &Path, dir: &Path) -> Result
         }
         if repos.len() != names.len() {
             repos.clear();
-            for n in &names {
-                match ctx.open_repository(n) {
-                    Ok(r) => repos.push((n.clone(), r)),
+            for (n, r) in ctx.open_repositories(&names) {
+                match r {
+                    Ok(r) => repos.push((n, r)),
                     Err(e) => {
                         log(dir, &format!("opening repository {n:?}: {e:#}"));
                         break;

@@ -113,10 +113,8 @@ pub fn push(ctx: &Context, path: &Path, opts: &WalOptions) -> Result<()> {
     // have it already answer the retry from what they hold.
     let mut first = None;
     let mut failed = Vec::new();
-    for repo_name in ctx.repositories_of(Some(&target))? {
-        let pushed = ctx
-            .open_repository(&repo_name)
-            .and_then(|repo| Ok(repo.push_wal(system_id, &name, &content)?));
+    for (repo_name, repo) in ctx.open_repositories(&ctx.repositories_of(Some(&target))?) {
+        let pushed = repo.and_then(|repo| Ok(repo.push_wal(system_id, &name, &content)?));
         match pushed {
             Ok(p) => {
                 first.get_or_insert(p);

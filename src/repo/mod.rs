@@ -435,6 +435,48 @@ impl Repository {
         })
     }
 
+    /// Open the repository in `storage` with this one's keys, which it must
+    /// share (`keys_from`): no passphrase, no Argon2, the same identities.
+    /// `None` if it does not share them.
+    pub fn open_sibling(&self, storage: Arc<dyn Storage>) -> Result<Option<Repository>> {
+        let url = storage.url();
+        let raw = storage.get(format::CONFIG_PATH).map_err(|e| match e.kind {
+            ErrorKind::NotFound => RepoError::NotInitialised { url: url.clone() },
+            _ => e.into(),
+        })?;
+        let corrupt = |detail: String| RepoError::Corrupt {
+            url: url.clone(),
+            what: format::CONFIG_PATH.into(),
+            detail,
+        };
+        let config: RepoConfigFile =
+            serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+        if config.version > format::FORMAT_VERSION {
+            return Err(RepoError::NewerFormat {
+                url,
+                found: config.version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
+        let sealed = codec::b64_decode(&config.sealed).map_err(|e| corrupt(e.to_string()))?;
+        let Ok(json) = self.meta.unseal("config", &sealed) else {
+            return Ok(None);
+        };
+        let settings: RepoSettings =
+            serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
+        let recipients = parse_recipients(&settings.recipients)?;
+        Ok(Some(Repository {
+            storage,
+            id: config.id,
+            settings,
+            meta: self.meta.clone(),
+            recipients,
+            identities: self.identities.clone(),
+            own_identity: self.own_identity.clone(),
+            mirrors: Vec::new(),
+        }))
+    }
+
     /// Whether the repository in `storage` has this one's keys (its settings
     /// unseal with our metadata key), so its objects are interchangeable with
     /// ours: same blob ids, same packs, same records.
