@@ -421,11 +421,11 @@ NOTES=""
 if [[ -f $OUT ]] && grep -qxF "$NOTES_HEADING" "$OUT"; then
     NOTES=$(awk -v h="$NOTES_HEADING" '$0 == h { p = 1 } p' "$OUT")
 fi
-# bench/prune.sh's and bench/physical.sh's sections (between their begin and end
+# bench/prune.sh's, bench/physical.sh's and bench/s3.sh's sections (between their begin and end
 # lines) are kept as they are too
 PRUNE_SECTION=""
 if [[ -f $OUT ]]; then
-    for s in prune physical; do
+    for s in prune physical s3; do
         SECTION=$(awk -v b="<!-- bench/$s.sh: begin -->" -v e="<!-- bench/$s.sh: end -->" '$0 == b { p = 1 } p { print } $0 == e { p = 0 }' "$OUT")
         if [[ -n $SECTION ]]; then
             PRUNE_SECTION=${PRUNE_SECTION:+$PRUNE_SECTION$'\n\n'}$SECTION
