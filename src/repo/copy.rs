@@ -141,18 +141,7 @@ impl Repository {
     /// Copy the archived WAL of one cluster that `dst` (same keys) lacks.
     /// Returns how many files were copied.
     pub fn copy_wal_raw(&self, dst: &Repository, system_id: u64, threads: usize) -> Result<usize> {
-        let theirs: HashSet<String> = dst
-            .list_wal(system_id)?
-            .files
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        let missing: Vec<_> = self
-            .list_wal(system_id)?
-            .files
-            .into_iter()
-            .filter(|f| !theirs.contains(&f.name))
-            .collect();
+        let missing = self.wal_missing_in(dst, system_id)?;
         super::parallel(&missing, threads, |f| {
             let bytes = self.get_object(&f.path)?;
             // Read back as a WAL object before it is copied: a damaged one
@@ -243,17 +232,8 @@ impl Repository {
     /// Copy one cluster's archived WAL that `dst` (other keys) lacks, by
     /// reading and pushing each file again. Returns how many were copied.
     pub fn copy_wal_reencrypted(&self, dst: &Repository, system_id: u64) -> Result<usize> {
-        let theirs: HashSet<String> = dst
-            .list_wal(system_id)?
-            .files
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        let mut n = 0;
-        for f in self.list_wal(system_id)?.files {
-            if theirs.contains(&f.name) {
-                continue;
-            }
+        let missing = self.wal_missing_in(dst, system_id)?;
+        for f in &missing {
             let content =
                 self.fetch_wal(system_id, &f.name)?
                     .ok_or_else(|| RepoError::Missing {
@@ -261,8 +241,23 @@ impl Repository {
                         what: f.path.clone(),
                     })?;
             dst.push_wal(system_id, &f.name, &content)?;
-            n += 1;
         }
-        Ok(n)
+        Ok(missing.len())
+    }
+
+    /// The archived files of one cluster that `dst` lacks, oldest first.
+    fn wal_missing_in(&self, dst: &Repository, system_id: u64) -> Result<Vec<super::ArchivedFile>> {
+        let theirs: HashSet<String> = dst
+            .list_wal(system_id)?
+            .files
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        Ok(self
+            .list_wal(system_id)?
+            .files
+            .into_iter()
+            .filter(|f| !theirs.contains(&f.name))
+            .collect())
     }
 }

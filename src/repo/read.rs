@@ -180,16 +180,7 @@ impl Repository {
             });
             locations.push((*id, *loc));
         }
-        let fetcher = Arc::new(Fetcher {
-            repo_url: self.url(),
-            storage: Arc::clone(&self.storage),
-            mirrors: self.mirrors.clone(),
-            fell_back: Mutex::new(Default::default()),
-            meta: self.meta.clone(),
-            identities,
-            wrapped,
-            keys: Mutex::new(HashMap::new()),
-        });
+        let fetcher = Arc::new(self.fetcher(identities, wrapped));
         let (job_tx, job_rx) = channel::<(usize, Id, BlobLocation)>();
         let (res_tx, res_rx) = channel::<Fetched>();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -240,6 +231,24 @@ impl Repository {
 }
 
 impl Repository {
+    /// A fetcher for the packs whose wrapped session keys `wrapped` holds.
+    fn fetcher(
+        &self,
+        identities: Arc<super::Identities>,
+        wrapped: HashMap<Id, Vec<u8>>,
+    ) -> Fetcher {
+        Fetcher {
+            repo_url: self.url(),
+            storage: Arc::clone(&self.storage),
+            mirrors: self.mirrors.clone(),
+            fell_back: Mutex::new(Default::default()),
+            meta: self.meta.clone(),
+            identities,
+            wrapped,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The index is authenticated, but whoever holds the metadata key (a
     /// backup host) can write one, and a bug can too. Lengths beyond the
     /// format's blob bound would make a fetcher allocate up to 4 GiB per
@@ -317,16 +326,7 @@ impl Repository {
                 }
             }
         }
-        let fetcher = Fetcher {
-            repo_url: self.url(),
-            storage: Arc::clone(&self.storage),
-            mirrors: self.mirrors.clone(),
-            fell_back: Mutex::new(Default::default()),
-            meta: self.meta.clone(),
-            identities,
-            wrapped,
-            keys: Mutex::new(HashMap::new()),
-        };
+        let fetcher = self.fetcher(identities, wrapped);
         super::parallel(&ranges, threads, |(pack, range, members)| {
             let what = || {
                 format!(
