@@ -6,6 +6,7 @@
 //! and, through the configuration's `data_directory`, the target.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -157,6 +158,38 @@ fn check_cluster(
 /// Segments fetched ahead of recovery, and at most how many at once.
 const PREFETCH_AHEAD: u64 = 8;
 const PREFETCH_THREADS: usize = 2;
+/// The prefetcher stops when recovery has not asked for a segment this long.
+const PREFETCH_IDLE: Duration = Duration::from_secs(30);
+/// In the spool: the segment recovery asked for last.
+const LAST: &str = "last";
+
+/// Remove the segments fetched ahead (and half-written ones).
+fn remove_prefetched(spool: &Path) {
+    if let Ok(rd) = std::fs::read_dir(spool) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if WalFile::parse(n.trim_end_matches(".tmp")).is_some() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Move the prefetched `name` to `dest`; wait for it a little if the
+/// prefetcher is fetching it right now (cheaper than fetching it again).
+fn take_prefetched(spool: &Path, name: &str, dest: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if std::fs::rename(spool.join(name), dest).is_ok() {
+            return true;
+        }
+        let fetching = spool.join(format!("{name}.tmp")).exists() && prefetcher_running(spool);
+        if !fetching || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 /// Where prefetched segments wait: in pg_wal, which backups never copy and
 /// which holds WAL in the clear anyway.
@@ -181,9 +214,13 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
     };
     let spool = spool_dir(&pgdata);
     let segment = matches!(kind, WalFile::Segment { .. });
-    if segment && std::fs::rename(spool.join(name), &dest).is_ok() {
-        start_prefetch(ctx, name, &dest, opts, &pgdata);
-        return Ok(true);
+    if segment {
+        // Tell the prefetcher where recovery is, so it keeps its window ahead.
+        let _ = std::fs::write(spool.join(LAST), name);
+        if take_prefetched(&spool, name, &dest) {
+            start_prefetch(ctx, name, &dest, opts, &pgdata);
+            return Ok(true);
+        }
     }
     let system_id = system_identifier(&pgdata)?;
     let target = target_for(ctx, opts, &pgdata)?;
@@ -291,9 +328,13 @@ fn prefetcher_running(spool: &Path) -> bool {
         .is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
 }
 
-/// `lifeboat wal-prefetch AFTER`: fetch the segments that follow `after` on
-/// its timeline into the spool directory, a few at a time, skipping those
-/// already there; stop at the first one not archived (yet).
+/// `lifeboat wal-prefetch AFTER`: keep the segments that follow the one
+/// recovery asked for last (on `after`'s timeline) fetched into the spool
+/// directory, up to `PREFETCH_AHEAD` of them, a few at a time, for as long as
+/// recovery goes on. It stops at the first segment not archived (yet), when
+/// recovery moves to another timeline, when it has not asked for anything for
+/// a while, or when the server is gone. One process for the whole recovery:
+/// the repository is opened (and its passphrase's Argon2 paid) once.
 pub fn prefetch(ctx: &Context, after: &str, seg_size: u64, opts: &WalOptions) -> Result<()> {
     let pgdata = pgdata(opts)?;
     let spool = spool_dir(&pgdata);
@@ -309,27 +350,68 @@ pub fn prefetch(ctx: &Context, after: &str, seg_size: u64, opts: &WalOptions) ->
         let first = WalFile::parse(after)
             .and_then(|k| k.segment(seg_size))
             .context("not a segment name")?;
-        let wanted: Vec<String> = (1..=PREFETCH_AHEAD)
-            .map(|i| {
-                crate::pg::wal::Segment {
-                    timeline: first.timeline,
-                    number: first.number + i,
+        let segment_of = |name: &str| WalFile::parse(name).and_then(|k| k.segment(seg_size));
+        let mut next = first.number + 1;
+        let mut last_seen = first.number;
+        let mut idle_since = Instant::now();
+        // Run by hand on a copy of a data directory there is no server to
+        // outlive; during recovery there is one, and its end ends us too.
+        let server = pgdata.join("postmaster.pid");
+        let had_server = server.exists();
+        loop {
+            let asked = std::fs::read_to_string(spool.join(LAST))
+                .ok()
+                .and_then(|n| segment_of(n.trim()));
+            match asked {
+                Some(s) if s.timeline != first.timeline => return Ok(()),
+                Some(s) if s.number > last_seen => {
+                    last_seen = s.number;
+                    idle_since = Instant::now();
                 }
-                .name(seg_size)
-            })
-            .filter(|n| !spool.join(n).exists())
-            .collect();
-        // A segment not archived (yet) stops the workers: recovery ends there,
-        // or the archiver has not got that far.
-        super::for_each_parallel(&wanted, PREFETCH_THREADS, |_, name| {
-            let bytes = repo
-                .fetch_wal(system_id, name)?
-                .with_context(|| format!("{name} is not archived"))?;
-            let tmp = spool.join(format!("{name}.tmp"));
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, spool.join(name))?;
-            Ok(())
-        })
+                _ => {}
+            }
+            if idle_since.elapsed() > PREFETCH_IDLE || (had_server && !server.exists()) {
+                // Recovery is over (it stopped at its target before the end
+                // of the archive): what was fetched ahead is not needed.
+                remove_prefetched(&spool);
+                return Ok(());
+            }
+            next = next.max(last_seen + 1);
+            let wanted: Vec<String> = (next..=last_seen + PREFETCH_AHEAD)
+                .map(|number| {
+                    crate::pg::wal::Segment {
+                        timeline: first.timeline,
+                        number,
+                    }
+                    .name(seg_size)
+                })
+                .filter(|n| !spool.join(n).exists())
+                .collect();
+            if wanted.is_empty() {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            // A segment not archived (yet) stops the workers: recovery ends
+            // there, or the archiver has not got that far.
+            super::for_each_parallel(&wanted, PREFETCH_THREADS, |_, name| {
+                // The .tmp file says "being fetched": wal-fetch waits for it.
+                let tmp = spool.join(format!("{name}.tmp"));
+                let mut out = std::fs::File::create(&tmp)?;
+                let fetched = repo
+                    .fetch_wal(system_id, name)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| b.with_context(|| format!("{name} is not archived")))
+                    .and_then(|bytes| Ok(std::io::Write::write_all(&mut out, &bytes)?));
+                match fetched {
+                    Ok(()) => Ok(std::fs::rename(&tmp, spool.join(name))?),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(e)
+                    }
+                }
+            })?;
+            next = last_seen + PREFETCH_AHEAD + 1;
+        }
     })();
     let _ = std::fs::remove_file(spool.join("pid"));
     result
