@@ -35,6 +35,8 @@ use crate::repo::{Repository, Session};
 /// Files are stored in blocks of this size (a multiple of PostgreSQL's 8 KiB
 /// pages, so a changed page costs one block).
 pub const FILE_BLOCK: usize = crate::format::FILE_BLOCK;
+/// Blocks of a file handed to the compressing workers at once (512 KiB).
+const BLOCKS_PER_JOB: usize = 8;
 /// How long a backup waits for its WAL to reach the repository.
 const WAL_WAIT: Duration = Duration::from_secs(10 * 60);
 /// Corrupt pages listed in a record (all are counted).
@@ -286,22 +288,35 @@ fn copy_file(
     };
     let mut blocks = Vec::new();
     let mut size = 0u64;
-    loop {
-        let mut buf = vec![0u8; FILE_BLOCK];
-        let n = read_full(&mut file, &mut buf)
-            .with_context(|| format!("reading {}", e.source.display()))?;
-        if n == 0 {
-            break;
+    let mut end = false;
+    while !end {
+        // A few blocks at a time: one hand-over to the workers for all of them.
+        let mut batch = Vec::with_capacity(BLOCKS_PER_JOB);
+        let mut batch_bytes = 0;
+        while batch.len() < BLOCKS_PER_JOB {
+            let mut buf = Vec::with_capacity(FILE_BLOCK);
+            let n = (&mut file)
+                .take(FILE_BLOCK as u64)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("reading {}", e.source.display()))?;
+            if n == 0 {
+                end = true;
+                break;
+            }
+            if let Some(seg) = segment {
+                check_pages(&file, e, seg, size, &mut buf, start_lsn, corrupt);
+            }
+            size += n as u64;
+            batch_bytes += n as u64;
+            batch.push(buf);
+            if n < FILE_BLOCK {
+                end = true;
+                break;
+            }
         }
-        buf.truncate(n);
-        if let Some(seg) = segment {
-            check_pages(&file, e, seg, size, &mut buf, start_lsn, corrupt);
-        }
-        size += n as u64;
-        blocks.push(session.store_blob(buf)?);
-        progress(n as u64);
-        if n < FILE_BLOCK {
-            break;
+        if !batch.is_empty() {
+            blocks.extend(session.store_blobs(batch)?);
+            progress(batch_bytes);
         }
     }
     Ok(Some(FileEntry {
@@ -354,20 +369,6 @@ fn check_pages(
             }
         }
     }
-}
-
-/// Fill `buf` unless the file ends first; returns the bytes read.
-fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn write_small(

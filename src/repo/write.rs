@@ -38,10 +38,10 @@ const FOOTER_RESERVE: usize = 64 * 1024;
 /// Called with the number of plaintext bytes read so far.
 pub type StreamProgress<'a> = &'a (dyn Fn(u64) + Sync);
 
-struct Job {
-    id: Id,
-    data: Vec<u8>,
-}
+/// Blobs for a worker: one chunk of a stream, or a few blocks of a file
+/// (handing blocks of 64 KiB over one by one costs more in thread wake-ups
+/// than compressing them).
+type Job = Vec<(Id, Vec<u8>)>;
 
 struct Encrypted {
     id: Id,
@@ -87,7 +87,7 @@ impl Repository {
             .map_or(MIN_WORKERS, |n| n.get())
             .clamp(MIN_WORKERS, MAX_WORKERS);
         let (job_tx, job_rx) = sync_channel::<Job>(CHANNEL_DEPTH);
-        let (enc_tx, enc_rx) = sync_channel::<Encrypted>(CHANNEL_DEPTH);
+        let (enc_tx, enc_rx) = sync_channel::<Vec<Encrypted>>(CHANNEL_DEPTH);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
         // Buffers of stored blobs go back from the packer to the workers.
@@ -127,8 +127,10 @@ impl Repository {
                     received: 0,
                     recycle: stored_tx,
                 };
-                for e in enc_rx {
-                    p.add(e)?;
+                for batch in enc_rx {
+                    for e in batch {
+                        p.add(e)?;
+                    }
                 }
                 p.flush()?;
                 p.writer.finish()?;
@@ -172,7 +174,7 @@ fn recycle(pool: &SyncSender<Vec<u8>>, buf: Vec<u8>) {
 
 fn worker(
     rx: Arc<Mutex<Receiver<Job>>>,
-    tx: SyncSender<Encrypted>,
+    tx: SyncSender<Vec<Encrypted>>,
     buffers: WorkerBuffers,
     mut encoder: BlobEncoder,
 ) {
@@ -181,23 +183,30 @@ fn worker(
             Ok(j) => j,
             Err(_) => return,
         };
-        let mut stored = buffers
-            .stored
-            .lock()
-            .expect("buffer queue poisoned")
-            .try_recv()
-            .unwrap_or_default();
-        encoder.encode(BlobType::Data, &job.id, &job.data, &mut stored);
-        let e = Encrypted {
-            id: job.id,
-            raw_length: job.data.len() as u32,
-            stored,
-        };
-        if tx.send(e).is_err() {
+        let mut batch = Vec::with_capacity(job.len());
+        let mut used = Vec::with_capacity(job.len());
+        for (id, data) in job {
+            let mut stored = buffers
+                .stored
+                .lock()
+                .expect("buffer queue poisoned")
+                .try_recv()
+                .unwrap_or_default();
+            encoder.encode(BlobType::Data, &id, &data, &mut stored);
+            batch.push(Encrypted {
+                id,
+                raw_length: data.len() as u32,
+                stored,
+            });
+            used.push(data);
+        }
+        if tx.send(batch).is_err() {
             return; // the packer failed; the session reports its error
         }
-        // Hand the buffer back to the chunker; drop it if enough are waiting.
-        recycle(&buffers.spare, job.data);
+        // Hand the buffers back to the chunker; drop them if enough are waiting.
+        for data in used {
+            recycle(&buffers.spare, data);
+        }
     }
 }
 
@@ -423,36 +432,60 @@ impl Session<'_> {
         })
     }
 
-    /// Store one blob unless the repository has it: returns its id, and the
-    /// buffer back if it was not needed. `Err` if the pipeline stopped (the
-    /// reason comes from `finish`).
-    fn store(&self, data: Vec<u8>) -> std::result::Result<(Id, Option<Vec<u8>>), ()> {
-        let id = self.repo.meta.blob_id(&data);
-        let len = data.len() as u64;
-        let new = !self.index.contains(&id) && self.seen.lock().expect("seen set").insert(id);
+    /// Decide which of `blobs` the repository lacks and hand those to the
+    /// workers in one job: returns every blob's id, and the buffers of those
+    /// not needed. `Err` if the pipeline stopped (the reason comes from
+    /// `finish`).
+    fn store_many(&self, blobs: Vec<Vec<u8>>) -> std::result::Result<(Vec<Id>, Vec<Vec<u8>>), ()> {
+        let mut ids = Vec::with_capacity(blobs.len());
+        let mut job = Vec::new();
+        let mut unneeded = Vec::new();
         {
             let mut stats = self.stats.lock().expect("stats");
-            stats.size += len;
-            stats.chunks += 1;
-            if new {
-                stats.new_chunks += 1;
-                stats.new_bytes += len;
+            let mut seen = self.seen.lock().expect("seen set");
+            for data in blobs {
+                let id = self.repo.meta.blob_id(&data);
+                let len = data.len() as u64;
+                let new = !self.index.contains(&id) && seen.insert(id);
+                stats.size += len;
+                stats.chunks += 1;
+                ids.push(id);
+                if new {
+                    stats.new_chunks += 1;
+                    stats.new_bytes += len;
+                    job.push((id, data));
+                } else {
+                    unneeded.push(data);
+                }
             }
         }
-        if !new {
-            return Ok((id, Some(data)));
+        if !job.is_empty() {
+            let n = job.len() as u64;
+            let jobs = self.jobs.as_ref().expect("session in use after commit");
+            jobs.send(job).map_err(|_| ())?;
+            self.sent.fetch_add(n, Ordering::SeqCst);
         }
-        let jobs = self.jobs.as_ref().expect("session in use after commit");
-        jobs.send(Job { id, data }).map_err(|_| ())?;
-        self.sent.fetch_add(1, Ordering::SeqCst);
-        Ok((id, None))
+        Ok((ids, unneeded))
+    }
+
+    /// Store one blob unless the repository has it: returns its id, and the
+    /// buffer back if it was not needed.
+    fn store(&self, data: Vec<u8>) -> std::result::Result<(Id, Option<Vec<u8>>), ()> {
+        let (ids, mut unneeded) = self.store_many(vec![data])?;
+        Ok((ids[0], unneeded.pop()))
     }
 
     /// Store one blob (a block of a file) from any thread; deduplicated like
     /// stream chunks. Blobs are at most `codec::MAX_BLOB_SIZE` bytes.
     pub fn store_blob(&self, data: Vec<u8>) -> Result<Id> {
-        debug_assert!(data.len() <= codec::MAX_BLOB_SIZE);
-        self.store(data).map(|(id, _)| id).map_err(|()| {
+        Ok(self.store_blobs(vec![data])?[0])
+    }
+
+    /// Store several blobs (consecutive blocks of a file) from any thread, as
+    /// one job for the workers; their ids in order.
+    pub fn store_blobs(&self, blobs: Vec<Vec<u8>>) -> Result<Vec<Id>> {
+        debug_assert!(blobs.iter().all(|b| b.len() <= codec::MAX_BLOB_SIZE));
+        self.store_many(blobs).map(|(ids, _)| ids).map_err(|()| {
             RepoError::Other("the pack writer stopped (the backup reports why)".into())
         })
     }
