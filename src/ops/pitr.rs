@@ -11,7 +11,7 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -654,26 +654,53 @@ fn write_files(
     let done = std::sync::atomic::AtomicU64::new(0);
     let open = OpenFiles::new(files.iter().map(|f| destination(plan, &f.path)).collect());
     let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
-    repo.read_blobs(index, &blocks, threads, &|id, data| {
-        if super::interrupted() {
-            return Err(std::io::Error::other("interrupted"));
-        }
-        for &(file, offset) in &targets[id] {
-            let f = files[file];
-            let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
-            if data.len() as u64 != want {
-                return Err(std::io::Error::other(format!(
-                    "{}: block at {offset} is {} bytes, the manifest says {want}",
-                    f.path,
-                    data.len()
-                )));
+    // Written data is flushed to disk while the rest is still being decoded
+    // (a file is synced every SYNC_EVERY bytes written to it, on a thread of
+    // its own), not all at once at the end: on a slow disk the restore takes
+    // about as long as the disk needs, not that plus the decoding.
+    const SYNC_EVERY: u64 = 64 << 20;
+    let unsynced: Vec<AtomicU64> = files.iter().map(|_| AtomicU64::new(0)).collect();
+    let sync_error: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| -> Result<()> {
+        let (to_sync, syncs) = std::sync::mpsc::channel::<std::sync::Arc<std::fs::File>>();
+        let sync_error = &sync_error;
+        scope.spawn(move || {
+            for file in syncs {
+                if let Err(e) = file.sync_data() {
+                    sync_error.lock().expect("sync error").get_or_insert(e);
+                }
             }
-            open.get(file)?.write_all_at(data, offset)?;
-            progress.set(done.fetch_add(want, Ordering::Relaxed) + want);
-        }
+        });
+        repo.read_blobs(index, &blocks, threads, &|id, data| {
+            if super::interrupted() {
+                return Err(std::io::Error::other("interrupted"));
+            }
+            for &(file, offset) in &targets[id] {
+                let f = files[file];
+                let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
+                if data.len() as u64 != want {
+                    return Err(std::io::Error::other(format!(
+                        "{}: block at {offset} is {} bytes, the manifest says {want}",
+                        f.path,
+                        data.len()
+                    )));
+                }
+                let out = open.get(file)?;
+                out.write_all_at(data, offset)?;
+                if unsynced[file].fetch_add(want, Ordering::Relaxed) + want >= SYNC_EVERY {
+                    unsynced[file].store(0, Ordering::Relaxed);
+                    let _ = to_sync.send(out);
+                }
+                progress.set(done.fetch_add(want, Ordering::Relaxed) + want);
+            }
+            Ok(())
+        })?;
         Ok(())
     })?;
     drop(open);
+    if let Some(e) = sync_error.into_inner().expect("sync error") {
+        return Err(e).context("writing the restored files");
+    }
     super::for_each_parallel(&files, jobs.max(1) as usize, |_, f| {
         use std::os::unix::fs::PermissionsExt;
         let dest = destination(plan, &f.path);

@@ -175,16 +175,18 @@ fn remove_prefetched(spool: &Path) {
     }
 }
 
-/// Move the prefetched `name` to `dest`; wait for it a little if the
-/// prefetcher is fetching it right now (cheaper than fetching it again).
+/// Move the prefetched `name` to `dest`. While a prefetcher runs, wait for
+/// it to bring the segment (it has read where recovery is): cheaper than
+/// opening the repository here and fetching the segment a second time. It
+/// stops at the end of the archive or on another timeline, and then this
+/// process fetches (or finds nothing) itself.
 fn take_prefetched(spool: &Path, name: &str, dest: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if std::fs::rename(spool.join(name), dest).is_ok() {
             return true;
         }
-        let fetching = spool.join(format!("{name}.tmp")).exists() && prefetcher_running(spool);
-        if !fetching || Instant::now() > deadline {
+        if !prefetcher_running(spool) || Instant::now() > deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
