@@ -379,6 +379,29 @@ fn timelines_duplicates_and_failing_pushes() {
         16 * 1024 * 1024,
         "a whole segment"
     );
+    // The following segments, asked for one after another as recovery does:
+    // each one the prefetcher brings (or wal-fetch fetches itself), never a
+    // wal-fetch waiting for a prefetcher that does not bring its segment (it
+    // would give up after 30 s).
+    for seg in segs.iter().skip(2).take(3) {
+        let mut args = vec!["wal-fetch", seg.as_str(), dest.to_str().unwrap()];
+        args.extend(pgdata);
+        let started = Instant::now();
+        env.lb(&args).ok();
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "wal-fetch {seg} waited for the prefetcher in vain"
+        );
+        // The first page header's xlp_pageaddr is where the segment starts.
+        let bytes = std::fs::read(&dest).unwrap();
+        let log = u64::from_str_radix(&seg[8..16], 16).unwrap();
+        let number = u64::from_str_radix(&seg[16..24], 16).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+            (log << 32) + number * (16 << 20),
+            "{seg}: a segment holds its own WAL"
+        );
+    }
     // A segment of another cluster is refused (its header names the cluster).
     let other = env.dir.path().join("other");
     std::fs::create_dir_all(other.join("global")).unwrap();

@@ -160,8 +160,9 @@ const PREFETCH_AHEAD: u64 = 8;
 const PREFETCH_THREADS: usize = 2;
 /// The prefetcher stops when recovery has not asked for a segment this long.
 const PREFETCH_IDLE: Duration = Duration::from_secs(30);
-/// In the spool: the segment recovery asked for last.
+/// In the spool: the segment recovery got last, and the segment size.
 const LAST: &str = "last";
+const SEGMENT_SIZE: &str = "segment-size";
 
 /// Remove the segments fetched ahead (and half-written ones).
 fn remove_prefetched(spool: &Path) {
@@ -175,12 +176,31 @@ fn remove_prefetched(spool: &Path) {
     }
 }
 
-/// Move the prefetched `name` to `dest`. While a prefetcher runs, wait for
-/// it to bring the segment (it has read where recovery is): cheaper than
-/// opening the repository here and fetching the segment a second time. It
-/// stops at the end of the archive or on another timeline, and then this
-/// process fetches (or finds nothing) itself.
-fn take_prefetched(spool: &Path, name: &str, dest: &Path) -> bool {
+/// Move the prefetched `name` to `dest`. If a prefetcher runs and `name` is
+/// one of the segments it is bringing (the next ones on the timeline of the
+/// segment recovery got last), wait for it: cheaper than opening the
+/// repository here and fetching the segment a second time. Otherwise, or if
+/// the prefetcher stops (end of the archive), the caller fetches it itself.
+fn take_prefetched(spool: &Path, name: &str, dest: &Path, seg_size: Option<u64>) -> bool {
+    if std::fs::rename(spool.join(name), dest).is_ok() {
+        return true;
+    }
+    let Some(seg_size) = seg_size else {
+        return false;
+    };
+    let segment = |n: &str| WalFile::parse(n.trim()).and_then(|k| k.segment(seg_size));
+    let last = std::fs::read_to_string(spool.join(LAST))
+        .ok()
+        .and_then(|n| segment(&n));
+    let coming = match (last, segment(name)) {
+        (Some(l), Some(s)) => {
+            s.timeline == l.timeline && s.number > l.number && s.number <= l.number + PREFETCH_AHEAD
+        }
+        _ => false,
+    };
+    if !coming {
+        return false;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if std::fs::rename(spool.join(name), dest).is_ok() {
@@ -216,13 +236,9 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
     };
     let spool = spool_dir(&pgdata);
     let segment = matches!(kind, WalFile::Segment { .. });
-    if segment {
-        // Tell the prefetcher where recovery is, so it keeps its window ahead.
-        let _ = std::fs::write(spool.join(LAST), name);
-        if take_prefetched(&spool, name, &dest) {
-            start_prefetch(ctx, name, &dest, opts, &pgdata);
-            return Ok(true);
-        }
+    if segment && take_prefetched(&spool, name, &dest, seg_size_of(&spool)) {
+        handed_over(ctx, name, &dest, opts, &pgdata);
+        return Ok(true);
     }
     let system_id = system_identifier(&pgdata)?;
     let target = target_for(ctx, opts, &pgdata)?;
@@ -233,9 +249,26 @@ pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Resul
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
     if segment {
-        start_prefetch(ctx, name, &dest, opts, &pgdata);
+        handed_over(ctx, name, &dest, opts, &pgdata);
     }
     Ok(true)
+}
+
+/// Recovery has segment `name` now: tell the prefetcher (it keeps the
+/// segments after it coming), and start one if none runs.
+fn handed_over(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions, pgdata: &Path) {
+    let spool = spool_dir(pgdata);
+    let _ = std::fs::create_dir_all(&spool);
+    let _ = std::fs::write(spool.join(LAST), name);
+    start_prefetch(ctx, name, dest, opts, pgdata);
+}
+
+/// The segment size a running prefetcher works with (it writes it next to
+/// its pid), if one runs.
+fn seg_size_of(spool: &Path) -> Option<u64> {
+    std::fs::read_to_string(spool.join(SEGMENT_SIZE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// A WAL file from the first of the target's repositories that has it whole.
@@ -341,6 +374,7 @@ pub fn prefetch(ctx: &Context, after: &str, seg_size: u64, opts: &WalOptions) ->
     let pgdata = pgdata(opts)?;
     let spool = spool_dir(&pgdata);
     std::fs::create_dir_all(&spool)?;
+    std::fs::write(spool.join(SEGMENT_SIZE), seg_size.to_string())?;
     std::fs::write(spool.join("pid"), std::process::id().to_string())?;
     let result = (|| -> Result<()> {
         let system_id = system_identifier(&pgdata)?;
