@@ -661,6 +661,10 @@ fn write_files(
     const SYNC_EVERY: u64 = 64 << 20;
     let unsynced: Vec<AtomicU64> = files.iter().map(|_| AtomicU64::new(0)).collect();
     let sync_error: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+    // Decoding runs on `threads` threads, writing on one: two threads
+    // writing into one file (the blocks of a big table are in every pack)
+    // wait on its inode lock, and the kernel spins for it.
+    let written: std::sync::Mutex<Result<()>> = std::sync::Mutex::new(Ok(()));
     std::thread::scope(|scope| -> Result<()> {
         let (to_sync, syncs) = std::sync::mpsc::channel::<std::sync::Arc<std::fs::File>>();
         let sync_error = &sync_error;
@@ -671,31 +675,55 @@ fn write_files(
                 }
             }
         });
-        repo.read_blobs(index, &blocks, threads, &|id, data| {
+        let (to_write, writes) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
+        let (written, open, targets, files, unsynced) =
+            (&written, &open, &targets, &files, &unsynced);
+        let (progress, done) = (&progress, &done);
+        scope.spawn(move || {
+            let result = (|| -> Result<()> {
+                for (id, data) in writes {
+                    for &(file, offset) in &targets[&id] {
+                        let f = files[file];
+                        let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
+                        if data.len() as u64 != want {
+                            bail!(
+                                "{}: block at {offset} is {} bytes, the manifest says {want}",
+                                f.path,
+                                data.len()
+                            );
+                        }
+                        let out = open.get(file)?;
+                        out.write_all_at(&data, offset)
+                            .with_context(|| format!("writing {}", f.path))?;
+                        if unsynced[file].fetch_add(want, Ordering::Relaxed) + want >= SYNC_EVERY {
+                            unsynced[file].store(0, Ordering::Relaxed);
+                            let _ = to_sync.send(out);
+                        }
+                        progress.set(done.fetch_add(want, Ordering::Relaxed) + want);
+                    }
+                }
+                Ok(())
+            })();
+            *written.lock().expect("writer result") = result;
+        });
+        let read = repo.read_blobs(index, &blocks, threads, &|id, data| {
             if super::interrupted() {
                 return Err(std::io::Error::other("interrupted"));
             }
-            for &(file, offset) in &targets[id] {
-                let f = files[file];
-                let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
-                if data.len() as u64 != want {
-                    return Err(std::io::Error::other(format!(
-                        "{}: block at {offset} is {} bytes, the manifest says {want}",
-                        f.path,
-                        data.len()
-                    )));
-                }
-                let out = open.get(file)?;
-                out.write_all_at(data, offset)?;
-                if unsynced[file].fetch_add(want, Ordering::Relaxed) + want >= SYNC_EVERY {
-                    unsynced[file].store(0, Ordering::Relaxed);
-                    let _ = to_sync.send(out);
-                }
-                progress.set(done.fetch_add(want, Ordering::Relaxed) + want);
-            }
-            Ok(())
-        })?;
-        Ok(())
+            to_write
+                .send((*id, data))
+                .map_err(|_| std::io::Error::other("the writer stopped"))
+        });
+        drop(to_write);
+        read.map_err(anyhow::Error::from)
+    })
+    .and_then(|()| std::mem::replace(&mut *written.lock().expect("writer result"), Ok(())))
+    // The writer's own error (a full disk) explains a stopped read best.
+    .map_err(|e| {
+        match std::mem::replace(&mut *written.lock().expect("writer result"), Ok(())) {
+            Err(w) => w,
+            Ok(()) => e,
+        }
     })?;
     drop(open);
     if let Some(e) = sync_error.into_inner().expect("sync error") {

@@ -284,7 +284,7 @@ impl Repository {
         index: &Index,
         ids: &[Id],
         threads: usize,
-        sink: &(dyn Fn(&Id, &[u8]) -> std::io::Result<()> + Sync),
+        sink: &(dyn Fn(&Id, Vec<u8>) -> std::io::Result<()> + Sync),
     ) -> Result<()> {
         const GAP: u64 = 256 << 10;
         const MAX: u64 = 8 << 20;
@@ -352,7 +352,7 @@ impl Repository {
                     Some(p) => p,
                     None => fetcher.fetch(id, loc)?,
                 };
-                sink(id, &plain)
+                sink(id, plain)
                     .map_err(|e| RepoError::Other(format!("writing blob {}: {e}", id.short())))?;
             }
             Ok(())
