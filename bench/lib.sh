@@ -38,6 +38,7 @@ bench_setup() {
     SOCK=$T/sock
     PGDATA=$T/pgdata
     RESULTS=$WORK/results.tsv
+    VALUES=$WORK/values.tsv
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
@@ -149,6 +150,18 @@ median_col() { # DS STEP COLUMN
 median_time() { median_col "$1" "$2" 4; }
 all_times() { # DS STEP -> "12.3 / 12.5* / 12.9" in run order, * = disturbed
     awk -F'\t' -v ds="$1" -v st="$2" -v d="$DISTURBED_COL" '$1 == ds && $2 == st { s = s (s == "" ? "" : " / ") $4 ($d ? "*" : "") } END { print s }' "$RESULTS"
+}
+median_stdin() {
+    sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2];
+        else { m = sprintf("%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2); sub(/\.?0+$/, "", m); print m } }'
+}
+tmed() { rows "$1" "$2" | cut -f"${3:-4}" | median_stdin; } # DS STEP [COLUMN]: median of the (undisturbed) runs
+tmax() { rows "$1" "$2" | cut -f"${3:-4}" | sort -n | tail -n1; } # DS STEP [COLUMN]: maximum of the (undisturbed) runs
+
+# other numbers of a run (sizes, counts, times) in $VALUES: "ds step run key value"
+value() { printf '%s\t%s\t%s\t%s\t%s\n' "$DS" "$STEP" "$RUN" "$1" "$2" >>"$VALUES"; }
+vmed() { # DS STEP KEY -> the median of that value over all runs
+    awk -F'\t' -v ds="$1" -v st="$2" -v k="$3" '$1 == ds && $2 == st && $4 == k { print $5 }' "$VALUES" | median_stdin
 }
 mib() { awk -v b="$1" 'BEGIN { if (b < 1048576) printf "%.0f KiB", b / 1024; else printf "%.1f MiB", b / 1048576 }'; }
 kmib() { awk -v k="$1" 'BEGIN { printf "%d MiB", k / 1024 + 0.5 }'; }

@@ -242,20 +242,9 @@ measure() {
     log "  $label: ${M_TIME} s, CPU ${M_CPU} s (+ cluster ${M_SERVER} s), max RSS $((M_RSS / 1024)) MiB, others ${M_OTHER} cores"
 }
 
-# other numbers of a run (sizes, segment counts): ds step run key value
-VALUES=$WORK/values.tsv
 : >"$VALUES"
-value() { printf '%s\t%s\t%s\t%s\t%s\n' "$DS" "$STEP" "$RUN" "$1" "$2" >>"$VALUES"; }
 
-# ------------------------------------------------------------ aggregating
-median_stdin() {
-    sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2];
-        else { m = sprintf("%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2); sub(/\.?0+$/, "", m); print m } }'
-}
-tmed() { rows "$1" "$2" | cut -f"${3:-4}" | median_stdin; } # DS STEP [COLUMN]: median of the (undisturbed) runs
-vmed() { # DS STEP KEY -> the median of that value over all runs
-    awk -F'\t' -v ds="$1" -v st="$2" -v k="$3" '$1 == ds && $2 == st && $4 == k { print $5 }' "$VALUES" | median_stdin
-}
+# ------------------------------------------------------------ aggregating (more in lib.sh)
 vmax() { # DS STEP KEY
     awk -F'\t' -v ds="$1" -v st="$2" -v k="$3" '$1 == ds && $2 == st && $4 == k && (n++ == 0 || $5 > m) { m = $5 } END { print m + 0 }' "$VALUES"
 }

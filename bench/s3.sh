@@ -306,21 +306,9 @@ measure() {
     log "  $label: ${M_TIME} s, CPU ${M_CPU} s (+ cluster ${M_PG} s, S3 side ${M_S3} s), max RSS $((M_RSS / 1024)) MiB, others ${M_OTHER} cores"
 }
 
-# other numbers of a run (sizes, drain times): ds step run key value
-VALUES=$WORK/values.tsv
 : >"$VALUES"
-value() { printf '%s\t%s\t%s\t%s\t%s\n' "$DS" "$STEP" "$RUN" "$1" "$2" >>"$VALUES"; }
 
-# ------------------------------------------------------------ aggregating
-median_stdin() {
-    sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2];
-        else { m = sprintf("%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2); sub(/\.?0+$/, "", m); print m } }'
-}
-tmed() { rows "$1" "$2" | cut -f"${3:-4}" | median_stdin; } # DS STEP [COLUMN]: median of the (undisturbed) runs
-tmax() { rows "$1" "$2" | cut -f"${3:-4}" | sort -n | tail -n1; } # DS STEP [COLUMN]: maximum of the (undisturbed) runs
-vmed() { # DS STEP KEY -> the median of that value over all runs
-    awk -F'\t' -v ds="$1" -v st="$2" -v k="$3" '$1 == ds && $2 == st && $4 == k { print $5 }' "$VALUES" | median_stdin
-}
+# ------------------------------------------------------------ aggregating (more in lib.sh)
 vget() { # DS STEP RUN KEY -> that value of that run
     awk -F'\t' -v ds="$1" -v st="$2" -v r="$3" -v k="$4" '$1 == ds && $2 == st && $3 == r && $4 == k { v = $5 } END { print v }' "$VALUES"
 }

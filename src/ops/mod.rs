@@ -325,6 +325,30 @@ pub fn stream_error(reader: &mut crate::repo::StreamReader, e: std::io::Error) -
         .unwrap_or_else(|| e.into())
 }
 
+/// Whether the process whose id `pid_file` holds is alive (background
+/// helpers such as the WAL prefetcher and the spool uploader write one).
+pub(crate) fn pid_file_alive(pid_file: &std::path::Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
+}
+
+/// `lifeboat --config CONFIG --quiet ARGS...`: a background helper of this
+/// binary, with the same configuration.
+pub(crate) fn helper_command(
+    ctx: &Context,
+    args: &[&std::ffi::OsStr],
+) -> Option<std::process::Command> {
+    let exe = std::env::current_exe().ok()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--config")
+        .arg(&ctx.config.path)
+        .arg("--quiet")
+        .args(args);
+    Some(cmd)
+}
+
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// From now on, SIGINT/SIGTERM only set a flag that long operations check, so

@@ -158,9 +158,6 @@ fn start_uploader(ctx: &Context, target: &str, pgdata: &Path, dir: &Path) {
     if uploader_running(dir) {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
     let Ok(log) = OpenOptions::new()
         .create(true)
         .append(true)
@@ -169,15 +166,18 @@ fn start_uploader(ctx: &Context, target: &str, pgdata: &Path, dir: &Path) {
     else {
         return;
     };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--config")
-        .arg(&ctx.config.path)
-        .arg("--quiet")
-        .arg("wal-upload")
-        .arg("--pgdata")
-        .arg(pgdata)
-        .arg("--target")
-        .arg(target);
+    let Some(mut cmd) = super::helper_command(
+        ctx,
+        &[
+            "wal-upload".as_ref(),
+            "--pgdata".as_ref(),
+            pgdata.as_os_str(),
+            "--target".as_ref(),
+            target.as_ref(),
+        ],
+    ) else {
+        return;
+    };
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
@@ -186,10 +186,7 @@ fn start_uploader(ctx: &Context, target: &str, pgdata: &Path, dir: &Path) {
 }
 
 fn uploader_running(dir: &Path) -> bool {
-    fs::read_to_string(dir.join(PID_FILE))
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
+    super::pid_file_alive(&dir.join(PID_FILE))
 }
 
 /// Become the spool's only uploader: create the pid file, replacing the one

@@ -332,19 +332,18 @@ fn start_prefetch(ctx: &Context, after: &str, fetched: &Path, opts: &WalOptions,
     if prefetcher_running(&spool) {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else {
+    let Some(mut cmd) = super::helper_command(
+        ctx,
+        &[
+            "wal-prefetch".as_ref(),
+            after.as_ref(),
+            "--pgdata".as_ref(),
+            pgdata.as_os_str(),
+        ],
+    ) else {
         return;
     };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--config")
-        .arg(&ctx.config.path)
-        .arg("--quiet")
-        .arg("wal-prefetch")
-        .arg(after)
-        .arg("--pgdata")
-        .arg(pgdata)
-        .arg("--segment-size")
-        .arg(segment_size.to_string());
+    cmd.arg("--segment-size").arg(segment_size.to_string());
     if let Some(t) = &opts.target {
         cmd.arg("--target").arg(t);
     }
@@ -355,12 +354,7 @@ fn start_prefetch(ctx: &Context, after: &str, fetched: &Path, opts: &WalOptions,
 }
 
 fn prefetcher_running(spool: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(spool.join("pid")) else {
-        return false;
-    };
-    text.trim()
-        .parse::<i32>()
-        .is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
+    super::pid_file_alive(&spool.join("pid"))
 }
 
 /// `lifeboat wal-prefetch AFTER`: keep the segments that follow the one
