@@ -7,7 +7,8 @@
 //! Points: `pack:N` (after the N-th pack of a session is durable),
 //! `backup:before-index`, `backup:before-record`, `backup:after-record`,
 //! `backup:locked`, `prune:locked`, `prune:after-forget`, `prune:after-index`,
-//! `prune:after-index-delete`, `prune:pack-delete:N` (after N packs deleted).
+//! `prune:after-index-delete`, `prune:pack-delete:N` (after N packs deleted),
+//! `copy:before-index`, `copy:before-records`.
 
 pub fn hit(name: &str) {
     #[cfg(debug_assertions)]

@@ -646,14 +646,7 @@ fn archiving_base_backup_and_recovery_through_s3() {
     let proxy = FaultProxy::start(server.addr()).unwrap();
     let env = Env::with_repository(
         false,
-        |dir| {
-            let creds = server.write_credentials_file(dir);
-            format!(
-                "{}credentials_file = \"{}\"\n",
-                server.toml("production", Some(&proxy.endpoint())),
-                creds.display()
-            )
-        },
+        |dir| server.repository_toml(dir, "production", Some(&proxy.endpoint())),
         "",
     );
     env.insert(1);
@@ -719,12 +712,8 @@ fn async_archiving_spools_while_s3_is_down() {
     let env = Env::with_repository(
         false,
         |dir| {
-            let creds = server.write_credentials_file(dir);
-            format!(
-                "{}attempts = 2\ncredentials_file = \"{}\"\n",
-                server.toml("production", Some(&proxy.endpoint())),
-                creds.display()
-            )
+            let repo = server.repository_toml(dir, "production", Some(&proxy.endpoint()));
+            format!("{repo}attempts = 2\n")
         },
         "archive_async = true\nspool_max_size = \"48MiB\"\n",
     );
@@ -825,13 +814,14 @@ fn physical_backups_in_two_repositories() {
     let env = Env::with_repository(
         false,
         |dir| {
-            let creds = server.write_credentials_file(dir);
             format!(
-                "url = \"file://{}\"\npassphrase_file = \"{}\"\n\n[repository.offsite]\n{}credentials_file = \"{}\"\nkeys_from = \"main\"\n",
+                "url = \"file://{}\"\npassphrase_file = \"{pass}\"\n\n\
+                 [repository.other]\nurl = \"file://{}\"\npassphrase_file = \"{pass}\"\n\n\
+                 [repository.offsite]\n{}keys_from = \"main\"\n",
                 dir.join("repo").display(),
-                dir.join("passphrase").display(),
-                server.toml("production", None),
-                creds.display()
+                dir.join("other").display(),
+                server.repository_toml(dir, "production", None),
+                pass = dir.join("passphrase").display(),
             )
         },
         "repositories = [\"main\", \"offsite\"]\n",
@@ -853,6 +843,20 @@ fn physical_backups_in_two_repositories() {
     );
     assert_eq!(
         env.restore_rows("from-offsite", &["--repository", "offsite"]),
+        [1, 2]
+    );
+    // A repository with keys of its own gets a re-encrypted copy (blocks
+    // and WAL), which restores on its own.
+    let r = env
+        .lb(&["copy", "--from", "main", "--to", "other", "production"])
+        .ok();
+    assert!(
+        r.stdout.contains("different keys") && r.stdout.contains("copied 1 backup"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        env.restore_rows("from-other", &["--repository", "other"]),
         [1, 2]
     );
     // The local repository loses its packs: the restore reads them from S3.

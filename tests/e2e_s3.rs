@@ -20,11 +20,9 @@ fn s3_repository(
     prefix: &str,
     via: Option<&str>,
 ) -> String {
-    let creds = server.write_credentials_file(env.dir.path());
     format!(
-        "[repository.{name}]\n{}credentials_file = \"{}\"\n",
-        server.toml(prefix, via),
-        creds.display()
+        "[repository.{name}]\n{}",
+        server.repository_toml(env.dir.path(), prefix, via)
     )
 }
 
@@ -378,4 +376,62 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// kill -9 of a copy after its packs, and after its index: the destination
+/// lists nothing half-copied, verifies clean, and the next copy completes it.
+#[test]
+fn a_killed_copy_leaves_the_destination_valid_and_the_next_one_completes() {
+    let server = S3Server::s3s_fs().unwrap();
+    let env = Env::new();
+    env.write_config(&format!(
+        "{}{}keys_from = \"main\"\n\n{}",
+        local_repository(&env, "main", ""),
+        s3_repository(&env, "offsite", &server, "offsite", None),
+        dev_target(&env, "\"main\"", 3)
+    ));
+    env.lifeboat(&["init", "--repository", "main"]).ok();
+    env.lifeboat(&["init", "--repository", "offsite"]).ok();
+    env.lifeboat(&["backup", "dev"]).ok();
+    let listed = |repo: &str| -> usize {
+        let r = env.lifeboat(&["list", "--json"]).ok();
+        let all: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+        all.iter()
+            .filter(|v| {
+                v["repositories"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r2| r2 == repo)
+            })
+            .count()
+    };
+    for point in ["copy:before-index", "copy:before-records"] {
+        let r = env.lifeboat_env(
+            &["copy", "--from", "main", "--to", "offsite"],
+            &[
+                ("LIFEBOAT_PASSPHRASE", common::PASSPHRASE),
+                ("LIFEBOAT_CRASH_AT", point),
+            ],
+        );
+        assert_eq!(
+            r.code, -1,
+            "{point}: not killed\n{}\n{}",
+            r.stdout, r.stderr
+        );
+        assert_eq!(
+            listed("offsite"),
+            0,
+            "{point}: nothing half-copied is listed"
+        );
+        // Every repository of the configuration, the copy's destination too.
+        let v = env.lifeboat(&["verify", "--read-data"]).ok();
+        assert!(v.stdout.contains("repository offsite"), "{}", v.stdout);
+    }
+    let r = env
+        .lifeboat(&["copy", "--from", "main", "--to", "offsite"])
+        .ok();
+    assert!(r.stdout.contains("copied 1 backup"), "{}", r.stdout);
+    assert_eq!(listed("offsite"), 1);
+    restore_and_compare(&env, "after_crashed_copies", &["--repository", "offsite"]);
 }

@@ -31,6 +31,18 @@ fn storage_with(server: &S3Server, prefix: &str, settings: S3Settings) -> S3Stor
     .expect("s3 storage")
 }
 
+/// A storage reaching `server` through a fault proxy; `tune` changes the
+/// test settings (part size, attempts).
+fn through_proxy(
+    server: &S3Server,
+    prefix: &str,
+    tune: impl FnOnce(S3Settings) -> S3Settings,
+) -> (FaultProxy, S3Storage) {
+    let proxy = FaultProxy::start(server.addr()).unwrap();
+    let s = storage_with(server, prefix, tune(settings(proxy.endpoint())));
+    (proxy, s)
+}
+
 fn storage(server: &S3Server, prefix: &str) -> S3Storage {
     storage_with(server, prefix, settings(server.endpoint()))
 }
@@ -89,15 +101,10 @@ fn prefixes_keep_repositories_apart() {
 #[test]
 fn multipart_uploads_parts_in_parallel_and_round_trips() {
     let server = S3Server::s3s_fs().unwrap();
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let s = storage_with(
-        &server,
-        "mp",
-        S3Settings {
-            part_size: Some(5 << 20),
-            ..settings(proxy.endpoint())
-        },
-    );
+    let (proxy, s) = through_proxy(&server, "mp", |t| S3Settings {
+        part_size: Some(5 << 20),
+        ..t
+    });
     let data = pattern(12 << 20, 7);
     s.put("data/ab/big", &data, PutMode::Create).unwrap();
     assert_eq!(s.get("data/ab/big").unwrap(), data);
@@ -126,15 +133,10 @@ fn multipart_uploads_parts_in_parallel_and_round_trips() {
 #[test]
 fn a_failed_part_is_retried_alone() {
     let server = S3Server::moto().unwrap();
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let s = storage_with(
-        &server,
-        "mp",
-        S3Settings {
-            part_size: Some(5 << 20),
-            ..settings(proxy.endpoint())
-        },
-    );
+    let (proxy, s) = through_proxy(&server, "mp", |t| S3Settings {
+        part_size: Some(5 << 20),
+        ..t
+    });
     proxy.inject(Rule::new(Fault::Status(503)).query("partNumber=2").times(2));
     proxy.inject(Rule::new(Fault::Drop).query("partNumber=3"));
     let data = pattern(11 << 20, 3);
@@ -162,16 +164,11 @@ fn a_failed_part_is_retried_alone() {
 #[test]
 fn an_upload_that_cannot_finish_leaves_nothing() {
     let server = S3Server::moto().unwrap();
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let s = storage_with(
-        &server,
-        "mp",
-        S3Settings {
-            part_size: Some(5 << 20),
-            attempts: Some(2),
-            ..settings(proxy.endpoint())
-        },
-    );
+    let (proxy, s) = through_proxy(&server, "mp", |t| S3Settings {
+        part_size: Some(5 << 20),
+        attempts: Some(2),
+        ..t
+    });
     proxy.inject(
         Rule::new(Fault::Status(500))
             .query("partNumber=2")
@@ -223,8 +220,7 @@ fn cleanup_aborts_uploads_a_crashed_writer_left() {
 #[test]
 fn transient_failures_are_retried_and_lost_acknowledgements_are_success() {
     let server = S3Server::s3s_fs().unwrap();
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let s = storage_with(&server, "flaky", settings(proxy.endpoint()));
+    let (proxy, s) = through_proxy(&server, "flaky", |t| t);
     proxy.inject(Rule::new(Fault::Status(503)).method("PUT"));
     proxy.inject(Rule::new(Fault::Drop).method("PUT"));
     proxy.inject(Rule::new(Fault::CutResponse).method("GET"));
@@ -246,15 +242,10 @@ fn transient_failures_are_retried_and_lost_acknowledgements_are_success() {
 #[test]
 fn a_service_that_stays_down_fails_with_a_hint() {
     let server = S3Server::moto().unwrap();
-    let proxy = FaultProxy::start(server.addr()).unwrap();
-    let s = storage_with(
-        &server,
-        "down",
-        S3Settings {
-            attempts: Some(3),
-            ..settings(proxy.endpoint())
-        },
-    );
+    let (proxy, s) = through_proxy(&server, "down", |t| S3Settings {
+        attempts: Some(3),
+        ..t
+    });
     proxy.set_down(true);
     let err = s.put("x", b"y", PutMode::Create).unwrap_err();
     assert!(

@@ -158,22 +158,23 @@ impl Context {
                 Ok(r) => r,
                 // A wrong secret or a bad configuration is the user's to fix
                 // now, not a reason to read an older copy elsewhere.
-                Err(e) if e.downcast_ref::<UsageError>().is_some() || is_usage(&e) => {
-                    return Err(e);
-                }
+                Err(e) if is_usage(&e) => return Err(e),
                 Err(e) => {
                     passed.push(format!("{name}: {e:#}"));
                     continue;
                 }
             };
-            let has = match backup {
-                Some(p) => match repo.find_backup(p) {
-                    Ok(_) => true,
-                    Err(crate::repo::RepoError::NoSuchBackup(_)) => false,
-                    Err(e) => return Err(e.into()),
-                },
-                None => repo.list_backups()?.iter().any(|(_, r)| r.target == target),
-            };
+            // One candidate: the restore's own choice of backup says what is
+            // missing; no need to read the records twice.
+            let has = candidates.len() == 1
+                || match backup {
+                    Some(p) => match repo.find_backup(p) {
+                        Ok(_) => true,
+                        Err(crate::repo::RepoError::NoSuchBackup(_)) => false,
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => repo.list_backups()?.iter().any(|(_, r)| r.target == target),
+                };
             if has {
                 chosen = Some((name.clone(), repo));
                 break;
@@ -196,11 +197,10 @@ impl Context {
             }
         }
         for other in names.iter().filter(|n| **n != name) {
-            let rc = self.config.repository(other)?;
             // A fallback that cannot be reached now is no fallback; the restore
             // goes on without it.
-            if let Ok(storage) = crate::storage::open(&rc.url, &rc.s3)
-                && let Ok(true) = repo.add_mirror(Arc::from(storage))
+            if let Ok(storage) = self.storage_of(other)
+                && let Ok(true) = repo.add_mirror(storage)
                 && !self.quiet
             {
                 eprintln!(
@@ -217,11 +217,12 @@ impl Context {
     }
 }
 
-/// A repository error the user fixes (wrong passphrase, newer format, ...).
+/// An error the user fixes (bad input, wrong passphrase, newer format, ...).
 fn is_usage(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<crate::repo::RepoError>()
-            .is_some_and(|r| r.is_usage())
+        c.is::<UsageError>()
+            || c.downcast_ref::<crate::repo::RepoError>()
+                .is_some_and(|r| r.is_usage())
     })
 }
 

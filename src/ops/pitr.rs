@@ -11,7 +11,6 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -651,60 +650,53 @@ fn write_files(
     }
     let blocks: Vec<Id> = targets.keys().copied().collect();
     let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let open = OpenFiles::new(files.iter().map(|f| destination(plan, &f.path)).collect());
     let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
-    // Written data is flushed to disk while the rest is still being decoded
-    // (a file is synced every SYNC_EVERY bytes written to it, on a thread of
-    // its own), not all at once at the end: on a slow disk the restore takes
-    // about as long as the disk needs, not that plus the decoding.
-    const SYNC_EVERY: u64 = 64 << 20;
-    let unsynced: Vec<AtomicU64> = files.iter().map(|_| AtomicU64::new(0)).collect();
-    let sync_error: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
-    // Decoding runs on `threads` threads, writing on one: two threads
-    // writing into one file (the blocks of a big table are in every pack)
-    // wait on its inode lock, and the kernel spins for it.
-    let written: std::sync::Mutex<Result<()>> = std::sync::Mutex::new(Ok(()));
     std::thread::scope(|scope| -> Result<()> {
+        // Written data goes to disk while the rest is still being decoded: a
+        // file is synced every SYNC_EVERY bytes written to it, on a thread of
+        // its own, not all at once at the end.
+        const SYNC_EVERY: u64 = 64 << 20;
         let (to_sync, syncs) = std::sync::mpsc::channel::<std::sync::Arc<std::fs::File>>();
-        let sync_error = &sync_error;
-        scope.spawn(move || {
+        let syncer = scope.spawn(move || -> std::io::Result<()> {
             for file in syncs {
-                if let Err(e) = file.sync_data() {
-                    sync_error.lock().expect("sync error").get_or_insert(e);
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        // Decoding runs on `threads` threads, writing on this one: two
+        // threads writing into one file (the blocks of a big table are in
+        // every pack) wait on its inode lock, and the kernel spins for it.
+        let (to_write, writes) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
+        let (targets, files, progress) = (&targets, &files, &progress);
+        let writer = scope.spawn(move || -> Result<()> {
+            let mut open =
+                OpenFiles::new(files.iter().map(|f| destination(plan, &f.path)).collect());
+            let mut unsynced = vec![0u64; files.len()];
+            let mut done = 0;
+            for (id, data) in writes {
+                for &(file, offset) in &targets[&id] {
+                    let f = files[file];
+                    let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
+                    if data.len() as u64 != want {
+                        bail!(
+                            "{}: block at {offset} is {} bytes, the manifest says {want}",
+                            f.path,
+                            data.len()
+                        );
+                    }
+                    let out = open.get(file)?;
+                    out.write_all_at(&data, offset)
+                        .with_context(|| format!("writing {}", f.path))?;
+                    unsynced[file] += want;
+                    if unsynced[file] >= SYNC_EVERY {
+                        unsynced[file] = 0;
+                        let _ = to_sync.send(out);
+                    }
+                    done += want;
+                    progress.set(done);
                 }
             }
-        });
-        let (to_write, writes) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
-        let (written, open, targets, files, unsynced) =
-            (&written, &open, &targets, &files, &unsynced);
-        let (progress, done) = (&progress, &done);
-        scope.spawn(move || {
-            let result = (|| -> Result<()> {
-                for (id, data) in writes {
-                    for &(file, offset) in &targets[&id] {
-                        let f = files[file];
-                        let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
-                        if data.len() as u64 != want {
-                            bail!(
-                                "{}: block at {offset} is {} bytes, the manifest says {want}",
-                                f.path,
-                                data.len()
-                            );
-                        }
-                        let out = open.get(file)?;
-                        out.write_all_at(&data, offset)
-                            .with_context(|| format!("writing {}", f.path))?;
-                        if unsynced[file].fetch_add(want, Ordering::Relaxed) + want >= SYNC_EVERY {
-                            unsynced[file].store(0, Ordering::Relaxed);
-                            let _ = to_sync.send(out);
-                        }
-                        progress.set(done.fetch_add(want, Ordering::Relaxed) + want);
-                    }
-                }
-                Ok(())
-            })();
-            *written.lock().expect("writer result") = result;
+            Ok(())
         });
         let read = repo.read_blobs(index, &blocks, threads, &|id, data| {
             if super::interrupted() {
@@ -715,20 +707,16 @@ fn write_files(
                 .map_err(|_| std::io::Error::other("the writer stopped"))
         });
         drop(to_write);
-        read.map_err(anyhow::Error::from)
-    })
-    .and_then(|()| std::mem::replace(&mut *written.lock().expect("writer result"), Ok(())))
-    // The writer's own error (a full disk) explains a stopped read best.
-    .map_err(|e| {
-        match std::mem::replace(&mut *written.lock().expect("writer result"), Ok(())) {
-            Err(w) => w,
-            Ok(()) => e,
-        }
+        // The writer's own error (a full disk) explains a stopped read best.
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the restore's writer panicked")))?;
+        read?;
+        syncer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the syncing thread panicked")))
+            .context("writing the restored files")
     })?;
-    drop(open);
-    if let Some(e) = sync_error.into_inner().expect("sync error") {
-        return Err(e).context("writing the restored files");
-    }
     super::for_each_parallel(&files, jobs.max(1) as usize, |_, f| {
         use std::os::unix::fs::PermissionsExt;
         let dest = destination(plan, &f.path);
@@ -753,7 +741,7 @@ fn write_files(
 /// 1024 descriptors.
 struct OpenFiles {
     paths: Vec<PathBuf>,
-    open: std::sync::Mutex<HashMap<usize, std::sync::Arc<std::fs::File>>>,
+    open: HashMap<usize, std::sync::Arc<std::fs::File>>,
 }
 
 impl OpenFiles {
@@ -762,27 +750,26 @@ impl OpenFiles {
     fn new(paths: Vec<PathBuf>) -> OpenFiles {
         OpenFiles {
             paths,
-            open: std::sync::Mutex::new(HashMap::new()),
+            open: HashMap::new(),
         }
     }
 
-    fn get(&self, file: usize) -> std::io::Result<std::sync::Arc<std::fs::File>> {
-        let mut open = self.open.lock().expect("open files");
-        if let Some(f) = open.get(&file) {
+    /// Shared with the syncing thread, hence the `Arc`.
+    fn get(&mut self, file: usize) -> std::io::Result<std::sync::Arc<std::fs::File>> {
+        if let Some(f) = self.open.get(&file) {
             return Ok(std::sync::Arc::clone(f));
         }
-        if open.len() >= Self::MAX {
-            open.clear();
+        if self.open.len() >= Self::MAX {
+            self.open.clear();
         }
+        let path = &self.paths[file];
         let f = std::sync::Arc::new(
             std::fs::OpenOptions::new()
                 .write(true)
-                .open(&self.paths[file])
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("{}: {e}", self.paths[file].display()))
-                })?,
+                .open(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
         );
-        open.insert(file, std::sync::Arc::clone(&f));
+        self.open.insert(file, std::sync::Arc::clone(&f));
         Ok(f)
     }
 }

@@ -11,11 +11,10 @@
 //! then the WAL a physical backup needs, then the record, under a shared lock.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 
 use super::{LockGuard, RepoError, Repository, Result};
 use crate::codec::Id;
-use crate::format::{self, BackupRecord, CopiedFrom, PackEntry, Stream};
+use crate::format::{self, BackupRecord, CopiedFrom, PackEntry};
 use crate::storage::{ErrorKind, PutMode, Tier};
 
 /// What a copy moved.
@@ -185,36 +184,29 @@ impl Repository {
         }
         let mut physical = record.physical.clone();
         if let Some(p) = physical.as_mut() {
+            // Every block once, pack by pack (as a restore reads them), stored
+            // again under the destination's keys: a block's new id replaces
+            // the old one wherever the manifest has it.
+            let blocks: Vec<Id> = p
+                .manifest
+                .iter()
+                .flat_map(|f| f.blocks.iter().copied())
+                .collect();
+            let renamed = std::sync::Mutex::new(HashMap::with_capacity(blocks.len()));
+            let done = std::sync::atomic::AtomicU64::new(copied);
+            let threads = self.storage.concurrency().max(2);
+            self.read_blobs(&index, &blocks, threads, &|old, data| {
+                let n = data.len() as u64;
+                let new = session.store_blob(data).map_err(std::io::Error::other)?;
+                renamed.lock().expect("block ids").insert(*old, new);
+                progress(done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n);
+                Ok(())
+            })?;
+            let renamed = renamed.into_inner().expect("block ids");
             for file in &mut p.manifest {
-                if file.blocks.is_empty() {
-                    continue;
+                for block in &mut file.blocks {
+                    *block = renamed[block];
                 }
-                let whole = Stream {
-                    name: file.path.clone(),
-                    format: "file".into(),
-                    size: file.size,
-                    chunks: file.blocks.clone(),
-                };
-                let mut reader = self.read_stream(&index, &whole)?;
-                let mut blocks = Vec::with_capacity(file.blocks.len());
-                loop {
-                    let mut block = Vec::with_capacity(format::FILE_BLOCK);
-                    (&mut reader)
-                        .take(format::FILE_BLOCK as u64)
-                        .read_to_end(&mut block)
-                        .map_err(|e| {
-                            reader.take_error().unwrap_or_else(|| {
-                                RepoError::Other(format!("reading {}: {e}", file.path))
-                            })
-                        })?;
-                    if block.is_empty() {
-                        break;
-                    }
-                    copied += block.len() as u64;
-                    blocks.push(session.store_blob(block)?);
-                    progress(copied);
-                }
-                file.blocks = blocks;
             }
         }
         let stats = session.finish()?;

@@ -342,6 +342,17 @@ impl S3Server {
         )
     }
 
+    /// `toml` plus `credentials_file`, pointing at a credentials file written
+    /// into `dir` (readable by the cluster's OS user, who runs archive_command).
+    pub fn repository_toml(&self, dir: &Path, prefix: &str, via: Option<&str>) -> String {
+        let creds = self.write_credentials_file(dir);
+        format!(
+            "{}credentials_file = \"{}\"\n",
+            self.toml(prefix, via),
+            creds.display()
+        )
+    }
+
     /// The last lines of the server's output.
     pub fn log_tail(&self) -> String {
         super::tail_lines(&self.log, super::LOG_TAIL_LINES)
