@@ -16,6 +16,7 @@ const CHUNK_ID_CONTEXT: &str = "lifeboat 2026 chunk id v1";
 const METADATA_CONTEXT: &str = "lifeboat 2026 metadata v1";
 const CHUNKER_SEED_CONTEXT: &str = "lifeboat 2026 chunker seed v1";
 const BLOB_AAD: &[u8] = b"lifeboat blob v1";
+const GROUP_AAD: &[u8] = b"lifeboat group v1";
 const SEALED_AAD: &[u8] = b"lifeboat sealed v1";
 const KEY_AAD: &[u8] = b"lifeboat key v1";
 pub const SEALED_MAGIC: &[u8; 8] = b"LBSEAL\x00\x01";
@@ -230,6 +231,24 @@ impl SessionKey {
         stored: &[u8],
         raw_len: usize,
     ) -> Result<Vec<u8>> {
+        self.decrypt(&blob_aad(ty, id), stored, raw_len)
+    }
+
+    /// Decrypt and decompress a group of blobs stored as one (FORMAT.md,
+    /// "Groups"): the members' plaintexts, one after another, `size` bytes in
+    /// all. The caller cuts the members out and checks their ids.
+    pub fn decrypt_group(&self, ty: BlobType, stored: &[u8], size: usize) -> Result<Vec<u8>> {
+        let plain = self.decrypt(&group_aad(ty, size), stored, size)?;
+        if plain.len() != size {
+            return Err(CodecError::Malformed(format!(
+                "group of {} bytes, {size} expected",
+                plain.len()
+            )));
+        }
+        Ok(plain)
+    }
+
+    fn decrypt(&self, aad: &[u8], stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
         // `raw_len` comes from an index entry; zstd preallocates it, so check the
         // format's bound before a forged value can ask for gigabytes.
         if raw_len > MAX_BLOB_SIZE {
@@ -237,7 +256,7 @@ impl SessionKey {
                 "blob length {raw_len} exceeds the {MAX_BLOB_SIZE}-byte bound"
             )));
         }
-        let payload = aead_decrypt(&self.0, stored, &blob_aad(ty, id))?;
+        let payload = aead_decrypt(&self.0, stored, aad)?;
         match payload.split_first() {
             Some((0, raw)) => Ok(raw.to_vec()),
             Some((1, z)) => decompress(z, raw_len),
@@ -254,6 +273,8 @@ pub struct BlobEncoder {
     key: SessionKey,
     compressor: zstd::bulk::Compressor<'static>,
     scratch: Vec<u8>,
+    /// A group's members, joined before compressing.
+    joined: Vec<u8>,
 }
 
 impl BlobEncoder {
@@ -262,12 +283,31 @@ impl BlobEncoder {
             key,
             compressor: zstd::bulk::Compressor::new(level).expect("zstd context"),
             scratch: Vec::new(),
+            joined: Vec::new(),
         }
     }
 
     /// Write the stored form of one blob into `out` (cleared first):
     /// nonce || XChaCha20-Poly1305(flag || payload) || tag, as FORMAT.md says.
     pub fn encode(&mut self, ty: BlobType, id: &Id, plaintext: &[u8], out: &mut Vec<u8>) {
+        self.seal(&blob_aad(ty, id), plaintext, out);
+    }
+
+    /// Write the stored form of a group: `members` one after another,
+    /// compressed together (FORMAT.md, "Groups"). Returns the group's size.
+    pub fn encode_group(&mut self, ty: BlobType, members: &[&[u8]], out: &mut Vec<u8>) -> usize {
+        let mut joined = std::mem::take(&mut self.joined);
+        joined.clear();
+        for m in members {
+            joined.extend_from_slice(m);
+        }
+        self.seal(&group_aad(ty, joined.len()), &joined, out);
+        let size = joined.len();
+        self.joined = joined;
+        size
+    }
+
+    fn seal(&mut self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
         // zstd only counts when it makes the blob smaller, so give it no more
         // room than the plaintext: an error means "not smaller".
         self.scratch.clear();
@@ -289,14 +329,19 @@ impl BlobEncoder {
         out.push(flag);
         out.extend_from_slice(payload);
         let tag = XChaCha20Poly1305::new((&self.key.0.0).into())
-            .encrypt_in_place_detached(
-                XNonce::from_slice(&nonce),
-                &blob_aad(ty, id),
-                &mut out[NONCE_LEN..],
-            )
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
             .expect("XChaCha20-Poly1305 encryption of memory cannot fail");
         out.extend_from_slice(&tag);
     }
+}
+
+/// A group's AAD binds its type and size; each member is bound to its id by
+/// the keyed hash readers recompute.
+fn group_aad(ty: BlobType, size: usize) -> Vec<u8> {
+    let mut aad = GROUP_AAD.to_vec();
+    aad.push(ty.byte());
+    aad.extend_from_slice(&(size as u32).to_le_bytes());
+    aad
 }
 
 fn blob_aad(ty: BlobType, id: &Id) -> Vec<u8> {
@@ -502,6 +547,32 @@ mod tests {
         stored[30] ^= 1;
         assert!(matches!(
             sk.decrypt_blob(BlobType::Data, &id, &stored, data.len()),
+            Err(CodecError::Authentication)
+        ));
+    }
+
+    #[test]
+    fn group_round_trip_binds_its_size_and_is_not_a_blob() {
+        let sk = SessionKey::random();
+        let (a, b) = (b"first member ".repeat(50), b"second member ".repeat(70));
+        let mut stored = Vec::new();
+        let size =
+            BlobEncoder::new(sk.clone(), 1).encode_group(BlobType::Data, &[&a, &b], &mut stored);
+        assert_eq!(size, a.len() + b.len());
+        assert_eq!(
+            sk.decrypt_group(BlobType::Data, &stored, size).unwrap(),
+            [a.clone(), b].concat()
+        );
+        // Another size, or read as a single blob: refused.
+        assert!(sk.decrypt_group(BlobType::Data, &stored, size - 1).is_err());
+        let id = mk().blob_id(&a);
+        assert!(
+            sk.decrypt_blob(BlobType::Data, &id, &stored, a.len())
+                .is_err()
+        );
+        stored[30] ^= 1;
+        assert!(matches!(
+            sk.decrypt_group(BlobType::Data, &stored, size),
             Err(CodecError::Authentication)
         ));
     }

@@ -35,8 +35,9 @@ use crate::repo::{Repository, Session};
 /// Files are stored in blocks of this size (a multiple of PostgreSQL's 8 KiB
 /// pages, so a changed page costs one block).
 pub const FILE_BLOCK: usize = crate::format::FILE_BLOCK;
-/// Blocks of a file handed to the compressing workers at once (512 KiB).
-const BLOCKS_PER_JOB: usize = 8;
+/// Blocks of a file handed to the compressing workers at once: the new ones
+/// among them are stored as one group.
+const BLOCKS_PER_JOB: usize = crate::format::BLOCKS_PER_GROUP;
 /// How long a backup waits for its WAL to reach the repository.
 const WAL_WAIT: Duration = Duration::from_secs(10 * 60);
 /// Corrupt pages listed in a record (all are counted).

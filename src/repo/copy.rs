@@ -194,14 +194,35 @@ impl Repository {
                 .collect();
             let renamed = std::sync::Mutex::new(HashMap::with_capacity(blocks.len()));
             let done = std::sync::atomic::AtomicU64::new(copied);
+            // Blocks are stored again in groups, as a backup stores them (in
+            // the order they are read, which groups blocks of the same files).
+            let pending = std::sync::Mutex::new(Vec::new());
+            let store = |group: Vec<(Id, Vec<u8>)>| -> std::io::Result<()> {
+                let (old, data): (Vec<Id>, Vec<Vec<u8>>) = group.into_iter().unzip();
+                let new = session.store_blobs(data).map_err(std::io::Error::other)?;
+                renamed
+                    .lock()
+                    .expect("block ids")
+                    .extend(old.into_iter().zip(new));
+                Ok(())
+            };
             let threads = self.storage.concurrency().max(2);
             self.read_blobs(&index, &blocks, threads, &|old, data| {
                 let n = data.len() as u64;
-                let new = session.store_blob(data).map_err(std::io::Error::other)?;
-                renamed.lock().expect("block ids").insert(*old, new);
+                let full = {
+                    let mut pending = pending.lock().expect("pending blocks");
+                    pending.push((*old, data));
+                    (pending.len() == format::BLOCKS_PER_GROUP)
+                        .then(|| std::mem::take(&mut *pending))
+                };
+                if let Some(group) = full {
+                    store(group)?;
+                }
                 progress(done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n);
                 Ok(())
             })?;
+            store(pending.into_inner().expect("pending blocks"))
+                .map_err(|e| RepoError::Other(format!("storing blocks: {e}")))?;
             let renamed = renamed.into_inner().expect("block ids");
             for file in &mut p.manifest {
                 for block in &mut file.blocks {

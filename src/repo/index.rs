@@ -14,6 +14,7 @@ pub struct BlobLocation {
     pub offset: u64,
     pub length: u32,
     pub raw_length: u32,
+    pub group: Option<crate::format::GroupPos>,
 }
 
 /// Blob id -> location, plus each pack's wrapped session key.
@@ -60,6 +61,7 @@ impl Index {
                     offset: b.offset,
                     length: b.length,
                     raw_length: b.raw_length,
+                    group: b.group,
                 },
             );
         }

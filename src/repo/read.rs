@@ -149,18 +149,53 @@ impl Fetcher {
         })
     }
 
-    /// Authenticate, decompress and re-hash one stored blob.
+    /// Authenticate, decompress and re-hash one stored blob (`stored` is its
+    /// group's stored bytes if it is in one).
     fn decode(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
+        match self.decode_stored(id, loc, stored)? {
+            Decoded::Blob(plain) => Ok(plain),
+            Decoded::Group(plain) => self.member(id, loc, &plain),
+        }
+    }
+
+    /// Authenticate and decompress what `loc` points at: the blob, or its
+    /// whole group (members are then cut out with `member`).
+    fn decode_stored(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Decoded> {
         let what = || format!("{} (blob {})", format::pack_path(&loc.pack), id.short());
         let key = self.session_key(&loc.pack)?;
+        let failed = |_| self.corrupt(what(), "authentication failed (altered or truncated)");
+        let Some(g) = loc.group else {
+            let plain = key
+                .decrypt_blob(loc.ty, id, stored, loc.raw_length as usize)
+                .map_err(failed)?;
+            if plain.len() != loc.raw_length as usize || self.meta.blob_id(&plain) != *id {
+                return Err(self.corrupt(what(), "content does not match its id"));
+            }
+            return Ok(Decoded::Blob(plain));
+        };
         let plain = key
-            .decrypt_blob(loc.ty, id, stored, loc.raw_length as usize)
-            .map_err(|_| self.corrupt(what(), "authentication failed (altered or truncated)"))?;
-        if plain.len() != loc.raw_length as usize || self.meta.blob_id(&plain) != *id {
-            return Err(self.corrupt(what(), "content does not match its id"));
-        }
-        Ok(plain)
+            .decrypt_group(loc.ty, stored, g.size as usize)
+            .map_err(failed)?;
+        Ok(Decoded::Group(plain))
     }
+
+    /// One member of a decoded group, re-hashed to its id.
+    fn member(&self, id: &Id, loc: &BlobLocation, group: &[u8]) -> Result<Vec<u8>> {
+        let g = loc.group.expect("a group member");
+        let start = g.start as usize;
+        match group.get(start..start + loc.raw_length as usize) {
+            Some(plain) if self.meta.blob_id(plain) == *id => Ok(plain.to_vec()),
+            _ => Err(self.corrupt(
+                format!("{} (blob {})", format::pack_path(&loc.pack), id.short()),
+                "content does not match its id",
+            )),
+        }
+    }
+}
+
+enum Decoded {
+    Blob(Vec<u8>),
+    Group(Vec<u8>),
 }
 
 impl Repository {
@@ -256,7 +291,11 @@ impl Repository {
     fn check_bounds(&self, id: &Id, loc: &BlobLocation) -> Result<()> {
         let in_bounds = loc.raw_length as usize <= codec::MAX_BLOB_SIZE
             && loc.length as usize <= codec::MAX_BLOB_SIZE + codec::BLOB_OVERHEAD
-            && loc.offset.checked_add(u64::from(loc.length)).is_some();
+            && loc.offset.checked_add(u64::from(loc.length)).is_some()
+            && loc.group.is_none_or(|g| {
+                g.size as usize <= codec::MAX_BLOB_SIZE
+                    && u64::from(g.start) + u64::from(loc.raw_length) <= u64::from(g.size)
+            });
         if in_bounds {
             return Ok(());
         }
@@ -339,13 +378,30 @@ impl Repository {
             let bytes = fetcher
                 .get_range(fetcher.storage.as_ref(), pack, range.clone(), &what)
                 .ok();
+            // Members of a group are next to each other (sorted by offset):
+            // the group is decoded once for all of them.
+            let mut group: Option<(u64, Vec<u8>)> = None;
             for (id, loc) in members {
                 let at = (loc.offset - range.start) as usize;
-                let decoded = bytes.as_ref().and_then(|b| {
-                    fetcher
-                        .decode(id, loc, &b[at..at + loc.length as usize])
-                        .ok()
-                });
+                let stored = || bytes.as_ref().map(|b| &b[at..at + loc.length as usize]);
+                let decoded = match (loc.group, stored()) {
+                    (_, None) => None,
+                    (None, Some(stored)) => fetcher.decode(id, loc, stored).ok(),
+                    (Some(_), Some(stored)) => {
+                        if group
+                            .as_ref()
+                            .is_none_or(|(offset, _)| *offset != loc.offset)
+                        {
+                            group = match fetcher.decode_stored(id, loc, stored) {
+                                Ok(Decoded::Group(plain)) => Some((loc.offset, plain)),
+                                _ => None,
+                            };
+                        }
+                        group
+                            .as_ref()
+                            .and_then(|(_, plain)| fetcher.member(id, loc, plain).ok())
+                    }
+                };
                 // The main repository's copy is bad or unreadable: blob by
                 // blob, with the mirrors, and its own error if all fail.
                 let plain = match decoded {
@@ -530,6 +586,7 @@ mod tests {
                     offset: 0,
                     length: u32::MAX,
                     raw_length: 10,
+                    group: None,
                 }],
             })
             .unwrap();

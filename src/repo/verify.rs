@@ -360,8 +360,8 @@ impl Repository {
                 serde_json::from_slice(&json).map_err(|e| format!("trailer: {e}"))?;
             let mut listed: Vec<&BlobEntry> = entry.blobs.iter().collect();
             let mut held: Vec<&BlobEntry> = trailer.blobs.iter().collect();
-            listed.sort_by_key(|b| b.offset);
-            held.sort_by_key(|b| b.offset);
+            listed.sort_by_key(|b| (b.offset, b.group.map(|g| g.start)));
+            held.sort_by_key(|b| (b.offset, b.group.map(|g| g.start)));
             if listed != held {
                 return Err("its trailer and the index disagree about its blobs".to_string());
             }
@@ -378,15 +378,39 @@ impl Repository {
                     k
                 }
             };
-            for b in &trailer.blobs {
+            // A group is decrypted once, then each member re-hashed.
+            let mut group: Option<(u64, Vec<u8>)> = None;
+            for b in held {
                 let end = b.offset + u64::from(b.length);
                 let Some(stored) = bytes.get(b.offset as usize..end as usize) else {
                     return Err(format!("blob {} lies outside the pack", b.id.short()));
                 };
-                let plain = key
-                    .decrypt_blob(b.ty, &b.id, stored, b.raw_length as usize)
-                    .map_err(|_| format!("blob {}: authentication failed", b.id.short()))?;
-                if plain.len() != b.raw_length as usize || self.meta.blob_id(&plain) != b.id {
+                let failed = |_| format!("blob {}: authentication failed", b.id.short());
+                let matches = |plain: &[u8]| {
+                    plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
+                };
+                let ok = match b.group {
+                    None => matches(
+                        &key.decrypt_blob(b.ty, &b.id, stored, b.raw_length as usize)
+                            .map_err(failed)?,
+                    ),
+                    Some(g) => {
+                        if group.as_ref().is_none_or(|(offset, _)| *offset != b.offset) {
+                            let plain = key
+                                .decrypt_group(b.ty, stored, g.size as usize)
+                                .map_err(failed)?;
+                            group = Some((b.offset, plain));
+                        }
+                        let plain = &group.as_ref().expect("decoded above").1;
+                        let start = g.start as usize;
+                        matches(
+                            plain
+                                .get(start..start + b.raw_length as usize)
+                                .unwrap_or_default(),
+                        )
+                    }
+                };
+                if !ok {
                     return Err(format!(
                         "blob {}: content does not match its id",
                         b.id.short()

