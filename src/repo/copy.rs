@@ -199,7 +199,10 @@ impl Repository {
             let pending = std::sync::Mutex::new(Vec::new());
             let store = |group: Vec<(Id, Vec<u8>)>| -> std::io::Result<()> {
                 let (old, data): (Vec<Id>, Vec<Vec<u8>>) = group.into_iter().unzip();
-                let new = session.store_blobs(data).map_err(std::io::Error::other)?;
+                let effort = session.choose_effort(&data.concat());
+                let new = session
+                    .store_blobs(data, effort)
+                    .map_err(std::io::Error::other)?;
                 renamed
                     .lock()
                     .expect("block ids")

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use super::{Index, RepoError, Repository, Result};
 use crate::chunker::Chunker;
-use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
+use crate::codec::{self, BlobEncoder, BlobType, Effort, Id, SessionKey};
 use crate::format::{self, BackupStats, BlobEntry, GroupPos, PackEntry, PackTrailer, Stream};
 use crate::storage::{ErrorKind, PutMode, Tier};
 
@@ -44,7 +44,8 @@ pub type StreamProgress<'a> = &'a (dyn Fn(u64) + Sync);
 /// together, they take 15 to 20 % less room than compressed one by one.
 struct Job {
     blobs: Vec<(Id, Vec<u8>)>,
-    group: bool,
+    /// Store as one group, compressed with this effort.
+    group: Option<Effort>,
 }
 
 /// What a worker hands the packer: one stored blob, or one stored group
@@ -199,10 +200,10 @@ fn worker(
                 .try_recv()
                 .unwrap_or_default()
         };
-        if job.group && job.blobs.len() > 1 {
+        if let (Some(effort), true) = (job.group, job.blobs.len() > 1) {
             let mut out = stored();
             let parts: Vec<&[u8]> = job.blobs.iter().map(|(_, d)| d.as_slice()).collect();
-            let size = encoder.encode_group(BlobType::Data, &parts, &mut out);
+            let size = encoder.encode_group(BlobType::Data, &parts, &mut out, effort);
             batch.push(Encrypted {
                 members: job
                     .blobs
@@ -471,7 +472,7 @@ impl Session<'_> {
     fn store_many(
         &self,
         blobs: Vec<Vec<u8>>,
-        group: bool,
+        group: Option<Effort>,
     ) -> std::result::Result<(Vec<Id>, Vec<Vec<u8>>), ()> {
         let mut ids = Vec::with_capacity(blobs.len());
         let mut job = Vec::new();
@@ -507,27 +508,32 @@ impl Session<'_> {
     /// Store one blob unless the repository has it: returns its id, and the
     /// buffer back if it was not needed.
     fn store(&self, data: Vec<u8>) -> std::result::Result<(Id, Option<Vec<u8>>), ()> {
-        let (ids, mut unneeded) = self.store_many(vec![data], false)?;
+        let (ids, mut unneeded) = self.store_many(vec![data], None)?;
         Ok((ids[0], unneeded.pop()))
     }
 
     /// Store one blob (a block of a file) from any thread; deduplicated like
     /// stream chunks. Blobs are at most `codec::MAX_BLOB_SIZE` bytes.
     pub fn store_blob(&self, data: Vec<u8>) -> Result<Id> {
-        Ok(self.store_blobs(vec![data])?[0])
+        Ok(self.store_blobs(vec![data], Effort::Fast)?[0])
     }
 
     /// Store several blobs (blocks of a file) from any thread, as one job for
     /// the workers; their ids in order. Those the repository lacks are stored
     /// as one group, so together they must stay within
-    /// `codec::MAX_BLOB_SIZE`.
-    pub fn store_blobs(&self, blobs: Vec<Vec<u8>>) -> Result<Vec<Id>> {
+    /// `codec::MAX_BLOB_SIZE`; `effort` says how hard to compress them.
+    pub fn store_blobs(&self, blobs: Vec<Vec<u8>>, effort: Effort) -> Result<Vec<Id>> {
         debug_assert!(blobs.iter().map(Vec::len).sum::<usize>() <= codec::MAX_BLOB_SIZE);
-        self.store_many(blobs, true)
+        self.store_many(blobs, Some(effort))
             .map(|(ids, _)| ids)
             .map_err(|()| {
                 RepoError::Other("the pack writer stopped (the backup reports why)".into())
             })
+    }
+
+    /// How hard to compress blocks like `sample` (see `Effort`).
+    pub fn choose_effort(&self, sample: &[u8]) -> Effort {
+        Effort::choose(sample, self.repo.settings.compression_level)
     }
 
     /// The pipeline stopped taking chunks: collect the reason.
@@ -652,7 +658,7 @@ mod tests {
         let s = repo.start_session().unwrap();
         let known = s.store_blob(block(0)).unwrap();
         let blocks: Vec<Vec<u8>> = [1, 0, 2, 3, 1].into_iter().map(block).collect();
-        let ids = s.store_blobs(blocks.clone()).unwrap();
+        let ids = s.store_blobs(blocks.clone(), Effort::Fast).unwrap();
         s.finish().unwrap();
         assert_eq!(ids[1], known);
         assert_eq!(ids[0], ids[4]);
@@ -710,7 +716,9 @@ mod tests {
     fn a_damaged_group_fails_every_member_it_holds() {
         let (storage, repo) = test_repo();
         let s = repo.start_session().unwrap();
-        let ids = s.store_blobs((1..4).map(block).collect()).unwrap();
+        let ids = s
+            .store_blobs((1..4).map(block).collect(), Effort::Thorough)
+            .unwrap();
         s.finish().unwrap();
         let index = repo.load_index().unwrap();
         let loc = *index.get(&ids[1]).unwrap();
