@@ -627,14 +627,17 @@ fn write_files(
     }
     // Every file at its full size first; then each block goes where the
     // manifest puts it (a block several files share is read once), pack by
-    // pack so that neighbouring blocks come in one read; then every file is
-    // synced.
+    // pack so that neighbouring blocks come in one read, the packs in the
+    // order the manifest first needs them (the order the backup wrote them),
+    // so that files fill from start to end; each file is synced once it is
+    // complete.
     let files: Vec<&FileEntry> = plan
         .files
         .iter()
         .filter(|f| f.kind == FileKind::File)
         .collect();
     let mut targets: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+    let mut blocks: Vec<Id> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let dest = destination(plan, &f.path);
         let out =
@@ -642,19 +645,19 @@ fn write_files(
         out.set_len(f.size)
             .with_context(|| format!("writing {}", dest.display()))?;
         for (n, block) in f.blocks.iter().enumerate() {
-            targets
-                .entry(*block)
-                .or_default()
-                .push((i, (n * crate::format::FILE_BLOCK) as u64));
+            let at = targets.entry(*block).or_default();
+            if at.is_empty() {
+                blocks.push(*block);
+            }
+            at.push((i, (n * crate::format::FILE_BLOCK) as u64));
         }
     }
-    let blocks: Vec<Id> = targets.keys().copied().collect();
     let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
     let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
     std::thread::scope(|scope| -> Result<()> {
         // Written data goes to disk while the rest is still being decoded: a
-        // file is synced every SYNC_EVERY bytes written to it, on a thread of
-        // its own, not all at once at the end.
+        // file is synced every SYNC_EVERY bytes written to it and once it is
+        // complete, on a thread of its own, not all at once at the end.
         const SYNC_EVERY: u64 = 64 << 20;
         let (to_sync, syncs) = std::sync::mpsc::channel::<std::sync::Arc<std::fs::File>>();
         let syncer = scope.spawn(move || -> std::io::Result<()> {
@@ -671,6 +674,7 @@ fn write_files(
         let writer = scope.spawn(move || -> Result<()> {
             let mut open =
                 OpenFiles::new(files.iter().map(|f| destination(plan, &f.path)).collect());
+            let mut left: Vec<u64> = files.iter().map(|f| f.size).collect();
             let mut unsynced = vec![0u64; files.len()];
             let mut done = 0;
             for (id, data) in writes {
@@ -687,8 +691,12 @@ fn write_files(
                     let out = open.get(file)?;
                     out.write_all_at(&data, offset)
                         .with_context(|| format!("writing {}", f.path))?;
+                    left[file] -= want;
                     unsynced[file] += want;
-                    if unsynced[file] >= SYNC_EVERY {
+                    if left[file] == 0 {
+                        open.close(file);
+                        let _ = to_sync.send(out);
+                    } else if unsynced[file] >= SYNC_EVERY {
                         unsynced[file] = 0;
                         let _ = to_sync.send(out);
                     }
@@ -752,6 +760,11 @@ impl OpenFiles {
             paths,
             open: HashMap::new(),
         }
+    }
+
+    /// A complete file: no more blocks come for it.
+    fn close(&mut self, file: usize) {
+        self.open.remove(&file);
     }
 
     /// Shared with the syncing thread, hence the `Arc`.

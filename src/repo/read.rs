@@ -315,8 +315,10 @@ impl Repository {
     /// a pack come in one ranged read (up to 8 MiB), so restoring a physical
     /// backup's hundreds of thousands of small blocks takes a few requests per
     /// pack, not one per block (on S3 that is the difference between seconds
-    /// and minutes). `sink` gets every blob's plaintext, on up to `threads`
-    /// threads, in no particular order. A range the repository cannot give is
+    /// and minutes). Packs are read in the order `ids` first needs them (a
+    /// physical restore passes its blocks in manifest order, so files fill
+    /// from start to end). `sink` gets every blob's plaintext, on up to
+    /// `threads` threads, in no particular order. A range the repository cannot give is
     /// read blob by blob, from its mirrors if need be.
     pub fn read_blobs(
         &self,
@@ -328,7 +330,9 @@ impl Repository {
         const GAP: u64 = 256 << 10;
         const MAX: u64 = 8 << 20;
         let identities = Arc::clone(self.identities()?);
-        let mut by_pack: BTreeMap<Id, Vec<(Id, BlobLocation)>> = BTreeMap::new();
+        // Packs in the order `ids` first needs them.
+        let mut by_pack: Vec<(Id, Vec<(Id, BlobLocation)>)> = Vec::new();
+        let mut pack_slot: HashMap<Id, usize> = HashMap::new();
         let mut wrapped = HashMap::new();
         let mut seen = std::collections::HashSet::new();
         for id in ids {
@@ -345,7 +349,11 @@ impl Repository {
                     .expect("indexed pack has a key")
                     .to_vec()
             });
-            by_pack.entry(loc.pack).or_default().push((*id, loc));
+            let slot = *pack_slot.entry(loc.pack).or_insert_with(|| {
+                by_pack.push((loc.pack, Vec::new()));
+                by_pack.len() - 1
+            });
+            by_pack[slot].1.push((*id, loc));
         }
         // (pack, byte range, the blobs in it)
         type Span = (Id, std::ops::Range<u64>, Vec<(Id, BlobLocation)>);

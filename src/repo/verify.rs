@@ -305,9 +305,11 @@ impl Repository {
         let queue = Mutex::new(packs.iter());
         let bad = Mutex::new(Vec::new());
         let bytes = std::sync::atomic::AtomicU64::new(0);
+        // One more thread than cores: while one waits for the disk (or S3),
+        // the others decode.
         let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(2, 8);
+            .map_or(3, |n| n.get() + 1)
+            .clamp(3, 8);
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
