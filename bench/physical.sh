@@ -12,7 +12,7 @@
 # rewrites the whole file, keeps only bench/prune.sh's section and the notes so far:
 # run it before this one). Prints a short summary.
 #
-#   bash bench/physical.sh                   # the full run (not yet run at full size; estimated 15-25 minutes on 2 cores)
+#   bash bench/physical.sh                   # the full run (about 13 minutes on 2 cores)
 #   bash bench/physical.sh --scale 2 --repeat 1 --out /tmp/smoke.md --quiet-wait 0   # a quick smoke run
 #
 # Options:
