@@ -147,6 +147,15 @@ pub struct GroupPos {
     pub size: u32,
 }
 
+impl GroupPos {
+    /// A member of `raw_length` bytes cut out of its decoded group; `None` if
+    /// it does not lie within it.
+    pub fn member(self, group: &[u8], raw_length: u32) -> Option<&[u8]> {
+        let start = self.start as usize;
+        group.get(start..start.checked_add(raw_length as usize)?)
+    }
+}
+
 /// The sealed trailer of a pack.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackTrailer {

@@ -209,18 +209,7 @@ fn kill_9_at_every_point_of_backup_and_prune_leaves_a_valid_repository() {
         } else {
             &["backup", "dev"]
         };
-        let r = env.lifeboat_env(
-            args,
-            &[
-                ("LIFEBOAT_PASSPHRASE", common::PASSPHRASE),
-                ("LIFEBOAT_CRASH_AT", point),
-            ],
-        );
-        assert_eq!(
-            r.code, -1,
-            "{point}: not killed\n{}\n{}",
-            r.stdout, r.stderr
-        );
+        env.lifeboat_killed_at(args, point);
         let after = ids(&env, "dev");
         if point == "backup:after-record" {
             // The record was written: a complete backup, listed and restorable.

@@ -407,18 +407,7 @@ fn a_killed_copy_leaves_the_destination_valid_and_the_next_one_completes() {
             .count()
     };
     for point in ["copy:before-index", "copy:before-records"] {
-        let r = env.lifeboat_env(
-            &["copy", "--from", "main", "--to", "offsite"],
-            &[
-                ("LIFEBOAT_PASSPHRASE", common::PASSPHRASE),
-                ("LIFEBOAT_CRASH_AT", point),
-            ],
-        );
-        assert_eq!(
-            r.code, -1,
-            "{point}: not killed\n{}\n{}",
-            r.stdout, r.stderr
-        );
+        env.lifeboat_killed_at(&["copy", "--from", "main", "--to", "offsite"], point);
         assert_eq!(
             listed("offsite"),
             0,

@@ -182,8 +182,7 @@ impl Fetcher {
     /// One member of a decoded group, re-hashed to its id.
     fn member(&self, id: &Id, loc: &BlobLocation, group: &[u8]) -> Result<Vec<u8>> {
         let g = loc.group.expect("a group member");
-        let start = g.start as usize;
-        match group.get(start..start + loc.raw_length as usize) {
+        match g.member(group, loc.raw_length) {
             Some(plain) if self.meta.blob_id(plain) == *id => Ok(plain.to_vec()),
             _ => Err(self.corrupt(
                 format!("{} (blob {})", format::pack_path(&loc.pack), id.short()),
@@ -611,5 +610,37 @@ mod tests {
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("an oversized entry was accepted"),
         }
+    }
+
+    #[test]
+    fn a_group_member_outside_its_group_is_refused_before_fetching() {
+        let (_storage, repo) = test_repo();
+        let blob = Id([3; 32]);
+        let mut index = Index::default();
+        index
+            .add_pack(&PackEntry {
+                id: Id([4; 32]),
+                size: 100,
+                session_key: codec::b64_encode(b"unused"),
+                blobs: vec![BlobEntry {
+                    id: blob,
+                    ty: BlobType::Data,
+                    offset: 0,
+                    length: 50,
+                    raw_length: 10,
+                    group: Some(crate::format::GroupPos {
+                        start: 95,
+                        size: 100,
+                    }),
+                }],
+            })
+            .unwrap();
+        // The pack does not exist: a fetch would say "missing", the check
+        // says "out of bounds" first.
+        let err = repo
+            .read_blobs(&index, &[blob], 1, &|_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("out of bounds"), "{err}");
     }
 }

@@ -404,12 +404,7 @@ impl Repository {
                             group = Some((b.offset, plain));
                         }
                         let plain = &group.as_ref().expect("decoded above").1;
-                        let start = g.start as usize;
-                        matches(
-                            plain
-                                .get(start..start + b.raw_length as usize)
-                                .unwrap_or_default(),
-                        )
+                        matches(g.member(plain, b.raw_length).unwrap_or_default())
                     }
                 };
                 if !ok {

@@ -123,6 +123,24 @@ impl Env {
         Run::from(cmd.output().expect("run lifeboat"))
     }
 
+    /// Run lifeboat and have it killed (debug builds: `LIFEBOAT_CRASH_AT`) at
+    /// failpoint `point`; fails the test if it was not.
+    pub fn lifeboat_killed_at(&self, args: &[&str], point: &str) -> Run {
+        let r = self.lifeboat_env(
+            args,
+            &[
+                ("LIFEBOAT_PASSPHRASE", PASSPHRASE),
+                ("LIFEBOAT_CRASH_AT", point),
+            ],
+        );
+        assert_eq!(
+            r.code, -1,
+            "{point}: not killed\n{}\n{}",
+            r.stdout, r.stderr
+        );
+        r
+    }
+
     pub fn fingerprint(&self, db: &str) -> String {
         testkit::database_fingerprint(&self.cluster, db).unwrap()
     }
