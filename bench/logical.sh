@@ -459,7 +459,7 @@ How it is measured:
 
 - Everything runs on one disk: the cluster, the \`pg_dump -Fc\` file, the lifeboat repository (\`file://\`) and
   lifeboat's temporary dump copy for \`restore --jobs\` (TMPDIR).
-- Caches are warm for all tools alike: the page cache cannot be dropped here, every database fits in RAM, and
+- Caches are warm for all tools alike: the page cache is not dropped, every database fits in RAM, and
   each data set is read once (an untimed \`pg_dump\`) before anything is timed. Before each timed run:
   \`CHECKPOINT\`, \`sync\`, and a wait (up to ${QUIET_WAIT} s) for the machine to be idle.
 - Wall time, "CPU client" (user + sys of the program and its children) and "peak RSS, /usr/bin/time" come from

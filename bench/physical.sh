@@ -911,7 +911,7 @@ How it is measured:
 - CPU (user + sys): the command / the cluster. The command's is $([[ -n $CG_KIND ]] && echo "that of its cgroup ($CG_KIND), which also holds what it started in the background (restored servers, \`wal-prefetch\`)" || echo "that of its process tree (no cgroup was available), and restored servers are in the cluster's column"); the
   cluster's is that of its process tree during the run: checkpoints, walsenders (pg_basebackup compresses there), the
   archiver running both archive commands (the backups wait for their WAL).
-- Page cache warm for every tool alike (it cannot be dropped here). Before each timed run: \`sync\`, and a wait (up to
+- Page cache warm for every tool alike (not dropped: the comparison is of the tools, not of the disk). Before each timed run: \`sync\`, and a wait (up to
   ${QUIET_WAIT} s) for the machine to be idle.
 - The machine may be shared (builds, test suites): the CPU the rest of the machine used (everything but the command and the
   PostgreSQL servers) is measured during every run. A run during which it exceeded $OTHER_LIMIT cores is marked \`*\`,

@@ -89,7 +89,7 @@
 #   CPU counts as S3-side work during each push, not as a disturbance; the script then
 #   polls (every 50 ms) until the spool is empty and the uploader has exited, sampling the
 #   uploader's peak RSS (VmHWM) and CPU.
-# - Page cache warm for every command alike (it cannot be dropped here): the database and
+# - Page cache warm for every command alike (not dropped: the comparison is of the tools, not of the disk): the database and
 #   the data directory are read once before anything is timed.
 set -euo pipefail
 
@@ -841,7 +841,7 @@ How it is measured:
 
 - Wall time from a nanosecond clock around \`/usr/bin/time -f '%e %M %U %S'\`; the cluster's and the S3 side's CPU from
   /proc (their process trees) before and after.
-- Page cache warm for every command alike (it cannot be dropped here): the database and the data directory are read
+- Page cache warm for every command alike (not dropped: the comparison is of the tools, not of the disk): the database and the data directory are read
   once before anything is timed. Before each timed run: \`CHECKPOINT\`, \`sync\`, and a wait (up to ${QUIET_WAIT} s) for the
   machine to be idle (for the asynchronous pushes: once before each burst).
 - s3s-fs writes its objects as files on the same disk as the local repository; it does not fsync them (lifeboat's local
