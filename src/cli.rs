@@ -135,13 +135,9 @@ enum Command {
         #[command(flatten)]
         opts: ops::wal::WalOptions,
     },
-    /// Fetch the WAL segments after NAME ahead of recovery (started by wal-fetch)
+    /// Fetch WAL ahead of recovery and answer wal-fetch (started by wal-fetch)
     #[command(hide = true)]
     WalPrefetch {
-        name: String,
-        /// The cluster's WAL segment size (the size of segment NAME)
-        #[arg(long)]
-        segment_size: u64,
         #[command(flatten)]
         opts: ops::wal::WalOptions,
     },
@@ -337,17 +333,13 @@ fn run(cli: Cli) -> Result<()> {
             ops::wal::push(&ctx, &path, &opts)?;
         }
         Command::WalFetch { name, dest, opts } => {
-            if !ops::wal::fetch(&ctx, &name, &dest, &opts)? {
+            if !ops::fetch::fetch(&ctx, &name, &dest, &opts)? {
                 eprintln!("{name} is not in the archive");
                 return Err(NotArchived.into());
             }
         }
         Command::WalUpload { opts } => ops::spool::upload(&ctx, &opts)?,
-        Command::WalPrefetch {
-            name,
-            segment_size,
-            opts,
-        } => ops::wal::prefetch(&ctx, &name, segment_size, &opts)?,
+        Command::WalPrefetch { opts } => ops::fetch::prefetch(&ctx, &opts)?,
         Command::Pin { id, reason } => writeln!(out, "{}", ops::pin::pin(&ctx, &id, reason)?)?,
         Command::Unpin { id } => writeln!(out, "{}", ops::pin::unpin(&ctx, &id)?)?,
         Command::Export {

@@ -248,7 +248,32 @@ impl SessionKey {
         Ok(plain)
     }
 
+    /// [`SessionKey::decrypt_blob`], appending the plaintext to `out` (one
+    /// copy less where the caller joins many blobs).
+    pub fn decrypt_blob_into(
+        &self,
+        ty: BlobType,
+        id: &Id,
+        stored: &[u8],
+        raw_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.decrypt_into(&blob_aad(ty, id), stored, raw_len, out)
+    }
+
     fn decrypt(&self, aad: &[u8], stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.decrypt_into(aad, stored, raw_len, &mut out)?;
+        Ok(out)
+    }
+
+    fn decrypt_into(
+        &self,
+        aad: &[u8],
+        stored: &[u8],
+        raw_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         // `raw_len` comes from an index entry; zstd preallocates it, so check the
         // format's bound before a forged value can ask for gigabytes.
         if raw_len > MAX_BLOB_SIZE {
@@ -258,8 +283,11 @@ impl SessionKey {
         }
         let payload = aead_decrypt(&self.0, stored, aad)?;
         match payload.split_first() {
-            Some((0, raw)) => Ok(raw.to_vec()),
-            Some((1, z)) => decompress(z, raw_len),
+            Some((0, raw)) => {
+                out.extend_from_slice(raw);
+                Ok(())
+            }
+            Some((1, z)) => decompress_into(z, raw_len, out),
             _ => Err(CodecError::Malformed("unknown blob encoding".into())),
         }
     }
@@ -574,8 +602,8 @@ pub fn b64_decode(s: &str) -> Result<Vec<u8>> {
 
 /// zstd decompression with one context per thread: a restore decompresses
 /// hundreds of thousands of small blocks, and a fresh context each time costs
-/// more than decompressing one.
-fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+/// more than decompressing one. At most `raw_len` bytes, appended to `out`.
+fn decompress_into(z: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
     thread_local! {
         static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
             const { std::cell::RefCell::new(None) };
@@ -588,10 +616,22 @@ fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>> {
                     .map_err(|e| CodecError::Malformed(format!("zstd: {e}")))?,
             );
         }
-        c.as_mut()
+        let start = out.len();
+        out.reserve_exact(raw_len);
+        let mut end = std::io::Cursor::new(&mut *out);
+        end.set_position(start as u64);
+        let written = c
+            .as_mut()
             .expect("set above")
-            .decompress(z, raw_len)
-            .map_err(|e| CodecError::Malformed(format!("zstd: {e}")))
+            .decompress_to_buffer(z, &mut end)
+            .map_err(|e| CodecError::Malformed(format!("zstd: {e}")))?;
+        if written > raw_len {
+            out.truncate(start);
+            return Err(CodecError::Malformed(format!(
+                "zstd: more than the {raw_len} bytes expected"
+            )));
+        }
+        Ok(())
     })
 }
 

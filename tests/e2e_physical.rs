@@ -352,6 +352,11 @@ fn timelines_duplicates_and_failing_pushes() {
     env.lb(&args).fails(1, "different content");
     // wal-fetch prefetches the following segments into pg_wal.
     std::fs::create_dir_all(scratch.join("pg_wal")).unwrap();
+    for id in -1005..-1000 {
+        env.insert(id);
+        env.archive_now();
+    }
+    env.sql("DELETE FROM t WHERE id < -1000");
     let mut segs: Vec<String> = wal_files(&env)
         .into_iter()
         .filter(|n| n.len() == 24)
@@ -392,16 +397,66 @@ fn timelines_duplicates_and_failing_pushes() {
             started.elapsed() < Duration::from_secs(25),
             "wal-fetch {seg} waited for the prefetcher in vain"
         );
-        // The first page header's xlp_pageaddr is where the segment starts.
-        let bytes = std::fs::read(&dest).unwrap();
-        let log = u64::from_str_radix(&seg[8..16], 16).unwrap();
-        let number = u64::from_str_radix(&seg[16..24], 16).unwrap();
         assert_eq!(
-            u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
-            (log << 32) + number * (16 << 20),
+            std::fs::read(&dest).unwrap()[8..16],
+            segment_start(seg),
             "{seg}: a segment holds its own WAL"
         );
     }
+    // While the prefetcher runs, wal-fetch asks it, and opens no repository
+    // itself: without the passphrase file it still hands over segments, and
+    // says at once what is not archived (the segment after the end of the
+    // archive, a timeline history file recovery looks for).
+    let pass = env.dir.path().join("passphrase");
+    let hidden = env.dir.path().join("passphrase.away");
+    std::fs::rename(&pass, &hidden).unwrap();
+    for seg in &segs[5..7] {
+        let mut args = vec!["wal-fetch", seg.as_str(), dest.to_str().unwrap()];
+        args.extend(pgdata);
+        env.lb(&args).ok();
+        assert_eq!(std::fs::read(&dest).unwrap()[8..16], segment_start(seg));
+    }
+    let after_end = next_segment(segs.last().unwrap());
+    for missing in [after_end.as_str(), "00000009.history"] {
+        let mut args = vec!["wal-fetch", missing, dest.to_str().unwrap()];
+        args.extend(pgdata);
+        env.lb(&args).fails(1, "not in the archive");
+    }
+    // Without a prefetcher (killed), wal-fetch needs the repository again,
+    // and says so; with the passphrase back, it works and starts a new one.
+    let spool = scratch.join("pg_wal/lifeboat-prefetch");
+    let pid: i32 = std::fs::read_to_string(spool.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    // (what it fetched ahead is whole, and would still be handed over)
+    let _ = std::fs::remove_file(spool.join(&segs[7]));
+    let mut args = vec!["wal-fetch", segs[7].as_str(), dest.to_str().unwrap()];
+    args.extend(pgdata);
+    env.lb(&args).fails(1, "passphrase");
+    std::fs::rename(&hidden, &pass).unwrap();
+    env.lb(&args).ok();
+    assert_eq!(
+        std::fs::read(&dest).unwrap()[8..16],
+        segment_start(&segs[7])
+    );
+    let new_pid = std::fs::read_to_string(spool.join("pid")).unwrap();
+    assert_ne!(new_pid.trim(), pid.to_string(), "a new prefetcher");
+    // A pid file naming a live process that is no prefetcher (the pid of one
+    // gone with a reboot, reused): wal-fetch does not wait for its answers
+    // (it would give up only after 60 s).
+    let pid: i32 = new_pid.trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    std::fs::write(spool.join("pid"), std::process::id().to_string()).unwrap();
+    let _ = std::fs::remove_file(spool.join(&segs[8]));
+    let mut args = vec!["wal-fetch", segs[8].as_str(), dest.to_str().unwrap()];
+    args.extend(pgdata);
+    let started = Instant::now();
+    env.lb(&args).ok();
+    assert!(started.elapsed() < Duration::from_secs(30), "waited for a stranger");
+    assert_eq!(std::fs::read(&dest).unwrap()[8..16], segment_start(&segs[8]));
     // A segment of another cluster is refused (its header names the cluster).
     let other = env.dir.path().join("other");
     std::fs::create_dir_all(other.join("global")).unwrap();
@@ -544,6 +599,25 @@ fn timelines_duplicates_and_failing_pushes() {
 }
 
 /// Every archived file name in the repository.
+/// A segment's first page header's xlp_pageaddr: where the segment starts.
+fn segment_start(seg: &str) -> [u8; 8] {
+    let log = u64::from_str_radix(&seg[8..16], 16).unwrap();
+    let number = u64::from_str_radix(&seg[16..24], 16).unwrap();
+    ((log << 32) + number * (16 << 20)).to_le_bytes()
+}
+
+/// The segment after `seg` (16 MiB segments).
+fn next_segment(seg: &str) -> String {
+    let log = u64::from_str_radix(&seg[8..16], 16).unwrap();
+    let number = u64::from_str_radix(&seg[16..24], 16).unwrap() + 1;
+    let (log, number) = if number == 256 {
+        (log + 1, 0)
+    } else {
+        (log, number)
+    };
+    format!("{}{log:08X}{number:08X}", &seg[..8])
+}
+
 fn wal_files(env: &Env) -> Vec<String> {
     files_under(&env.repo().join("wal"))
         .iter()

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod basebackup;
 pub mod copy;
 pub mod export;
+pub mod fetch;
 pub mod init;
 pub mod list;
 pub mod pin;
