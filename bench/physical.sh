@@ -642,9 +642,13 @@ cat >"$WORK/start-and-wait" <<'EOF'
 set -euo pipefail
 d=$1 p=$2 s=$3
 runuser -u postgres -- pg_ctl -D "$d" -l "$d/server.log" -w -t 3600 -o "-p $p" start >/dev/null
+gone() { [[ -f $d/postmaster.pid ]] || { echo "the server stopped; its log ends with:" >&2; tail -n 30 "$d/server.log" >&2; exit 1; }; }
+# recovery removes recovery.signal when it ends: wait for that with stat alone (a psql
+# every 50 ms, each one a new backend, took CPU from the replay being timed), then ask
+while [[ -f $d/recovery.signal ]]; do gone; sleep 0.02; done
 until [[ $(psql -X -At -h "$s" -p "$p" -U postgres -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null) == f ]]; do
-    [[ -f $d/postmaster.pid ]] || { echo "the server stopped; its log ends with:" >&2; tail -n 30 "$d/server.log" >&2; exit 1; }
-    sleep 0.05
+    gone
+    sleep 0.02
 done
 EOF
 chmod 755 "$WORK/start-and-wait"
@@ -873,7 +877,7 @@ One lifeboat base backup, then $REPLAY_WAL_MB MiB of WAL made by pgbench (synchr
 $REPLAY_SEGS segments, all archived). Before each timed run the page cache is "prefaulted" as before the restores
 (a file as large as the data directory written, synced, deleted): \`wal-fetch\` writes every segment during recovery. Each run restores
 that backup with lifeboat (not timed here, except in the last row) and times the recovery: \`pg_ctl -w start\`, then
-\`pg_is_in_recovery()\` every 50 ms until the server promoted, as \`restore --start\` waits. Every replay is checked to end
+\`recovery.signal\` checked every 20 ms until recovery removed it, then \`pg_is_in_recovery()\` until the server promoted, as \`restore --start\` waits (until fafd107 the script asked psql every 50 ms: a new backend each time, taking CPU from the replay). Every replay is checked to end
 with all of pgbench's transactions. Through \`wal-fetch\`, each call also starts (if none runs) a detached
 \`lifeboat wal-prefetch\` that fetches the next segments into \`pg_wal/lifeboat-prefetch\`; its CPU is in the command's
 column$([[ -n $CG_KIND ]] || echo " only if cgroups were available (they were not in this run: it counts as other processes, and the runs may show as disturbed)"). Peak RSS here is that of the waiting script, not of the server or \`wal-fetch\`.
