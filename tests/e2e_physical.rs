@@ -455,8 +455,14 @@ fn timelines_duplicates_and_failing_pushes() {
     args.extend(pgdata);
     let started = Instant::now();
     env.lb(&args).ok();
-    assert!(started.elapsed() < Duration::from_secs(30), "waited for a stranger");
-    assert_eq!(std::fs::read(&dest).unwrap()[8..16], segment_start(&segs[8]));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited for a stranger"
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap()[8..16],
+        segment_start(&segs[8])
+    );
     // A segment of another cluster is refused (its header names the cluster).
     let other = env.dir.path().join("other");
     std::fs::create_dir_all(other.join("global")).unwrap();
