@@ -746,6 +746,27 @@ mod tests {
     }
 
     #[test]
+    fn decrypt_into_appends_and_holds_to_the_expected_length() {
+        let sk = SessionKey::random();
+        let data = b"hello hello hello hello hello hello".repeat(100);
+        let id = mk().blob_id(&data);
+        let stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
+        let mut out = b"before".to_vec();
+        sk.decrypt_blob_into(BlobType::Data, &id, &stored, data.len(), &mut out)
+            .unwrap();
+        assert_eq!(out, [b"before".as_slice(), &data].concat());
+        // An entry claiming fewer bytes than the blob holds is refused, even
+        // with room to spare in `out`, and leaves `out` as it was.
+        let mut out = Vec::with_capacity(data.len() * 4);
+        out.extend_from_slice(b"before");
+        assert!(
+            sk.decrypt_blob_into(BlobType::Data, &id, &stored, data.len() - 1, &mut out)
+                .is_err()
+        );
+        assert_eq!(out, b"before");
+    }
+
+    #[test]
     fn seal_binds_kind() {
         let k = mk();
         let s = k.seal("index", b"{\"a\":1}");

@@ -363,18 +363,20 @@ fn timelines_duplicates_and_failing_pushes() {
         .collect();
     segs.sort();
     let dest = scratch.join("pg_wal/RECOVERYXLOG");
-    let mut args = vec!["wal-fetch", segs[0].as_str(), dest.to_str().unwrap()];
-    args.extend(pgdata);
-    env.lb(&args).ok();
+    // `wal-fetch NAME %p` as recovery runs it, into `dest`
+    let wal_fetch = |name: &str| {
+        let mut args = vec!["wal-fetch", name, dest.to_str().unwrap()];
+        args.extend(pgdata);
+        env.lb(&args)
+    };
+    wal_fetch(&segs[0]).ok();
     let ahead = scratch.join("pg_wal/lifeboat-prefetch").join(&segs[1]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ahead.exists() {
         assert!(Instant::now() < deadline, "{} was not prefetched", segs[1]);
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut args = vec!["wal-fetch", segs[1].as_str(), dest.to_str().unwrap()];
-    args.extend(pgdata);
-    env.lb(&args).ok();
+    wal_fetch(&segs[1]).ok();
     assert!(
         !ahead.exists(),
         "the prefetched segment is handed over, not copied"
@@ -389,10 +391,8 @@ fn timelines_duplicates_and_failing_pushes() {
     // wal-fetch waiting for a prefetcher that does not bring its segment (it
     // would give up after 30 s).
     for seg in segs.iter().skip(2).take(3) {
-        let mut args = vec!["wal-fetch", seg.as_str(), dest.to_str().unwrap()];
-        args.extend(pgdata);
         let started = Instant::now();
-        env.lb(&args).ok();
+        wal_fetch(seg).ok();
         assert!(
             started.elapsed() < Duration::from_secs(25),
             "wal-fetch {seg} waited for the prefetcher in vain"
@@ -411,16 +411,12 @@ fn timelines_duplicates_and_failing_pushes() {
     let hidden = env.dir.path().join("passphrase.away");
     std::fs::rename(&pass, &hidden).unwrap();
     for seg in &segs[5..7] {
-        let mut args = vec!["wal-fetch", seg.as_str(), dest.to_str().unwrap()];
-        args.extend(pgdata);
-        env.lb(&args).ok();
+        wal_fetch(seg).ok();
         assert_eq!(std::fs::read(&dest).unwrap()[8..16], segment_start(seg));
     }
     let after_end = next_segment(segs.last().unwrap());
     for missing in [after_end.as_str(), "00000009.history"] {
-        let mut args = vec!["wal-fetch", missing, dest.to_str().unwrap()];
-        args.extend(pgdata);
-        env.lb(&args).fails(1, "not in the archive");
+        wal_fetch(missing).fails(1, "not in the archive");
     }
     // Without a prefetcher (killed), wal-fetch needs the repository again,
     // and says so; with the passphrase back, it works and starts a new one.
@@ -433,11 +429,9 @@ fn timelines_duplicates_and_failing_pushes() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
     // (what it fetched ahead is whole, and would still be handed over)
     let _ = std::fs::remove_file(spool.join(&segs[7]));
-    let mut args = vec!["wal-fetch", segs[7].as_str(), dest.to_str().unwrap()];
-    args.extend(pgdata);
-    env.lb(&args).fails(1, "passphrase");
+    wal_fetch(&segs[7]).fails(1, "passphrase");
     std::fs::rename(&hidden, &pass).unwrap();
-    env.lb(&args).ok();
+    wal_fetch(&segs[7]).ok();
     assert_eq!(
         std::fs::read(&dest).unwrap()[8..16],
         segment_start(&segs[7])
@@ -451,10 +445,8 @@ fn timelines_duplicates_and_failing_pushes() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
     std::fs::write(spool.join("pid"), std::process::id().to_string()).unwrap();
     let _ = std::fs::remove_file(spool.join(&segs[8]));
-    let mut args = vec!["wal-fetch", segs[8].as_str(), dest.to_str().unwrap()];
-    args.extend(pgdata);
     let started = Instant::now();
-    env.lb(&args).ok();
+    wal_fetch(&segs[8]).ok();
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "waited for a stranger"
@@ -463,6 +455,26 @@ fn timelines_duplicates_and_failing_pushes() {
         std::fs::read(&dest).unwrap()[8..16],
         segment_start(&segs[8])
     );
+    // A damaged archived segment, asked of the running prefetcher: wal-fetch
+    // reports the damage (fetching it itself), never "not in the archive",
+    // which would end a recovery early without a word.
+    let sysid: u64 = env
+        .sql("SELECT system_identifier FROM pg_control_system()")
+        .parse()
+        .unwrap();
+    let object = env.repo().join(lifeboat::format::wal_path(sysid, &segs[0]));
+    let original = std::fs::read(&object).unwrap();
+    let mut damaged = original.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&object, &damaged).unwrap();
+    assert!(
+        std::fs::read_to_string(spool.join("pid")).is_ok(),
+        "a prefetcher runs"
+    );
+    let r = wal_fetch(&segs[0]).fails(1, &segs[0]);
+    assert!(!r.stderr.contains("not in the archive"), "{}", r.stderr);
+    std::fs::write(&object, &original).unwrap();
     // A segment of another cluster is refused (its header names the cluster).
     let other = env.dir.path().join("other");
     std::fs::create_dir_all(other.join("global")).unwrap();

@@ -441,6 +441,7 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         }
         let room = PREFETCH_THREADS.saturating_sub(asked.len());
         let coming: Vec<String> = ahead(spool, last_seen.as_deref(), end)
+            .into_iter()
             .filter(|n| !asked.iter().any(|(a, _)| a == n))
             .take(room)
             .collect();
@@ -497,17 +498,13 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
 /// The segments to fetch ahead: the next [`PREFETCH_AHEAD`] after the one
 /// recovery got last, on its timeline, that are not in the spool, stopping
 /// at the end of the archive found less than [`RETRY_MISSING`] ago.
-fn ahead(
-    spool: &Spool,
-    last: Option<&str>,
-    end: Option<(Segment, Instant)>,
-) -> impl Iterator<Item = String> {
+fn ahead(spool: &Spool, last: Option<&str>, end: Option<(Segment, Instant)>) -> Vec<String> {
     let seg_size: Option<u64> = spool.read("segment-size").and_then(|s| s.parse().ok());
     let last = seg_size.and_then(|size| {
         let s = WalFile::parse(last?)?.segment(size)?;
         Some((s, size))
     });
-    let names: Vec<String> = match last {
+    match last {
         Some((last, size)) => (last.number + 1..=last.number + PREFETCH_AHEAD)
             .map(|number| Segment {
                 timeline: last.timeline,
@@ -522,6 +519,5 @@ fn ahead(
             .filter(|n| !spool.path(n).exists())
             .collect(),
         None => Vec::new(),
-    };
-    names.into_iter()
+    }
 }

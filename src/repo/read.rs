@@ -577,10 +577,9 @@ mod tests {
     use crate::format::{BlobEntry, PackEntry};
     use crate::repo::test_repo;
 
-    #[test]
-    fn an_oversized_index_entry_is_refused_before_fetching() {
-        let (_storage, repo) = test_repo();
-        let blob = Id([1; 32]);
+    /// An index naming one blob of 10 bytes, stored as `length` bytes at the
+    /// start of a 100-byte pack that does not exist.
+    fn index_of_one(blob: Id, length: u32, group: Option<crate::format::GroupPos>) -> Index {
         let mut index = Index::default();
         index
             .add_pack(&PackEntry {
@@ -591,12 +590,20 @@ mod tests {
                     id: blob,
                     ty: BlobType::Data,
                     offset: 0,
-                    length: u32::MAX,
+                    length,
                     raw_length: 10,
-                    group: None,
+                    group,
                 }],
             })
             .unwrap();
+        index
+    }
+
+    #[test]
+    fn an_oversized_index_entry_is_refused_before_fetching() {
+        let (_storage, repo) = test_repo();
+        let blob = Id([1; 32]);
+        let index = index_of_one(blob, u32::MAX, None);
         let stream = Stream {
             name: "s".into(),
             format: "raw".into(),
@@ -616,25 +623,11 @@ mod tests {
     fn a_group_member_outside_its_group_is_refused_before_fetching() {
         let (_storage, repo) = test_repo();
         let blob = Id([3; 32]);
-        let mut index = Index::default();
-        index
-            .add_pack(&PackEntry {
-                id: Id([4; 32]),
-                size: 100,
-                session_key: codec::b64_encode(b"unused"),
-                blobs: vec![BlobEntry {
-                    id: blob,
-                    ty: BlobType::Data,
-                    offset: 0,
-                    length: 50,
-                    raw_length: 10,
-                    group: Some(crate::format::GroupPos {
-                        start: 95,
-                        size: 100,
-                    }),
-                }],
-            })
-            .unwrap();
+        let group = crate::format::GroupPos {
+            start: 95,
+            size: 100,
+        };
+        let index = index_of_one(blob, 50, Some(group));
         // The pack does not exist: a fetch would say "missing", the check
         // says "out of bounds" first.
         let err = repo
