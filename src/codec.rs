@@ -19,6 +19,8 @@ const BLOB_AAD: &[u8] = b"lifeboat blob v1";
 const GROUP_AAD: &[u8] = b"lifeboat group v1";
 const SEALED_AAD: &[u8] = b"lifeboat sealed v1";
 const KEY_AAD: &[u8] = b"lifeboat key v1";
+const UNLOCK_CACHE_CONTEXT: &str = "lifeboat 2026 unlock cache v1";
+const UNLOCK_CACHE_AAD: &[u8] = b"lifeboat unlock cache v1";
 pub const SEALED_MAGIC: &[u8; 8] = b"LBSEAL\x00\x01";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
@@ -32,7 +34,7 @@ pub const BLOB_OVERHEAD: usize = NONCE_LEN + 1 + TAG_LEN;
 /// The largest Argon2 memory a key file may ask for (512 MiB). Key files are
 /// read before anything is authenticated, so this bounds what a tampered one can
 /// make `open` allocate; our own key files use 64 MiB.
-const MAX_KDF_MEMORY_KIB: u32 = 512 * 1024;
+pub(crate) const MAX_KDF_MEMORY_KIB: u32 = 512 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -588,6 +590,35 @@ pub fn passphrase_decrypt(params: &KdfParams, passphrase: &str, stored: &[u8]) -
     aead_decrypt(&key, stored, KEY_AAD)
 }
 
+/// The unlock cache's key: the passphrase and the key file it opened
+/// (`binding`), hashed, not stretched (FORMAT.md "Unlock cache").
+fn unlock_cache_key(passphrase: &str, binding: &[u8]) -> SecretBytes {
+    let mut h = blake3::Hasher::new_derive_key(UNLOCK_CACHE_CONTEXT);
+    h.update(&(passphrase.len() as u64).to_le_bytes());
+    h.update(passphrase.as_bytes());
+    h.update(binding);
+    SecretBytes(*h.finalize().as_bytes())
+}
+
+/// Encrypt a key file's plaintext for the unlock cache.
+pub fn unlock_cache_seal(passphrase: &str, binding: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    aead_encrypt(
+        &unlock_cache_key(passphrase, binding),
+        plaintext,
+        UNLOCK_CACHE_AAD,
+    )
+}
+
+/// Decrypt an unlock cache entry; `Authentication` for another passphrase,
+/// another key file, or a damaged entry.
+pub fn unlock_cache_open(passphrase: &str, binding: &[u8], stored: &[u8]) -> Result<Vec<u8>> {
+    aead_decrypt(
+        &unlock_cache_key(passphrase, binding),
+        stored,
+        UNLOCK_CACHE_AAD,
+    )
+}
+
 pub fn b64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -777,6 +808,24 @@ mod tests {
             other.unseal("index", &s),
             Err(CodecError::Authentication)
         ));
+    }
+
+    #[test]
+    fn unlock_cache_entry_opens_only_with_its_passphrase_and_key_file() {
+        let sealed = unlock_cache_seal("pass", b"key file A", b"material");
+        assert!(!sealed.windows(8).any(|w| w == b"material"));
+        assert_eq!(
+            unlock_cache_open("pass", b"key file A", &sealed).unwrap(),
+            b"material"
+        );
+        for (pass, binding) in [("pas", &b"key file A"[..]), ("pass", b"key file B")] {
+            assert!(matches!(
+                unlock_cache_open(pass, binding, &sealed),
+                Err(CodecError::Authentication)
+            ));
+        }
+        // The length prefix keeps the passphrase and the key file apart.
+        assert!(unlock_cache_open("passk", b"ey file A", &sealed).is_err());
     }
 
     #[test]

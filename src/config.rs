@@ -70,6 +70,9 @@ pub struct RepositoryConfig {
     pub url: String,
     /// File holding the passphrase (passphrase mode only).
     pub passphrase_file: Option<PathBuf>,
+    /// Keep the keys a `passphrase_file` unlocked in `/dev/shm` for the next
+    /// process (default); `false`: Argon2id in every process.
+    pub unlock_cache: bool,
     /// Environment variable holding the passphrase; `None` means
     /// [`PASSPHRASE_ENV`]. Passphrase mode only.
     pub passphrase_env: Option<String>,
@@ -756,6 +759,7 @@ struct RawRepository {
     url: Spanned<String>,
     passphrase_file: Option<Spanned<PathBuf>>,
     passphrase_env: Option<Spanned<String>>,
+    unlock_cache: Option<Spanned<bool>>,
     recipients: Option<Spanned<Vec<Spanned<String>>>>,
     identity_file: Option<PathBuf>,
     dedup_key_file: Option<PathBuf>,
@@ -931,6 +935,14 @@ impl Checker {
                 ),
             );
         }
+        if let (Some(flag), None) = (&raw.unlock_cache, &raw.passphrase_file) {
+            self.error(
+                flag.span().start,
+                format!(
+                    "repository {name:?}: unlock_cache applies only to a passphrase_file; hint: a passphrase from the environment is never cached"
+                ),
+            );
+        }
         if let Some(env) = &raw.passphrase_env {
             let value = env.get_ref();
             if value.is_empty()
@@ -967,6 +979,7 @@ impl Checker {
             url: raw.url.into_inner(),
             passphrase_file: raw.passphrase_file.map(|p| self.resolve(p.into_inner())),
             passphrase_env: raw.passphrase_env.map(Spanned::into_inner),
+            unlock_cache: raw.unlock_cache.is_none_or(Spanned::into_inner),
             recipients,
             identity_file: raw.identity_file.map(|p| self.resolve(p)),
             dedup_key_file: raw.dedup_key_file.map(|p| self.resolve(p)),

@@ -352,6 +352,10 @@ fn repository_validation() {
         &format!("{REPO}passphrase_file = \"/k\"\npassphrase_env = \"P\"\n"),
         "lifeboat.toml:4:18: repository \"main\": passphrase_file and passphrase_env are mutually exclusive",
     );
+    assert_error(
+        &format!("{REPO}unlock_cache = false\n"),
+        "lifeboat.toml:3:16: repository \"main\": unlock_cache applies only to a passphrase_file; hint: a passphrase from the environment is never cached",
+    );
     assert_error_starts(
         &format!("{REPO}passphrase_env = \"A=B\"\n"),
         "lifeboat.toml:3:18: repository \"main\": passphrase_env must be the name",
@@ -620,6 +624,13 @@ fn relative_paths_are_resolved_against_the_config_directory() {
         repo.passphrase_file.as_deref(),
         Some(Path::new("/srv/lifeboat/secrets/pass"))
     );
+    assert!(repo.unlock_cache, "on by default");
+    let off = Config::parse(
+        &text.replace("identity_file", "unlock_cache = false\nidentity_file"),
+        Path::new("/srv/lifeboat/lifeboat.toml"),
+    )
+    .unwrap();
+    assert!(!off.repository("main").unwrap().unlock_cache);
     assert_eq!(
         repo.identity_file.as_deref(),
         Some(Path::new("/srv/lifeboat/../age.key"))

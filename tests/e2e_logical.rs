@@ -156,6 +156,32 @@ fn tampered_pack_fails_restore_and_export_naming_it() {
     assert!(r.stderr.contains(&name), "names the pack: {}", r.stderr);
 }
 
+/// A passphrase file's unlock is cached in /dev/shm for the next process
+/// (Argon2id once); a wrong passphrase in the file is still refused.
+#[test]
+fn a_cached_unlock_still_refuses_a_wrong_passphrase_file() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let pass = env.dir.path().join("pass");
+    std::fs::write(&pass, format!("{}\n", common::PASSPHRASE)).unwrap();
+    env.write_repo_config(
+        &format!("passphrase_file = \"{}\"", pass.display()),
+        &env.target_section("dev", "hyper_db", ""),
+    );
+    env.lifeboat_env(&["init"], &[]).ok();
+    env.lifeboat_env(&["backup", "dev"], &[]).ok();
+    let cache = std::path::PathBuf::from(format!("/dev/shm/lifeboat-{}", nix::unistd::geteuid()));
+    let meta = std::fs::symlink_metadata(&cache).expect("the unlock cache directory");
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o777, 0o700, "private to its user");
+    std::fs::write(&pass, "not the passphrase at all\n").unwrap();
+    env.lifeboat_env(&["list"], &[])
+        .fails(2, "wrong passphrase");
+    std::fs::write(&pass, common::PASSPHRASE).unwrap();
+    let r = env.lifeboat_env(&["list", "--json"], &[]).ok();
+    assert!(r.stdout.contains("\"dev\""), "{}", r.stdout);
+}
+
 #[test]
 fn wrong_passphrase_is_a_usage_error() {
     let env = Env::new();

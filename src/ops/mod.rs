@@ -245,11 +245,18 @@ pub fn credentials(rc: &RepositoryConfig) -> Result<Credentials> {
         })?),
         None => None,
     };
+    // Only a passphrase kept in a file: whoever can read the cache can read
+    // that file (FORMAT.md "Unlock cache").
+    let unlock_cache = match rc.passphrase_file {
+        Some(_) if rc.unlock_cache => crate::repo::UnlockCache::for_this_user(),
+        _ => None,
+    };
     Ok(Credentials {
         passphrase: rc.passphrase()?,
         identities,
         dedup_key,
         recipients: rc.recipients.clone(),
+        unlock_cache,
     })
 }
 

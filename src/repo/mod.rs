@@ -12,6 +12,7 @@ mod lock;
 mod pins;
 mod prune;
 mod read;
+mod unlock_cache;
 mod verify;
 mod wal;
 mod write;
@@ -34,6 +35,7 @@ pub use lock::{HeldLock, LockGuard, hostname};
 pub use pins::Pins;
 pub use prune::CleanupPlan;
 pub use read::StreamReader;
+pub use unlock_cache::UnlockCache;
 pub use verify::{BackupHealth, Problem, VerifyReport};
 pub use wal::{
     ArchivedFile, Pushed, SegmentRange, WalArchive, WalWalk, latest_descendant, timeline_chain,
@@ -157,6 +159,9 @@ pub struct Credentials {
     pub dedup_key: Option<SecretBytes>,
     /// Recipients from the local configuration (public-key mode).
     pub recipients: Vec<String>,
+    /// Where a passphrase's unlocked keys may be kept for the next process
+    /// (passphrase from a file only); `None`: Argon2id every time.
+    pub unlock_cache: Option<UnlockCache>,
 }
 
 /// How a new repository's keys are set up.
@@ -693,33 +698,54 @@ fn unlock_keys(
                     "repository {url} needs its passphrase; hint: set LIFEBOAT_PASSPHRASE or passphrase_file in the repository's section"
                 ))
             })?;
-            for kf in &files {
-                let KeyFile::Passphrase {
-                    kdf, ciphertext, ..
-                } = kf
-                else {
-                    continue;
+            let unlocked = |json: &[u8]| -> Result<Unlocked> {
+                let m = material(json)?;
+                let meta = MetadataKey::new(
+                    SecretBytes::from_base64(&m.metadata_key)
+                        .map_err(|e| RepoError::Other(e.to_string()))?,
+                );
+                let own = match m.identity {
+                    Some(s) => Some(s.parse::<age::x25519::Identity>().map_err(|_| {
+                        RepoError::Other("key file holds an invalid identity".into())
+                    })?),
+                    None => None,
                 };
+                let ids = own
+                    .clone()
+                    .map(|id| vec![Box::new(id) as Box<dyn age::Identity + Send + Sync>]);
+                Ok((meta, ids, own))
+            };
+            let passphrase_files = || {
+                files.iter().filter_map(|kf| match kf {
+                    KeyFile::Passphrase {
+                        kdf, ciphertext, ..
+                    } => Some((kdf, ciphertext)),
+                    _ => None,
+                })
+            };
+            // An entry opens only with this passphrase; anything unusable
+            // in it falls through to Argon2id below.
+            if let Some(cache) = &creds.unlock_cache {
+                for (kdf, ciphertext) in passphrase_files() {
+                    let binding = UnlockCache::binding(kdf, ciphertext);
+                    if let Some(Ok(found)) = cache.get(pass, &binding).map(|j| unlocked(&j))
+                        && fits(&found.0)
+                    {
+                        return Ok(found);
+                    }
+                }
+            }
+            for (kdf, ciphertext) in passphrase_files() {
                 let ct =
                     codec::b64_decode(ciphertext).map_err(|e| RepoError::Other(e.to_string()))?;
                 match codec::passphrase_decrypt(kdf, pass, &ct) {
                     Ok(json) => {
-                        let m = material(&json)?;
-                        let meta = MetadataKey::new(
-                            SecretBytes::from_base64(&m.metadata_key)
-                                .map_err(|e| RepoError::Other(e.to_string()))?,
-                        );
-                        let own = match m.identity {
-                            Some(s) => Some(s.parse::<age::x25519::Identity>().map_err(|_| {
-                                RepoError::Other("key file holds an invalid identity".into())
-                            })?),
-                            None => None,
-                        };
-                        let ids = own
-                            .clone()
-                            .map(|id| vec![Box::new(id) as Box<dyn age::Identity + Send + Sync>]);
-                        if fits(&meta) {
-                            return Ok((meta, ids, own));
+                        let found = unlocked(&json)?;
+                        if fits(&found.0) {
+                            if let Some(cache) = &creds.unlock_cache {
+                                cache.put(pass, &UnlockCache::binding(kdf, ciphertext), &json);
+                            }
+                            return Ok(found);
                         }
                         foreign += 1;
                     }
@@ -876,6 +902,42 @@ mod tests {
         Repository::init(storage.clone(), keys, 3).expect("init");
         let objs = storage.list(format::KEYS_DIR).unwrap();
         storage.get(&objs[0].path).unwrap()
+    }
+
+    #[test]
+    fn unlock_cache_spares_argon2_for_the_right_passphrase_only() {
+        let storage = Arc::new(MemoryStorage::new());
+        let id = Repository::init(storage.clone(), InitKeys::Passphrase("pw".into()), 3)
+            .expect("init")
+            .repo
+            .id;
+        let tmp = tempfile::tempdir().unwrap();
+        let cached = |p: &str| Credentials {
+            unlock_cache: Some(UnlockCache::at(tmp.path().join("cache"))),
+            ..passphrase(p)
+        };
+        let repo = Repository::open(storage.clone(), cached("pw")).expect("open");
+        assert_eq!(repo.id, id);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("cache")).unwrap().count(),
+            1
+        );
+        // Key file parameters Argon2id refuses: only the cache can open it now.
+        let key = storage.list(format::KEYS_DIR).unwrap()[0].path.clone();
+        let mut kf: serde_json::Value =
+            serde_json::from_slice(&storage.get(&key).unwrap()).unwrap();
+        kf["kdf"]["memory_kib"] = serde_json::json!(codec::MAX_KDF_MEMORY_KIB + 1);
+        storage.delete(&key).unwrap();
+        storage
+            .put(&key, &serde_json::to_vec(&kf).unwrap(), PutMode::Create)
+            .unwrap();
+        assert!(Repository::open(storage.clone(), passphrase("pw")).is_err());
+        let repo = Repository::open(storage.clone(), cached("pw")).expect("open from the cache");
+        assert_eq!(repo.id, id);
+        assert!(
+            Repository::open(storage.clone(), cached("other")).is_err(),
+            "another passphrase does not open the cached entry"
+        );
     }
 
     #[test]
