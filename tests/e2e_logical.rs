@@ -164,10 +164,13 @@ fn a_cached_unlock_still_refuses_a_wrong_passphrase_file() {
     let env = Env::new();
     let pass = env.dir.path().join("pass");
     std::fs::write(&pass, format!("{}\n", common::PASSPHRASE)).unwrap();
-    env.write_repo_config(
-        &format!("passphrase_file = \"{}\"", pass.display()),
-        &env.target_section("dev", "hyper_db", ""),
-    );
+    let config = |extra: &str| {
+        env.write_repo_config(
+            &format!("passphrase_file = \"{}\"\n{extra}", pass.display()),
+            &env.target_section("dev", "hyper_db", ""),
+        )
+    };
+    config("");
     env.lifeboat_env(&["init"], &[]).ok();
     env.lifeboat_env(&["backup", "dev"], &[]).ok();
     let cache = std::path::PathBuf::from(format!("/dev/shm/lifeboat-{}", nix::unistd::geteuid()));
@@ -178,8 +181,24 @@ fn a_cached_unlock_still_refuses_a_wrong_passphrase_file() {
     env.lifeboat_env(&["list"], &[])
         .fails(2, "wrong passphrase");
     std::fs::write(&pass, common::PASSPHRASE).unwrap();
+
+    // Key file parameters Argon2id refuses: a later process can only
+    // unlock the repository from the cache.
+    let keys: Vec<_> = std::fs::read_dir(env.repo_path().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(keys.len(), 1);
+    let mut kf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&keys[0]).unwrap()).unwrap();
+    kf["kdf"]["memory_kib"] = serde_json::json!(1u64 << 30);
+    std::fs::write(&keys[0], serde_json::to_vec(&kf).unwrap()).unwrap();
     let r = env.lifeboat_env(&["list", "--json"], &[]).ok();
     assert!(r.stdout.contains("\"dev\""), "{}", r.stdout);
+    config("unlock_cache = false");
+    let r = env.lifeboat_env(&["list"], &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("kdf parameters out of range"), "{}", r.stderr);
 }
 
 #[test]

@@ -29,12 +29,16 @@ pub struct UnlockCache {
 
 impl UnlockCache {
     /// `/dev/shm/lifeboat-UID`, or `None` where `/dev/shm` is not a tmpfs
-    /// (unlocked keys must never reach a disk).
+    /// (unlocked keys are kept out of file systems on disk) or lacks the
+    /// sticky bit (another user could then swap our directory for theirs
+    /// between the check and the use).
     pub fn for_this_user() -> Option<UnlockCache> {
         use nix::sys::statfs::{TMPFS_MAGIC, statfs};
         let shm = Path::new("/dev/shm");
         let memory = statfs(shm).is_ok_and(|fs| fs.filesystem_type() == TMPFS_MAGIC);
-        memory.then(|| UnlockCache::at(shm.join(format!("lifeboat-{}", nix::unistd::geteuid()))))
+        let sticky = fs::metadata(shm).is_ok_and(|m| m.mode() & 0o1000 != 0);
+        (memory && sticky)
+            .then(|| UnlockCache::at(shm.join(format!("lifeboat-{}", nix::unistd::geteuid()))))
     }
 
     pub fn at(dir: PathBuf) -> UnlockCache {
@@ -51,7 +55,7 @@ impl UnlockCache {
         let dir = self.private_dir(false)?;
         let mut file = OpenOptions::new()
             .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
             .open(dir.join(entry_name(binding)))
             .ok()?;
         let meta = file.metadata().ok()?;
@@ -69,9 +73,10 @@ impl UnlockCache {
             return;
         };
         let name = entry_name(binding);
-        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        // Unique: threads of one process, or processes of the same user in
+        // other pid namespaces, may write the same entry at once.
+        let tmp = dir.join(format!(".{name}.{:016x}", rand::random::<u64>()));
         let sealed = codec::unlock_cache_seal(passphrase, binding, plaintext);
-        let _ = fs::remove_file(&tmp);
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -166,16 +171,43 @@ mod tests {
         fs::set_permissions(&entry, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(mine.get("pass", b"kf"), None);
 
-        let real = tmp.path().join("real");
-        fs::create_dir(&real).unwrap();
-        fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        UnlockCache::at(link).put("pass", b"kf", b"m");
-        assert_eq!(
-            fs::read_dir(&real).unwrap().count(),
-            0,
-            "not through a link"
+        // Neither a linked directory nor a linked entry is followed.
+        let linked_dir = tmp.path().join("link");
+        std::os::unix::fs::symlink(tmp.path().join("mine"), &linked_dir).unwrap();
+        fs::set_permissions(&entry, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(mine.get("pass", b"kf").is_some());
+        let through = UnlockCache::at(linked_dir);
+        assert_eq!(through.get("pass", b"kf"), None);
+        through.put("pass", b"other kf", b"m");
+        assert!(
+            !tmp.path()
+                .join("mine")
+                .join(entry_name(b"other kf"))
+                .exists()
         );
+        fs::rename(&entry, tmp.path().join("mine").join("moved")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("mine").join("moved"), &entry).unwrap();
+        assert_eq!(mine.get("pass", b"kf"), None, "a linked entry");
+    }
+
+    #[test]
+    fn concurrent_writers_leave_one_whole_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = UnlockCache::at(tmp.path().join("cache"));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        cache.put("pass", b"kf", &[7u8; 300]);
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.get("pass", b"kf").as_deref(), Some(&[7u8; 300][..]));
+        let names: Vec<_> = fs::read_dir(tmp.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(entry_name(b"kf"))]);
     }
 }
