@@ -22,6 +22,7 @@
 //!   fetched (then `wal-fetch` tries itself, and reports its own error).
 //! - `NAME.tmp`: being written.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::{Mutex, OnceLock};
@@ -408,6 +409,29 @@ pub fn prefetch(ctx: &Context, opts: &WalOptions) -> Result<()> {
 }
 
 fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32) -> Result<()> {
+    // PostgreSQL fsyncs every segment it restored before replaying it
+    // (durable_rename in KeepFileRestoredFromArchive), in the startup
+    // process: 16 MiB written to disk in recovery's critical path, where a
+    // replay from pg_wal writes nothing. Fetched files are written to disk
+    // here, in the background, while earlier segments replay, so that fsync
+    // finds little or nothing left to write.
+    let (writeback, files) = std::sync::mpsc::channel::<std::fs::File>();
+    std::thread::spawn(move || {
+        for file in files {
+            let _ = file.sync_data();
+        }
+    });
+    serve_with(ctx, opts, pgdata, spool, me, &writeback)
+}
+
+fn serve_with(
+    ctx: &Context,
+    opts: &WalOptions,
+    pgdata: &Path,
+    spool: &Spool,
+    me: u32,
+    writeback: &std::sync::mpsc::Sender<std::fs::File>,
+) -> Result<()> {
     let system_id = system_identifier(pgdata)?;
     let target = target_for(ctx, opts, pgdata)?;
     let repos = Repositories::of(ctx, &target)?;
@@ -459,8 +483,10 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
             let fetched = repos.fetch(system_id, name).and_then(|bytes| match bytes {
                 Some(bytes) => {
                     let tmp = spool.path(&format!("{name}.tmp"));
-                    std::fs::write(&tmp, &bytes)?;
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(&bytes)?;
                     std::fs::rename(&tmp, spool.path(name))?;
+                    let _ = writeback.send(file);
                     Ok(true)
                 }
                 None => Ok(false),
