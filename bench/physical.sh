@@ -8,9 +8,9 @@
 #     <!-- bench/physical.sh: begin -->
 #     <!-- bench/physical.sh: end -->
 # replacing that section, or inserting it before the "## Notes" heading (at the end
-# if there is none); the rest of the file is left alone (but bench/logical.sh, which
-# rewrites the whole file, keeps only bench/prune.sh's section and the notes so far:
-# run it before this one). Prints a short summary.
+# if there is none); the rest of the file is left alone (bench/logical.sh, which
+# rewrites the whole file, keeps this section, bench/prune.sh's and bench/s3.sh's, and
+# the notes). Prints a short summary.
 #
 #   bash bench/physical.sh                   # the full run (about 13 minutes on 2 cores)
 #   bash bench/physical.sh --scale 2 --repeat 1 --out /tmp/smoke.md --quiet-wait 0   # a quick smoke run
