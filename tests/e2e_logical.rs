@@ -198,7 +198,11 @@ fn a_cached_unlock_still_refuses_a_wrong_passphrase_file() {
     config("unlock_cache = false");
     let r = env.lifeboat_env(&["list"], &[]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("kdf parameters out of range"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("kdf parameters out of range"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
