@@ -421,17 +421,6 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
             let _ = file.sync_data();
         }
     });
-    serve_with(ctx, opts, pgdata, spool, me, &writeback)
-}
-
-fn serve_with(
-    ctx: &Context,
-    opts: &WalOptions,
-    pgdata: &Path,
-    spool: &Spool,
-    me: u32,
-    writeback: &std::sync::mpsc::Sender<std::fs::File>,
-) -> Result<()> {
     let system_id = system_identifier(pgdata)?;
     let target = target_for(ctx, opts, pgdata)?;
     let repos = Repositories::of(ctx, &target)?;

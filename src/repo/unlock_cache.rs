@@ -3,8 +3,8 @@
 //! `archive_command` starts a `lifeboat wal-push` for every WAL segment.
 //!
 //! After a passphrase read from `passphrase_file` opens a key file, the key
-//! file's plaintext is kept in `/dev/shm/lifeboat-UID/` (memory: never on
-//! disk, gone at reboot), encrypted under a key hashed, not stretched, from
+//! file's plaintext is kept in `/dev/shm/lifeboat-UID/` (a tmpfs: no file
+//! system on disk, gone at reboot), encrypted under a key hashed, not stretched, from
 //! the passphrase and that key file. A wrong passphrase cannot open an entry
 //! and falls through to Argon2id, which then reports it as wrong. Every
 //! failure here (no `/dev/shm`, a directory someone else owns or can read, a
@@ -163,6 +163,14 @@ mod tests {
         cache.put("pass", b"kf", b"m");
         assert_eq!(fs::read_dir(&open).unwrap().count(), 0, "nothing written");
         assert_eq!(cache.get("pass", b"kf"), None);
+
+        // A directory that cannot be made (its parent is a file): nothing
+        // cached, nothing fails.
+        let file = tmp.path().join("a file");
+        fs::write(&file, b"").unwrap();
+        let nowhere = UnlockCache::at(file.join("cache"));
+        nowhere.put("pass", b"kf", b"m");
+        assert_eq!(nowhere.get("pass", b"kf"), None);
 
         // An entry made readable by others is not trusted either.
         let mine = UnlockCache::at(tmp.path().join("mine"));
