@@ -274,14 +274,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::List { target, json } => {
-            let listing = ops::list::collect(&ctx, target.as_deref(), !json)?;
+            let listing = ops::list::collect(&ctx, target.as_deref())?;
             let views: Vec<_> = listing.backups.into_iter().map(|(v, _)| v).collect();
             if json {
-                serde_json::to_writer_pretty(&mut out, &views)?;
+                let all = serde_json::json!({ "backups": views, "wal": listing.wal });
+                serde_json::to_writer_pretty(&mut out, &all)?;
                 writeln!(out)?;
             } else {
                 ops::list::print_table(&mut out, &views)?;
-                for line in listing.wal {
+                for line in listing.wal.iter().flat_map(ops::list::wal_lines) {
                     writeln!(out, "{line}")?;
                 }
             }

@@ -141,7 +141,8 @@ impl Env {
         let r = self.lb(&["backup", "production"]).ok();
         assert!(r.stdout.contains("on timeline"), "{}", r.stdout);
         let list = self.lb(&["list", "production", "--json"]).ok();
-        let mut all: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+        let all: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+        let mut all = all["backups"].as_array().unwrap().clone();
         all.pop().expect("the backup is listed")
     }
 
@@ -614,6 +615,30 @@ fn timelines_duplicates_and_failing_pushes() {
         "{}",
         r.stdout
     );
+    // list shows it too, in text and in JSON: the restorable window at a glance.
+    let r = env.lb(&["list", "production"]).ok();
+    assert!(
+        r.stdout.contains(&format!("gap: {hole} to {hole} missing")),
+        "{}",
+        r.stdout
+    );
+    let r = env.lb(&["list", "production", "--json"]).ok();
+    let all: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let wal = &all["wal"][0];
+    assert_eq!(wal["system_identifier"], serde_json::json!(sysid));
+    assert!(wal["restorable_from"].is_string(), "{wal}");
+    let tli = u32::from_str_radix(&hole[..8], 16).unwrap();
+    let tl = wal["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["timeline"] == tli)
+        .unwrap_or_else(|| panic!("no timeline {tli}: {wal}"));
+    assert_eq!(
+        tl["gaps"],
+        serde_json::json!([{"first_missing": hole, "last_missing": hole}])
+    );
+    assert!(tl["newest_archived"].is_string(), "{tl}");
 }
 
 /// Every archived file name in the repository.
@@ -675,9 +700,9 @@ fn crash_mid_backup_and_corrupt_pages() {
         .env("LIFEBOAT_CRASH_AT", "pack:1");
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "the crash point was not reached");
-    let listed: Vec<serde_json::Value> =
+    let listed: serde_json::Value =
         serde_json::from_str(&env.lb(&["list", "production", "--json"]).ok().stdout).unwrap();
-    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(listed["backups"], serde_json::json!([]), "{listed}");
     // The backup session ended with lifeboat: no backend is left in backup mode.
     let deadline = Instant::now() + Duration::from_secs(10);
     while env.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_backup_start%' AND pid <> pg_backend_pid()") != "0" {
@@ -928,9 +953,9 @@ fn physical_backups_in_two_repositories() {
     env.insert(2);
     env.archive_now();
     let list = env.lb(&["list", "production", "--json"]).ok();
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(
-        listed[0]["repositories"],
+        listed["backups"][0]["repositories"],
         serde_json::json!(["main", "offsite"])
     );
     assert_eq!(

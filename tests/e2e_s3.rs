@@ -301,8 +301,10 @@ fn copies_to_s3_and_back_and_fallback_on_a_damaged_pack() {
     let r = env.lifeboat(&["show", &id[..8]]).ok();
     assert!(r.stdout.contains("main, offsite"), "{}", r.stdout);
     let r = env.lifeboat(&["list", "--json"]).ok();
-    let all: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
-    let copy = all
+    let all: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let copy = all["backups"]
+        .as_array()
+        .unwrap()
         .iter()
         .find(|v| v["repositories"] == serde_json::json!(["other"]))
         .expect("the re-encrypted copy is listed");
@@ -395,8 +397,11 @@ fn a_killed_copy_leaves_the_destination_valid_and_the_next_one_completes() {
     env.lifeboat(&["backup", "dev"]).ok();
     let listed = |repo: &str| -> usize {
         let r = env.lifeboat(&["list", "--json"]).ok();
-        let all: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
-        all.iter()
+        let all: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        all["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
             .filter(|v| {
                 v["repositories"]
                     .as_array()

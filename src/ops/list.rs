@@ -97,14 +97,14 @@ impl BackupView {
 
 /// Backups of every repository the configuration names (or of one target's).
 /// What `list` shows: the backups, oldest first, and (with `wal`) for each
-/// cluster with physical backups its WAL archive (see `wal_lines`).
+/// cluster with physical backups its WAL archive (see `wal_views`).
 #[derive(Default)]
 pub struct Listing {
     pub backups: Vec<(BackupView, BackupRecord)>,
-    pub wal: Vec<String>,
+    pub wal: Vec<WalArchiveView>,
 }
 
-pub fn collect(ctx: &Context, target: Option<&str>, wal: bool) -> Result<Listing> {
+pub fn collect(ctx: &Context, target: Option<&str>) -> Result<Listing> {
     let names = ctx.repositories_of(target)?;
     let mut listing = Listing::default();
     let out = &mut listing.backups;
@@ -123,9 +123,7 @@ pub fn collect(ctx: &Context, target: Option<&str>, wal: bool) -> Result<Listing
             .into_iter()
             .filter(|(_, rec)| target.is_none_or(|t| rec.target == t))
             .collect();
-        if wal {
-            listing.wal.extend(wal_lines(&name, &repo, &records)?);
-        }
+        listing.wal.extend(wal_views(&name, &repo, &records)?);
         for (id, rec) in records {
             let hex = id.to_hex();
             if let Some((seen, _)) = out.iter_mut().find(|(v, _)| v.id == hex) {
@@ -293,14 +291,46 @@ pub fn print_details(out: &mut dyn Write, v: &BackupView, r: &BackupRecord) -> s
     Ok(())
 }
 
-/// For every (target, cluster) among `records` with physical backups: the
-/// WAL archive per timeline, its gaps, and where the restorable window starts.
-fn wal_lines(
+/// One cluster's WAL archive in one repository, as `list` prints it (and
+/// `list --json` under `wal`): per timeline the archived segments and the
+/// gaps between them, and where the restorable window starts.
+#[derive(Serialize)]
+pub struct WalArchiveView {
+    pub repository: String,
+    pub target: String,
+    pub system_identifier: String,
+    /// The oldest point a restore can reach: where the oldest physical
+    /// backup of the cluster in this repository became consistent.
+    pub restorable_from: Option<chrono::DateTime<chrono::Utc>>,
+    pub timelines: Vec<TimelineView>,
+}
+
+#[derive(Serialize)]
+pub struct TimelineView {
+    pub timeline: u32,
+    pub first_segment: String,
+    pub last_segment: String,
+    /// Segments archived between the first and the last (gaps left out).
+    pub segments: u64,
+    /// When the last segment was archived (where the storage says).
+    pub newest_archived: Option<chrono::DateTime<chrono::Utc>>,
+    /// Runs of segments missing between the first and the last.
+    pub gaps: Vec<WalGap>,
+}
+
+#[derive(Serialize)]
+pub struct WalGap {
+    pub first_missing: String,
+    pub last_missing: String,
+}
+
+/// For every (target, cluster) among `records` with physical backups: its
+/// WAL archive in repository `name`.
+fn wal_views(
     name: &str,
     repo: &crate::repo::Repository,
     records: &[(Id, BackupRecord)],
-) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
+) -> Result<Vec<WalArchiveView>> {
     // (target, system id) -> (segment size, oldest backup); records are oldest first.
     let mut clusters: std::collections::BTreeMap<(&str, u64), (u64, &BackupRecord)> =
         std::collections::BTreeMap::new();
@@ -311,48 +341,79 @@ fn wal_lines(
                 .or_insert((p.wal_segment_size, rec));
         }
     }
+    let mut views = Vec::new();
     for ((tname, sysid), (seg_size, oldest)) in clusters {
         let archive = repo.list_wal(sysid)?;
+        let timelines = archive
+            .ranges(seg_size)
+            .into_iter()
+            .map(|(tli, runs)| {
+                let (first, last) = (&runs[0].first, &runs[runs.len() - 1].last);
+                TimelineView {
+                    timeline: tli,
+                    first_segment: first.name(seg_size),
+                    last_segment: last.name(seg_size),
+                    segments: runs
+                        .iter()
+                        .map(|r| r.last.number - r.first.number + 1)
+                        .sum(),
+                    newest_archived: archive
+                        .get(&last.name(seg_size))
+                        .and_then(|f| f.modified)
+                        .map(chrono::DateTime::<chrono::Utc>::from),
+                    gaps: runs
+                        .windows(2)
+                        .map(|w| WalGap {
+                            first_missing: w[0].last.next().name(seg_size),
+                            last_missing: crate::pg::wal::Segment {
+                                timeline: tli,
+                                number: w[1].first.number - 1,
+                            }
+                            .name(seg_size),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        views.push(WalArchiveView {
+            repository: name.into(),
+            target: tname.into(),
+            system_identifier: sysid.to_string(),
+            restorable_from: oldest.physical.as_ref().map(|p| p.stop_time),
+            timelines,
+        });
+    }
+    Ok(views)
+}
+
+/// The lines `list` prints under its table for one WAL archive.
+pub fn wal_lines(v: &WalArchiveView) -> Vec<String> {
+    let time = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default()
+    };
+    let mut lines = vec![format!(
+        "WAL of {} in {} (cluster {}): restorable from {} (oldest backup)",
+        v.target,
+        v.repository,
+        v.system_identifier,
+        time(&v.restorable_from)
+    )];
+    for t in &v.timelines {
         lines.push(format!(
-            "WAL of {tname} in {name} (cluster {sysid}): restorable from {} (oldest backup)",
-            oldest
-                .physical
-                .as_ref()
-                .map(|p| p.stop_time.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_default()
+            "  timeline {}: {} to {} ({} segments, newest archived {})",
+            t.timeline,
+            t.first_segment,
+            t.last_segment,
+            t.segments,
+            time(&t.newest_archived)
         ));
-        for (tli, runs) in archive.ranges(seg_size) {
-            let segs: u64 = runs
-                .iter()
-                .map(|r| r.last.number - r.first.number + 1)
-                .sum();
-            let (first, last) = (&runs[0].first, &runs[runs.len() - 1].last);
-            let newest = archive
-                .get(&last.name(seg_size))
-                .and_then(|f| f.modified)
-                .map(|t| {
-                    chrono::DateTime::<chrono::Utc>::from(t)
-                        .format("%Y-%m-%d %H:%M:%S UTC")
-                        .to_string()
-                })
-                .unwrap_or_default();
+        for g in &t.gaps {
             lines.push(format!(
-                "  timeline {tli}: {} to {} ({segs} segments, newest archived {newest})",
-                first.name(seg_size),
-                last.name(seg_size)
+                "    gap: {} to {} missing",
+                g.first_missing, g.last_missing
             ));
-            for w in runs.windows(2) {
-                lines.push(format!(
-                    "    gap: {} to {} missing",
-                    w[0].last.next().name(seg_size),
-                    crate::pg::wal::Segment {
-                        timeline: tli,
-                        number: w[1].first.number - 1
-                    }
-                    .name(seg_size)
-                ));
-            }
         }
     }
-    Ok(lines)
+    lines
 }

@@ -158,7 +158,8 @@ impl Env {
     /// Backups listed for a target, as JSON values.
     pub fn list(&self, target: &str) -> Vec<serde_json::Value> {
         let r = self.lifeboat(&["list", target, "--json"]).ok();
-        serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).unwrap()
+        let all: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        all["backups"].as_array().expect("list --json has backups").clone()
     }
 
     /// Every pack file of the repository.
