@@ -234,6 +234,27 @@ pub struct PhysicalInfo {
     /// Pages whose checksum did not match while they were read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub corrupt_pages: Vec<CorruptPage>,
+    /// Configuration files from outside the data directory (Debian's
+    /// `/etc/postgresql/...`), each in the stream `config:PATH`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_files: Vec<ConfigFileInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConfigFileInfo {
+    /// The setting that named it on the server (`config_file`, `hba_file`,
+    /// `ident_file`); absent for a file another one includes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
+    /// Where it was, absolute.
+    pub path: String,
+}
+
+impl ConfigFileInfo {
+    /// The record's stream holding its content.
+    pub fn stream_name(&self) -> String {
+        format!("config:{}", self.path)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

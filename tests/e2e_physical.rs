@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -309,6 +310,90 @@ fn point_in_time_recovery_to_every_kind_of_target() {
     // The restored servers did not archive into the repository: still one timeline.
     let tl2 = env.lb(&["list", "production"]).ok();
     assert!(!tl2.stdout.contains("timeline 2"), "{}", tl2.stdout);
+}
+
+/// A cluster whose configuration lives outside its data directory, as on
+/// Debian (/etc/postgresql/15/main): the backup keeps postgresql.conf,
+/// pg_hba.conf, pg_ident.conf and conf.d/, and a restored copy starts with
+/// them, pointed at its own files: not at the original data directory, and
+/// without touching the original's pid file.
+#[test]
+fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
+    let env = Env::new(false);
+    env.insert(1);
+    let data = env.cluster.data_dir().to_path_buf();
+    let etc = env.dir.path().join("etc/15/main");
+    std::fs::create_dir_all(etc.join("conf.d")).unwrap();
+    env.cluster.stop().unwrap();
+    for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+        std::fs::rename(data.join(f), etc.join(f)).unwrap();
+    }
+    let pid_file = env.dir.path().join("production.pid");
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(etc.join("postgresql.conf"))
+        .unwrap();
+    write!(
+        conf,
+        "\ndata_directory = '{}'\nhba_file = '{}'\nident_file = '{}'\n\
+         external_pid_file = '{}'\ninclude_dir = 'conf.d'\n",
+        data.display(),
+        etc.join("pg_hba.conf").display(),
+        etc.join("pg_ident.conf").display(),
+        pid_file.display()
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("conf.d/lifeboat-test.conf"),
+        "lifeboat_test.marker = 'from conf.d'\n",
+    )
+    .unwrap();
+    testkit::chown_for_postgres(env.dir.path()).unwrap();
+    env.cluster.start_from_config_dir(&etc).unwrap();
+    assert_eq!(env.sql("SHOW lifeboat_test.marker"), "from conf.d");
+    let production_pid = std::fs::read_to_string(&pid_file).unwrap();
+
+    env.backup();
+    env.insert(2);
+    env.archive_now();
+    let dir = env.restore_dir("restored");
+    let port = free_port();
+    let r = env.lb(&[
+        "restore",
+        "production",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--start",
+        "--port",
+        &port.to_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("configuration from outside the data directory"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("data_directory"), "{}", r.stderr);
+    let show = |q: &str| env.restored_sql(port, q).trim().to_string();
+    assert_eq!(
+        show("SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "1,2"
+    );
+    assert_eq!(show("SHOW lifeboat_test.marker"), "from conf.d");
+    let own = std::fs::canonicalize(&dir).unwrap();
+    assert_eq!(PathBuf::from(show("SHOW data_directory")), own);
+    assert!(
+        PathBuf::from(show("SHOW hba_file")).starts_with(&own),
+        "{}",
+        show("SHOW hba_file")
+    );
+    assert_eq!(show("SHOW external_pid_file"), "");
+    assert!(dir.join("postgresql.conf").is_file());
+    env.stop_restored(&dir);
+    // The original's pid file is its own still, and it still runs.
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), production_pid);
+    assert_eq!(env.sql("SELECT count(*) FROM t"), "2");
 }
 
 /// A restored server that becomes the new primary (--archive) archives a new

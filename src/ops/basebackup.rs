@@ -22,11 +22,12 @@ use super::progress::Progress;
 use super::{Context, usage};
 use crate::codec::Id;
 use crate::format::{
-    self, BackupKind, BackupRecord, CorruptPage, DatabaseInfo, FileEntry, FileKind, PhysicalInfo,
-    TablespaceInfo,
+    self, BackupKind, BackupRecord, ConfigFileInfo, CorruptPage, DatabaseInfo, FileEntry, FileKind,
+    PhysicalInfo, TablespaceInfo,
 };
 use crate::pg::backup_api::{self, BackupApi, ServerFacts};
 use crate::pg::checksum::{self, PageCheck};
+use crate::pg::config_files;
 use crate::pg::datadir::{self, Entry, Kind};
 use crate::pg::tools::PgTools;
 use crate::pg::wal::{Lsn, Segment};
@@ -62,6 +63,12 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let repo = repo.map_err(|_| anyhow::anyhow!("opening the repository panicked"))??;
     let (facts, mut api) = api?;
     check_server(&facts, &data_dir)?;
+    // Debian keeps postgresql.conf and pg_hba.conf outside the data
+    // directory: a restored copy could not start without them.
+    let (config_files, unreadable) = config_files::outside_files(&facts.config, &data_dir);
+    for w in unreadable {
+        eprintln!("warning: {w}");
+    }
 
     let lock = lock_for_backup(ctx, &repo, target_name)?;
     let started = Utc::now();
@@ -120,6 +127,20 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
             "text",
             stop.tablespace_map.as_bytes(),
         )?);
+    }
+    let mut config_infos = Vec::new();
+    for f in &config_files {
+        let info = ConfigFileInfo {
+            setting: f.setting.clone(),
+            path: f.path.to_string_lossy().into_owned(),
+        };
+        streams.push(write_small(
+            &session,
+            &info.stream_name(),
+            "text",
+            &f.content,
+        )?);
+        config_infos.push(info);
     }
 
     let seg_size = facts.wal_segment_size;
@@ -180,6 +201,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
             files,
             manifest,
             corrupt_pages: corrupt,
+            config_files: config_infos,
         }),
         stats,
     };

@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use super::{Context, human_bytes, usage};
 use crate::codec::Id;
 use crate::format::{BackupRecord, FileEntry, FileKind, PhysicalInfo};
+use crate::pg::config_files;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::process::Connection;
 use crate::pg::tools::PgTools;
@@ -195,6 +196,13 @@ pub fn run(
     for (oid, dir) in &plan.tablespaces {
         println!("     tablespace {oid} into {}", dir.display());
     }
+    if !p.config_files.is_empty() {
+        let names: Vec<&str> = p.config_files.iter().map(|c| c.path.as_str()).collect();
+        println!(
+            "     and the configuration from outside the data directory ({}), pointed at the copy",
+            names.join(", ")
+        );
+    }
     println!(
         "  2. recover to {} on timeline {} ({})",
         plan.target, plan.timeline, plan.reachable
@@ -222,6 +230,7 @@ pub fn run(
         .collect();
     let existed: Vec<bool> = dirs.iter().map(|d| d.exists()).collect();
     let written = write_files(ctx, &repo, &index, &plan, jobs)
+        .and_then(|()| place_config_files(ctx, &repo, &index, &plan))
         .and_then(|()| write_recovery(ctx, &repo, &index, target_name, &plan, opts));
     if let Err(e) = written {
         for (dir, existed) in dirs.iter().zip(existed) {
@@ -785,6 +794,99 @@ impl OpenFiles {
         self.open.insert(file, std::sync::Arc::clone(&f));
         Ok(f)
     }
+}
+
+/// Write the configuration files the backup kept from outside the data
+/// directory into the restored one: the server's postgresql.conf as
+/// `postgresql.conf` (where `pg_ctl -D` looks), the others under
+/// `lifeboat-config/` at their original paths. Then point the copies at each
+/// other: a restored copy must not read or write the original cluster's
+/// files (`data_directory`, `external_pid_file`, its pg_hba.conf).
+fn place_config_files(ctx: &Context, repo: &Repository, index: &Index, plan: &Plan) -> Result<()> {
+    let p = phys(&plan.record);
+    let dir = &plan.data_dir;
+    let mut rewrites: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for c in &p.config_files {
+        let original = PathBuf::from(&c.path);
+        let dest = match c.setting.as_deref() {
+            Some("config_file") => {
+                let dest = dir.join("postgresql.conf");
+                if dest.exists() {
+                    // The server did not read that one: keep it aside.
+                    let aside = dir.join("postgresql.conf.lifeboat-unused");
+                    std::fs::rename(&dest, &aside)?;
+                    eprintln!(
+                        "warning: the data directory had a postgresql.conf the server did not use (its config_file was {}): moved to {}",
+                        c.path,
+                        aside.display()
+                    );
+                }
+                dest
+            }
+            _ => config_files::restored_path(dir, &original),
+        };
+        let stream = plan
+            .record
+            .stream(&c.stream_name())
+            .with_context(|| format!("the backup has no stream for {}", c.path))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut repo.read_stream(index, stream)?, &mut bytes)
+            .with_context(|| format!("reading {}", c.path))?;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
+        if c.setting.is_none() || c.setting.as_deref() == Some("config_file") {
+            rewrites.push((original, dest));
+        }
+    }
+    // The data directory's own postgresql.conf may name outside files too.
+    if !p
+        .config_files
+        .iter()
+        .any(|c| c.setting.as_deref() == Some("config_file"))
+    {
+        let own = dir.join("postgresql.conf");
+        if own.exists() {
+            rewrites.push((Path::new(&p.data_directory).join("postgresql.conf"), own));
+        }
+    }
+    let kept: Vec<PathBuf> = p
+        .config_files
+        .iter()
+        .map(|c| PathBuf::from(&c.path))
+        .collect();
+    for (original, restored) in rewrites {
+        let bytes =
+            std::fs::read(&restored).with_context(|| format!("reading {}", restored.display()))?;
+        let Ok(text) = String::from_utf8(bytes) else {
+            eprintln!(
+                "warning: {} is not UTF-8 text: lifeboat left it as it was; check that it names no file of the original cluster",
+                restored.display()
+            );
+            continue;
+        };
+        let (new, changes) = config_files::rewrite(
+            &text,
+            &config_files::Relocation {
+                old_data_dir: Path::new(&p.data_directory),
+                new_data_dir: dir,
+                original_file: &original,
+                restored_file: &restored,
+                kept: &kept,
+            },
+        );
+        if changes.is_empty() {
+            continue;
+        }
+        std::fs::write(&restored, new)?;
+        if !ctx.quiet {
+            for c in changes {
+                eprintln!("{}: {c}", restored.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Single-quote a value for postgresql.conf.

@@ -29,6 +29,8 @@ pub struct ServerFacts {
     /// archive_command, or `archive_library` when that is set (15+).
     pub archiver: String,
     pub tablespaces: Vec<(u32, String, String)>,
+    /// Where its configuration files are.
+    pub config: super::config_files::Settings,
 }
 
 /// What `pg_backup_stop` returns.
@@ -130,9 +132,11 @@ impl BackupApi {
                  current_setting('data_directory'), current_setting('data_checksums'), \
                  current_setting('block_size'), \
                  (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), \
-                 current_setting('archive_mode'), {archiver}"
+                 current_setting('archive_mode'), {archiver}, \
+                 current_setting('config_file'), current_setting('hba_file'), \
+                 current_setting('ident_file')"
             ),
-            10,
+            13,
         )?;
         let tablespaces = self
             .query(
@@ -156,6 +160,11 @@ impl BackupApi {
             archive_mode: r[8].clone(),
             archiver: r[9].clone(),
             tablespaces,
+            config: super::config_files::Settings {
+                config_file: r[10].clone(),
+                hba_file: r[11].clone(),
+                ident_file: r[12].clone(),
+            },
         })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod backup_api;
 pub mod checksum;
+pub mod config_files;
 pub mod conninfo;
 pub mod datadir;
 pub mod dumpfile;

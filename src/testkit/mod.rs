@@ -764,11 +764,22 @@ impl TestCluster {
         std::fs::write(self.conf_path(), conf).context("writing postgresql.conf")
     }
 
+    /// Starts the stopped server from a configuration directory of its own
+    /// (`pg_ctl -D DIR` where DIR's postgresql.conf sets `data_directory`, as
+    /// on Debian): the caller moved the configuration there.
+    pub fn start_from_config_dir(&self, dir: &Path) -> Result<()> {
+        self.pg_ctl_start_in(dir)
+    }
+
     fn pg_ctl_start(&self) -> Result<()> {
+        self.pg_ctl_start_in(&self.data_dir)
+    }
+
+    fn pg_ctl_start_in(&self, dir: &Path) -> Result<()> {
         self.remove_stale_pid_file()?;
         let mut cmd = self.server_command("pg_ctl");
         cmd.arg("-D")
-            .arg(&self.data_dir)
+            .arg(dir)
             .arg("-l")
             .arg(&self.log_file)
             .args(["-w", "-t", &PG_CTL_TIMEOUT_SECS.to_string(), "start"])

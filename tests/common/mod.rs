@@ -159,7 +159,10 @@ impl Env {
     pub fn list(&self, target: &str) -> Vec<serde_json::Value> {
         let r = self.lifeboat(&["list", target, "--json"]).ok();
         let all: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-        all["backups"].as_array().expect("list --json has backups").clone()
+        all["backups"]
+            .as_array()
+            .expect("list --json has backups")
+            .clone()
     }
 
     /// Every pack file of the repository.
