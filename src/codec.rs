@@ -241,26 +241,46 @@ impl SessionKey {
     /// all. The caller cuts the members out and checks their ids.
     pub fn decrypt_group(&self, ty: BlobType, stored: &[u8], size: usize) -> Result<Vec<u8>> {
         let plain = self.decrypt(&group_aad(ty, size), stored, size)?;
-        if plain.len() != size {
-            return Err(CodecError::Malformed(format!(
-                "group of {} bytes, {size} expected",
-                plain.len()
-            )));
-        }
+        check_group_len(plain.len(), size)?;
         Ok(plain)
     }
 
-    /// [`SessionKey::decrypt_blob`], appending the plaintext to `out` (one
-    /// copy less where the caller joins many blobs).
-    pub fn decrypt_blob_into(
+    /// [`SessionKey::decrypt_blob`] without a copy of the ciphertext, appending
+    /// the plaintext to `out`: `stored` is decrypted where it lies (and is
+    /// garbage afterwards). For readers that own the object they read (a
+    /// whole pack or WAL file).
+    pub fn decrypt_blob_in_place(
         &self,
         ty: BlobType,
         id: &Id,
-        stored: &[u8],
+        stored: &mut [u8],
         raw_len: usize,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        self.decrypt_into(&blob_aad(ty, id), stored, raw_len, out)
+        check_raw_len(raw_len)?;
+        unpack(
+            aead_decrypt_in_place(&self.0, stored, &blob_aad(ty, id))?,
+            raw_len,
+            out,
+        )
+    }
+
+    /// [`SessionKey::decrypt_group`] in place, appending to `out`.
+    pub fn decrypt_group_in_place(
+        &self,
+        ty: BlobType,
+        stored: &mut [u8],
+        size: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        check_raw_len(size)?;
+        let start = out.len();
+        unpack(
+            aead_decrypt_in_place(&self.0, stored, &group_aad(ty, size))?,
+            size,
+            out,
+        )?;
+        check_group_len(out.len() - start, size)
     }
 
     fn decrypt(&self, aad: &[u8], stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
@@ -276,22 +296,41 @@ impl SessionKey {
         raw_len: usize,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        // `raw_len` comes from an index entry; zstd preallocates it, so check the
-        // format's bound before a forged value can ask for gigabytes.
-        if raw_len > MAX_BLOB_SIZE {
-            return Err(CodecError::Malformed(format!(
-                "blob length {raw_len} exceeds the {MAX_BLOB_SIZE}-byte bound"
-            )));
+        check_raw_len(raw_len)?;
+        unpack(&aead_decrypt(&self.0, stored, aad)?, raw_len, out)
+    }
+}
+
+/// `raw_len` comes from an index entry; zstd preallocates it, so check the
+/// format's bound before a forged value can ask for gigabytes.
+fn check_raw_len(raw_len: usize) -> Result<()> {
+    if raw_len > MAX_BLOB_SIZE {
+        return Err(CodecError::Malformed(format!(
+            "blob length {raw_len} exceeds the {MAX_BLOB_SIZE}-byte bound"
+        )));
+    }
+    Ok(())
+}
+
+fn check_group_len(len: usize, size: usize) -> Result<()> {
+    if len != size {
+        return Err(CodecError::Malformed(format!(
+            "group of {len} bytes, {size} expected"
+        )));
+    }
+    Ok(())
+}
+
+/// A decrypted payload (flag byte, then the raw or zstd-compressed
+/// plaintext), appended to `out`.
+fn unpack(payload: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    match payload.split_first() {
+        Some((0, raw)) => {
+            out.extend_from_slice(raw);
+            Ok(())
         }
-        let payload = aead_decrypt(&self.0, stored, aad)?;
-        match payload.split_first() {
-            Some((0, raw)) => {
-                out.extend_from_slice(raw);
-                Ok(())
-            }
-            Some((1, z)) => decompress_into(z, raw_len, out),
-            _ => Err(CodecError::Malformed("unknown blob encoding".into())),
-        }
+        Some((1, z)) => decompress_into(z, raw_len, out),
+        _ => Err(CodecError::Malformed("unknown blob encoding".into())),
     }
 }
 
@@ -484,6 +523,29 @@ fn aead_decrypt(key: &SecretBytes, stored: &[u8], aad: &[u8]) -> Result<Vec<u8>>
     XChaCha20Poly1305::new((&key.0).into())
         .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
         .map_err(|_| CodecError::Authentication)
+}
+
+/// [`aead_decrypt`] where the ciphertext lies: the plaintext is the
+/// returned part of `stored`.
+fn aead_decrypt_in_place<'a>(
+    key: &SecretBytes,
+    stored: &'a mut [u8],
+    aad: &[u8],
+) -> Result<&'a [u8]> {
+    if stored.len() < NONCE_LEN + TAG_LEN {
+        return Err(CodecError::Authentication);
+    }
+    let (nonce, rest) = stored.split_at_mut(NONCE_LEN);
+    let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    XChaCha20Poly1305::new((&key.0).into())
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            aad,
+            ct,
+            chacha20poly1305::Tag::from_slice(tag),
+        )
+        .map_err(|_| CodecError::Authentication)?;
+    Ok(ct)
 }
 
 fn zstd_decompress(z: &[u8]) -> Result<Vec<u8>> {
@@ -729,6 +791,75 @@ mod tests {
     }
 
     #[test]
+    fn in_place_decryption_reads_what_the_copying_one_reads() {
+        let sk = SessionKey::random();
+        let data = b"in place, in place, in place ".repeat(200);
+        let id = mk().blob_id(&data);
+        let stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
+        // Appends after what `out` holds.
+        let mut out = b"before:".to_vec();
+        sk.decrypt_blob_in_place(
+            BlobType::Data,
+            &id,
+            &mut stored.clone(),
+            data.len(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, [&b"before:"[..], &data].concat());
+        // Incompressible: stored raw.
+        let noise: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let nid = mk().blob_id(&noise);
+        let raw = sk.encrypt_blob(BlobType::Data, &nid, &noise, 3);
+        let mut out = Vec::new();
+        sk.decrypt_blob_in_place(
+            BlobType::Data,
+            &nid,
+            &mut raw.clone(),
+            noise.len(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, noise);
+        // Tampered, the wrong id, too short, a forged length: refused.
+        let mut tampered = stored.clone();
+        tampered[40] ^= 1;
+        for (mut bytes, id, len) in [
+            (tampered, id, data.len()),
+            (stored.clone(), nid, data.len()),
+            (stored[..30].to_vec(), id, data.len()),
+            (stored.clone(), id, MAX_BLOB_SIZE + 1),
+        ] {
+            let mut out = Vec::new();
+            assert!(
+                sk.decrypt_blob_in_place(BlobType::Data, &id, &mut bytes, len, &mut out)
+                    .is_err()
+            );
+            assert!(out.is_empty());
+        }
+        // A group, in place.
+        let (a, b) = (b"member one ".repeat(40), b"member two ".repeat(60));
+        let mut group = Vec::new();
+        let size = BlobEncoder::new(sk.clone(), 1).encode_group(
+            BlobType::Data,
+            &[&a, &b],
+            &mut group,
+            Effort::Fast,
+        );
+        let mut out = Vec::new();
+        sk.decrypt_group_in_place(BlobType::Data, &mut group.clone(), size, &mut out)
+            .unwrap();
+        assert_eq!(out, [a, b].concat());
+        let mut out = Vec::new();
+        assert!(
+            sk.decrypt_group_in_place(BlobType::Data, &mut group, size - 1, &mut out)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn the_thorough_effort_is_chosen_only_where_it_pays() {
         // Leaf pages of a B-tree on an integer key, as PostgreSQL lays them
         // out: a header, line pointers counting down from the page's end,
@@ -783,16 +914,28 @@ mod tests {
         let id = mk().blob_id(&data);
         let stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
         let mut out = b"before".to_vec();
-        sk.decrypt_blob_into(BlobType::Data, &id, &stored, data.len(), &mut out)
-            .unwrap();
+        sk.decrypt_blob_in_place(
+            BlobType::Data,
+            &id,
+            &mut stored.clone(),
+            data.len(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, [b"before".as_slice(), &data].concat());
         // An entry claiming fewer bytes than the blob holds is refused, even
         // with room to spare in `out`, and leaves `out` as it was.
         let mut out = Vec::with_capacity(data.len() * 4);
         out.extend_from_slice(b"before");
         assert!(
-            sk.decrypt_blob_into(BlobType::Data, &id, &stored, data.len() - 1, &mut out)
-                .is_err()
+            sk.decrypt_blob_in_place(
+                BlobType::Data,
+                &id,
+                &mut stored.clone(),
+                data.len() - 1,
+                &mut out
+            )
+            .is_err()
         );
         assert_eq!(out, b"before");
     }

@@ -206,7 +206,7 @@ impl Repository {
     /// Everything is authenticated and re-hashed before it is returned.
     pub fn fetch_wal(&self, system_id: u64, name: &str) -> Result<Option<Vec<u8>>> {
         let path = wal_object(system_id, name);
-        let (trailer, bytes) = match self.read_wal_object(&path, name) {
+        let (trailer, mut bytes) = match self.read_wal_object(&path, name) {
             Ok(x) => x,
             Err(RepoError::Missing { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -217,16 +217,18 @@ impl Repository {
             codec::CodecError::NoMatchingIdentity => RepoError::WrongIdentity { url: self.url() },
             e => self.corrupt(&path, format!("session key: {e}")),
         })?;
+        let blobs_start = env.blobs_start;
         let mut out = Vec::with_capacity(trailer.size as usize);
         for b in &trailer.blobs {
             let end = b.offset.checked_add(u64::from(b.length));
             let stored = match end {
-                Some(end) if b.offset >= env.blobs_start && end <= bytes.len() as u64 => {
-                    &bytes[b.offset as usize..end as usize]
+                Some(end) if b.offset >= blobs_start && end <= bytes.len() as u64 => {
+                    &mut bytes[b.offset as usize..end as usize]
                 }
                 _ => return Err(self.corrupt(&path, "blob outside the object")),
             };
-            key.decrypt_blob_into(b.ty, &b.id, stored, b.raw_length as usize, &mut out)
+            // Decrypted where it lies: the object is ours, no copy needed.
+            key.decrypt_blob_in_place(b.ty, &b.id, stored, b.raw_length as usize, &mut out)
                 .map_err(|_| self.corrupt(&path, "authentication failed (altered or truncated)"))?;
         }
         // One hash of the whole file, not one per piece as well: the sealed
