@@ -235,9 +235,11 @@ pub struct PhysicalInfo {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub corrupt_pages: Vec<CorruptPage>,
     /// Configuration files from outside the data directory (Debian's
-    /// `/etc/postgresql/...`), each in the stream `config:PATH`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub config_files: Vec<ConfigFileInfo>,
+    /// `/etc/postgresql/...`), each in the stream `config:PATH`. `None` in
+    /// records of versions that did not keep them (a restore then leaves
+    /// paths outside the data directory as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_files: Option<Vec<ConfigFileInfo>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -356,6 +356,12 @@ fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
     env.backup();
     env.insert(2);
     env.archive_now();
+    // Changed after the backup: the copy must read its own, kept one.
+    std::fs::write(
+        etc.join("conf.d/lifeboat-test.conf"),
+        "lifeboat_test.marker = 'changed after the backup'\n",
+    )
+    .unwrap();
     let dir = env.restore_dir("restored");
     let port = free_port();
     let r = env.lb(&[
@@ -374,7 +380,14 @@ fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
         "{}",
         r.stdout
     );
-    assert!(r.stderr.contains("data_directory"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "data_directory = '{}' commented out",
+            data.display()
+        )),
+        "{}",
+        r.stderr
+    );
     let show = |q: &str| env.restored_sql(port, q).trim().to_string();
     assert_eq!(
         show("SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
@@ -383,11 +396,10 @@ fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
     assert_eq!(show("SHOW lifeboat_test.marker"), "from conf.d");
     let own = std::fs::canonicalize(&dir).unwrap();
     assert_eq!(PathBuf::from(show("SHOW data_directory")), own);
-    assert!(
-        PathBuf::from(show("SHOW hba_file")).starts_with(&own),
-        "{}",
-        show("SHOW hba_file")
-    );
+    for file in ["hba_file", "ident_file"] {
+        let path = show(&format!("SHOW {file}"));
+        assert!(PathBuf::from(&path).starts_with(&own), "{file} = {path}");
+    }
     assert_eq!(show("SHOW external_pid_file"), "");
     assert!(dir.join("postgresql.conf").is_file());
     env.stop_restored(&dir);

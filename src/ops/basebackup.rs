@@ -65,7 +65,10 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     check_server(&facts, &data_dir)?;
     // Debian keeps postgresql.conf and pg_hba.conf outside the data
     // directory: a restored copy could not start without them.
-    let (config_files, unreadable) = config_files::outside_files(&facts.config, &data_dir);
+    let (config_files, unreadable) = config_files::outside_files(
+        &facts.config,
+        &[Path::new(&facts.data_directory), &data_dir],
+    );
     for w in unreadable {
         eprintln!("warning: {w}");
     }
@@ -201,7 +204,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
             files,
             manifest,
             corrupt_pages: corrupt,
-            config_files: config_infos,
+            config_files: Some(config_infos),
         }),
         stats,
     };

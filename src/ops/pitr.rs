@@ -196,8 +196,8 @@ pub fn run(
     for (oid, dir) in &plan.tablespaces {
         println!("     tablespace {oid} into {}", dir.display());
     }
-    if !p.config_files.is_empty() {
-        let names: Vec<&str> = p.config_files.iter().map(|c| c.path.as_str()).collect();
+    if let Some(kept) = p.config_files.as_ref().filter(|k| !k.is_empty()) {
+        let names: Vec<&str> = kept.iter().map(|c| c.path.as_str()).collect();
         println!(
             "     and the configuration from outside the data directory ({}), pointed at the copy",
             names.join(", ")
@@ -799,17 +799,21 @@ impl OpenFiles {
 /// Write the configuration files the backup kept from outside the data
 /// directory into the restored one: the server's postgresql.conf as
 /// `postgresql.conf` (where `pg_ctl -D` looks), the others under
-/// `lifeboat-config/` at their original paths. Then point the copies at each
-/// other: a restored copy must not read or write the original cluster's
-/// files (`data_directory`, `external_pid_file`, its pg_hba.conf).
+/// `lifeboat-config/` at their original paths. Then rewrite every
+/// configuration file the copy reads (from postgresql.conf and
+/// postgresql.auto.conf, through their includes) so that it does not read or
+/// write the original cluster's files (`config_files::rewrite`).
 fn place_config_files(ctx: &Context, repo: &Repository, index: &Index, plan: &Plan) -> Result<()> {
     let p = phys(&plan.record);
     let dir = &plan.data_dir;
-    let mut rewrites: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for c in &p.config_files {
+    let old_dir = config_files::normalize(Path::new(&p.data_directory));
+    let kept_files = p.config_files.as_deref().unwrap_or_default();
+    let mut main_conf = old_dir.join("postgresql.conf");
+    for c in kept_files {
         let original = PathBuf::from(&c.path);
         let dest = match c.setting.as_deref() {
             Some("config_file") => {
+                main_conf = original.clone();
                 let dest = dir.join("postgresql.conf");
                 if dest.exists() {
                     // The server did not read that one: keep it aside.
@@ -836,53 +840,46 @@ fn place_config_files(ctx: &Context, repo: &Repository, index: &Index, plan: &Pl
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
-        if c.setting.is_none() || c.setting.as_deref() == Some("config_file") {
-            rewrites.push((original, dest));
-        }
     }
-    // The data directory's own postgresql.conf may name outside files too.
-    if !p
-        .config_files
-        .iter()
-        .any(|c| c.setting.as_deref() == Some("config_file"))
-    {
-        let own = dir.join("postgresql.conf");
-        if own.exists() {
-            rewrites.push((Path::new(&p.data_directory).join("postgresql.conf"), own));
+    let kept: Vec<PathBuf> = kept_files.iter().map(|c| PathBuf::from(&c.path)).collect();
+    let relocation = config_files::Relocation {
+        old_data_dir: &old_dir,
+        new_data_dir: dir,
+        kept: p.config_files.as_ref().map(|_| kept.as_slice()),
+    };
+    // (original path, restored path, depth)
+    let mut queue = vec![
+        (
+            old_dir.join("postgresql.auto.conf"),
+            dir.join("postgresql.auto.conf"),
+            0,
+        ),
+        (main_conf, dir.join("postgresql.conf"), 0),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((original, restored, depth)) = queue.pop() {
+        if depth > config_files::MAX_DEPTH || !seen.insert(restored.clone()) {
+            continue;
         }
-    }
-    let kept: Vec<PathBuf> = p
-        .config_files
-        .iter()
-        .map(|c| PathBuf::from(&c.path))
-        .collect();
-    for (original, restored) in rewrites {
-        let bytes =
-            std::fs::read(&restored).with_context(|| format!("reading {}", restored.display()))?;
-        let Ok(text) = String::from_utf8(bytes) else {
-            eprintln!(
-                "warning: {} is not UTF-8 text: lifeboat left it as it was; check that it names no file of the original cluster",
-                restored.display()
-            );
+        let Ok(bytes) = std::fs::read(&restored) else {
             continue;
         };
-        let (new, changes) = config_files::rewrite(
-            &text,
-            &config_files::Relocation {
-                old_data_dir: Path::new(&p.data_directory),
-                new_data_dir: dir,
-                original_file: &original,
-                restored_file: &restored,
-                kept: &kept,
-            },
-        );
-        if changes.is_empty() {
-            continue;
+        let out = config_files::rewrite(&bytes, &original, &restored, &relocation);
+        for w in &out.warnings {
+            eprintln!("warning: {}: {w}", restored.display());
         }
-        std::fs::write(&restored, new)?;
-        if !ctx.quiet {
-            for c in changes {
-                eprintln!("{}: {c}", restored.display());
+        if !out.changes.is_empty() {
+            std::fs::write(&restored, &out.text)
+                .with_context(|| format!("writing {}", restored.display()))?;
+            if !ctx.quiet {
+                for c in &out.changes {
+                    eprintln!("{}: {c}", restored.display());
+                }
+            }
+        }
+        for inc in out.includes {
+            if let Some(orig) = relocation.original_of(&inc) {
+                queue.push((orig, inc, depth + 1));
             }
         }
     }
@@ -891,7 +888,7 @@ fn place_config_files(ctx: &Context, repo: &Repository, index: &Index, plan: &Pl
 
 /// Single-quote a value for postgresql.conf.
 fn conf_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    config_files::quote(s)
 }
 
 fn write_recovery(

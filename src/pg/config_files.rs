@@ -5,16 +5,16 @@
 //! A base backup copies the data directory, so without these a restored copy
 //! cannot start. `outside_files` finds them (following `include`,
 //! `include_if_exists` and `include_dir`); a restore writes them into the new
-//! data directory and `rewrite` points the copies at each other, never at the
-//! original cluster's files: a restored copy runs next to production.
+//! data directory and `rewrite` points the copies at each other rather than at
+//! the original cluster's files: a restored copy runs next to production.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 /// PostgreSQL's own limit on nested includes.
-const MAX_DEPTH: usize = 10;
+pub const MAX_DEPTH: usize = 10;
 
-/// Where the restored copies of included files go, inside the data directory.
+/// Where the restored copies of kept files go, inside the data directory.
 pub const RESTORED_DIR: &str = "lifeboat-config";
 
 /// What the server says its configuration files are (`SHOW config_file` ...).
@@ -34,40 +34,64 @@ pub struct ConfigFile {
     pub content: Vec<u8>,
 }
 
-/// The configuration files outside `data_dir`, and a warning for each one
-/// that could not be read (the backup goes on without it).
-pub fn outside_files(settings: &Settings, data_dir: &Path) -> (Vec<ConfigFile>, Vec<String>) {
-    let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let inside = |p: &Path| {
-        std::fs::canonicalize(p)
-            .unwrap_or_else(|_| p.to_path_buf())
-            .starts_with(&data_dir)
-    };
+/// `path` with `.` and `..` taken out by text, as PostgreSQL's
+/// `canonicalize_path` does (symbolic links are not followed).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
+/// The configuration files outside the data directory (`data_dirs`: the
+/// server's `data_directory` and the path lifeboat reads it at, which may be
+/// spelled differently), and a warning for each one that could not be read
+/// (the backup goes on without it).
+pub fn outside_files(settings: &Settings, data_dirs: &[&Path]) -> (Vec<ConfigFile>, Vec<String>) {
+    let dirs: Vec<PathBuf> = data_dirs.iter().map(|d| normalize(d)).collect();
+    let inside = |p: &Path| dirs.iter().any(|d| p.starts_with(d));
+    let data_dir = dirs.first().cloned().unwrap_or_default();
+    // hba_file and ident_file may be relative: to the data directory, where
+    // the postmaster runs.
+    let setting_path = |v: &str| (!v.is_empty()).then(|| normalize(&data_dir.join(v)));
     let mut found: BTreeMap<PathBuf, ConfigFile> = BTreeMap::new();
     let mut warnings = Vec::new();
     // (path, setting, depth, whether it must exist)
-    let mut queue: Vec<(PathBuf, Option<&str>, usize, bool)> = vec![
-        (
-            settings.config_file.clone().into(),
-            Some("config_file"),
-            0,
-            true,
-        ),
-        (settings.hba_file.clone().into(), Some("hba_file"), 0, true),
-        (
-            settings.ident_file.clone().into(),
-            Some("ident_file"),
-            0,
-            true,
-        ),
-    ];
+    let mut queue: Vec<(PathBuf, Option<&str>, usize, bool)> = Vec::new();
+    for (value, setting) in [
+        (&settings.ident_file, "ident_file"),
+        (&settings.hba_file, "hba_file"),
+        (&settings.config_file, "config_file"),
+    ] {
+        if let Some(p) = setting_path(value) {
+            queue.push((p, Some(setting), 0, true));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
     while let Some((path, setting, depth, required)) = queue.pop() {
-        if path.as_os_str().is_empty() || found.contains_key(&path) {
+        if !seen.insert(path.clone()) {
             continue;
+        }
+        // Only postgresql.conf's syntax has includes (pg_hba.conf's `@file`
+        // lists are not followed).
+        let conf_syntax = setting.is_none_or(|s| s == "config_file");
+        if inside(&path) && !conf_syntax {
+            continue; // in the backup already
         }
         let content = match std::fs::read(&path) {
             Ok(c) => c,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && (!required || inside(&path)) => {
+                continue;
+            }
             Err(e) => {
                 warnings.push(format!(
                     "{} cannot be read ({e}): it is not in the backup; keep a copy of it yourself",
@@ -76,11 +100,14 @@ pub fn outside_files(settings: &Settings, data_dir: &Path) -> (Vec<ConfigFile>, 
                 continue;
             }
         };
-        // Only postgresql.conf's syntax has includes.
-        if setting.is_none_or(|s| s == "config_file") {
-            let dir = path.parent().unwrap_or(Path::new("/"));
+        if conf_syntax {
+            let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
             for d in directives(&String::from_utf8_lossy(&content)) {
-                let target = dir.join(&d.value);
+                let required = match d.name.as_str() {
+                    "include" | "include_dir" => true,
+                    "include_if_exists" => false,
+                    _ => continue,
+                };
                 if depth + 1 > MAX_DEPTH {
                     warnings.push(format!(
                         "{}: includes nested deeper than {MAX_DEPTH} are not followed",
@@ -88,31 +115,28 @@ pub fn outside_files(settings: &Settings, data_dir: &Path) -> (Vec<ConfigFile>, 
                     ));
                     break;
                 }
-                match d.name.as_str() {
-                    "include" => queue.push((target, None, depth + 1, true)),
-                    "include_if_exists" => queue.push((target, None, depth + 1, false)),
-                    "include_dir" => {
-                        for f in conf_files_in(&target) {
-                            queue.push((f, None, depth + 1, true));
-                        }
+                let target = normalize(&dir.join(&d.value));
+                if d.name == "include_dir" {
+                    for f in conf_files_in(&target) {
+                        queue.push((f, None, depth + 1, true));
                     }
-                    _ => {}
+                } else {
+                    queue.push((target, None, depth + 1, required));
                 }
             }
         }
-        found.insert(
-            path.clone(),
-            ConfigFile {
-                setting: setting.map(str::to_string),
-                path,
-                content,
-            },
-        );
+        if !inside(&path) {
+            found.insert(
+                path.clone(),
+                ConfigFile {
+                    setting: setting.map(str::to_string),
+                    path,
+                    content,
+                },
+            );
+        }
     }
-    // Those inside the data directory are in the backup already (their
-    // includes were still followed).
-    let files = found.into_values().filter(|f| !inside(&f.path)).collect();
-    (files, warnings)
+    (found.into_values().collect(), warnings)
 }
 
 /// The files of an `include_dir`, as PostgreSQL reads them: names ending in
@@ -139,9 +163,9 @@ struct Directive {
     value: String,
 }
 
-/// Parse a line: `name [=] value [# comment]`, the value quoted ('it''s',
-/// 'it\'s') or a bare word. `None` for blank lines, comments and lines
-/// PostgreSQL would refuse.
+/// Parse a line: `name [=] value [# comment]`, the value quoted (with `''`
+/// and PostgreSQL's backslash escapes) or a bare word. `None` for blank
+/// lines, comments and lines PostgreSQL would refuse.
 fn parse_line(line: &str) -> Option<Directive> {
     let s = line.trim_start();
     let name_len = s
@@ -154,25 +178,7 @@ fn parse_line(line: &str) -> Option<Directive> {
     let rest = rest.trim_start();
     let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
     let value = match rest.strip_prefix('\'') {
-        Some(quoted) => {
-            let mut out = String::new();
-            let mut chars = quoted.chars();
-            loop {
-                match chars.next()? {
-                    '\'' => {
-                        if chars.as_str().starts_with('\'') {
-                            chars.next();
-                            out.push('\'');
-                        } else {
-                            break;
-                        }
-                    }
-                    '\\' => out.push(chars.next()?),
-                    c => out.push(c),
-                }
-            }
-            out
-        }
+        Some(quoted) => unquote(quoted)?,
         None => rest
             .split(|c: char| c.is_whitespace() || c == '#')
             .next()
@@ -185,11 +191,54 @@ fn parse_line(line: &str) -> Option<Directive> {
     })
 }
 
+/// The rest of a quoted value after its opening quote, as GUC_scanstr reads
+/// it; `None` if the quote is not closed.
+fn unquote(quoted: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = quoted.chars().peekable();
+    loop {
+        match chars.next()? {
+            '\'' if chars.peek() == Some(&'\'') => {
+                chars.next();
+                out.push('\'');
+            }
+            '\'' => return Some(out),
+            '\\' => match chars.next()? {
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                c @ '0'..='7' => {
+                    let mut v = c.to_digit(8)?;
+                    for _ in 0..2 {
+                        match chars.peek().and_then(|c| c.to_digit(8)) {
+                            Some(d) => {
+                                v = v * 8 + d;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    out.push(char::from_u32(v & 0xff)?);
+                }
+                c => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+}
+
+/// A value quoted for postgresql.conf.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 fn directives(text: &str) -> impl Iterator<Item = Directive> + '_ {
     text.lines().filter_map(parse_line)
 }
 
-/// Where a restore puts the copy of a file that was at `original` (an
+/// Where a restore puts the copy of a kept file that was at `original` (an
 /// absolute path): under `RESTORED_DIR` in the new data directory.
 pub fn restored_path(data_dir: &Path, original: &Path) -> PathBuf {
     let mut out = data_dir.join(RESTORED_DIR);
@@ -205,85 +254,153 @@ pub fn restored_path(data_dir: &Path, original: &Path) -> PathBuf {
 /// restored copy (`data_directory` would start the copy on production's data,
 /// `external_pid_file` would overwrite production's pid file).
 const ORIGINAL_ONLY: &[&str] = &["data_directory", "external_pid_file", "config_file"];
+/// Directories a server writes into: one outside the data directory is the
+/// original's (its logs, its statistics before 15), so the copy uses its own
+/// default inside the data directory.
+const WRITTEN_DIRS: &[&str] = &["log_directory", "stats_temp_directory"];
 
 /// How a restored copy's configuration refers to files.
 pub struct Relocation<'a> {
     /// The original cluster's data directory, and the new one.
     pub old_data_dir: &'a Path,
     pub new_data_dir: &'a Path,
-    /// Where the file being rewritten was (relative includes start there),
-    /// and where its copy is.
-    pub original_file: &'a Path,
-    pub restored_file: &'a Path,
-    /// Files kept from outside the original data directory (original paths).
-    pub kept: &'a [PathBuf],
+    /// Files kept from outside the original data directory (original paths);
+    /// `None` for backups made before lifeboat kept them, whose outside
+    /// paths are left as they are.
+    pub kept: Option<&'a [PathBuf]>,
 }
 
 impl Relocation<'_> {
     /// Where `path` (as the original cluster saw it) is in the restored copy:
     /// `None` if it is outside the original data directory and not kept.
-    fn map(&self, path: &Path) -> Option<PathBuf> {
+    pub fn map(&self, path: &Path) -> Option<PathBuf> {
+        let path = normalize(path);
         if let Ok(rest) = path.strip_prefix(self.old_data_dir) {
             return Some(self.new_data_dir.join(rest));
         }
-        let kept = |p: &PathBuf| p == path || p.starts_with(path);
-        self.kept
-            .iter()
-            .any(kept)
-            .then(|| restored_path(self.new_data_dir, path))
+        let kept = self.kept?;
+        kept.iter()
+            .any(|p| p.starts_with(&path))
+            .then(|| restored_path(self.new_data_dir, &path))
+    }
+
+    /// The original path of a file of the restored copy.
+    pub fn original_of(&self, restored: &Path) -> Option<PathBuf> {
+        let rest = restored.strip_prefix(self.new_data_dir).ok()?;
+        match rest.strip_prefix(RESTORED_DIR) {
+            Ok(kept) => Some(Path::new("/").join(kept)),
+            Err(_) => Some(self.old_data_dir.join(rest)),
+        }
     }
 }
 
-/// Rewrite a restored postgresql.conf (or an included file): settings that
-/// name the original cluster's files are commented out, and paths to files
-/// that were restored point at the copies. Returns the new text (the same
-/// text if nothing changed) and one line per change.
-pub fn rewrite(text: &str, r: &Relocation<'_>) -> (String, Vec<String>) {
-    let dir = r.original_file.parent().unwrap_or(Path::new("/"));
-    let mut out = String::with_capacity(text.len());
-    let mut changes = Vec::new();
-    for line in text.split_inclusive('\n') {
-        let Some(d) = parse_line(line) else {
-            out.push_str(line);
+/// What `rewrite` did to one file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The new content: the old one byte for byte if nothing changed.
+    pub text: Vec<u8>,
+    /// One line per change.
+    pub changes: Vec<String>,
+    /// Paths it still names on the original host (not in the backup).
+    pub warnings: Vec<String>,
+    /// The files of the restored copy it includes (to rewrite in turn).
+    pub includes: Vec<PathBuf>,
+}
+
+/// Rewrite a restored postgresql.conf, postgresql.auto.conf or included file,
+/// line by line (lines it does not change are kept byte for byte, whatever
+/// their encoding): settings that name the original cluster's own files are
+/// commented out, and paths to files that were restored point at the copies.
+/// `original_file` is where the file was (relative includes start there),
+/// `restored_file` where its copy is.
+pub fn rewrite(
+    text: &[u8],
+    original_file: &Path,
+    restored_file: &Path,
+    r: &Relocation<'_>,
+) -> Rewritten {
+    let dir = original_file.parent().unwrap_or(Path::new("/"));
+    let here = restored_file.parent().unwrap_or(Path::new("/"));
+    let mut out = Rewritten::default();
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        let lossy = String::from_utf8_lossy(line);
+        let Some(d) = parse_line(&lossy) else {
+            out.text.extend_from_slice(line);
             continue;
         };
-        let body = line.trim_end_matches(['\n', '\r']);
-        let replaced = match d.name.as_str() {
-            n if ORIGINAL_ONLY.contains(&n) => Some(None),
-            // A path relative to the data directory means the same in the copy.
-            "hba_file" | "ident_file" | "stats_temp_directory"
-                if Path::new(&d.value).is_absolute() =>
-            {
-                Some(r.map(Path::new(&d.value)))
-            }
-            "include" | "include_if_exists" | "include_dir" => {
-                let here = r.restored_file.parent().unwrap_or(Path::new("/"));
-                match r.map(&dir.join(&d.value)) {
-                    // A relative path that still leads to the copy stays.
-                    Some(p) if here.join(&d.value) == p => None,
-                    Some(p) => Some(Some(p)),
-                    None if d.name == "include_if_exists" => None,
-                    None => Some(None),
+        let name = d.name.as_str();
+        let value = Path::new(&d.value);
+        // Some(None): comment out; Some(Some(v)): set to v.
+        let replaced: Option<Option<PathBuf>> = if ORIGINAL_ONLY.contains(&name) {
+            Some(None)
+        } else if WRITTEN_DIRS.contains(&name) && value.is_absolute() {
+            let moved = normalize(value)
+                .strip_prefix(r.old_data_dir)
+                .map(|rest| r.new_data_dir.join(rest));
+            Some(moved.ok())
+        } else if matches!(name, "hba_file" | "ident_file") && value.is_absolute() {
+            match r.map(value) {
+                Some(p) => Some(Some(p)),
+                None => {
+                    out.warnings.push(format!(
+                        "{name} = {} names a file of the original host (it is not in the backup)",
+                        quote(&d.value)
+                    ));
+                    None
                 }
             }
-            _ => None,
+        } else if matches!(name, "include" | "include_if_exists" | "include_dir") {
+            let target = normalize(&dir.join(value));
+            let mapped = r.map(&target);
+            match &mapped {
+                Some(p) if name == "include_dir" => out.includes.extend(conf_files_in(p)),
+                Some(p) if p.is_file() => out.includes.push(p.clone()),
+                _ => {}
+            }
+            match mapped {
+                // A relative path that still leads to the copy stays.
+                Some(p) if normalize(&here.join(value)) == p => None,
+                Some(p) => Some(Some(p)),
+                None if name == "include_if_exists" => None,
+                None if name == "include_dir" && r.kept.is_some() => {
+                    // Its files are kept when it has any: it was empty.
+                    let empty = restored_path(r.new_data_dir, &target);
+                    let _ = std::fs::create_dir_all(&empty);
+                    Some(Some(empty))
+                }
+                None => {
+                    out.warnings.push(format!(
+                        "{name} = {} names a file of the original host (it is not in the backup)",
+                        quote(&d.value)
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
         };
         match replaced {
-            None => out.push_str(line),
+            None => out.text.extend_from_slice(line),
             Some(new) => {
-                out.push_str(&format!("# lifeboat restore: was {body}\n"));
-                match &new {
+                let body = lossy.trim_end_matches(['\n', '\r']);
+                out.text
+                    .extend_from_slice(format!("# lifeboat restore: was {body}\n").as_bytes());
+                match new {
                     Some(p) => {
-                        let quoted = format!("'{}'", p.to_string_lossy().replace('\'', "''"));
-                        out.push_str(&format!("{} = {quoted}\n", d.name));
-                        changes.push(format!("{} = {quoted} (was {})", d.name, d.value));
+                        let v = quote(&p.to_string_lossy());
+                        out.text
+                            .extend_from_slice(format!("{name} = {v}\n").as_bytes());
+                        out.changes
+                            .push(format!("{name} = {v} (was {})", quote(&d.value)));
                     }
-                    None => changes.push(format!("{} = '{}' commented out", d.name, d.value)),
+                    None => out
+                        .changes
+                        .push(format!("{name} = {} commented out", quote(&d.value))),
                 }
             }
         }
     }
-    (out, changes)
+    out
 }
 
 #[cfg(test)]
@@ -302,10 +419,23 @@ mod tests {
             p("data_directory='/var/lib/it''s \\'x\\''"),
             Some(("data_directory".into(), "/var/lib/it's 'x'".into()))
         );
+        assert_eq!(
+            p("x = 'a\\tb\\101\\\\c'"),
+            Some(("x".into(), "a\tbA\\c".into()))
+        );
         assert_eq!(p("work_mem=4MB#c"), Some(("work_mem".into(), "4MB".into())));
         assert_eq!(p("# port = 1"), None);
         assert_eq!(p(""), None);
         assert_eq!(p("x = 'unterminated"), None);
+        // What `quote` writes reads back the same.
+        for v in ["/a b/it's", "C:\\x\\'y", ""] {
+            let line = format!("k = {}", quote(v));
+            assert_eq!(p(&line), Some(("k".into(), v.to_string())), "{line}");
+        }
+        assert_eq!(
+            normalize(Path::new("/etc/pg/../pg/./conf.d/")),
+            Path::new("/etc/pg/conf.d")
+        );
     }
 
     fn write(path: &Path, text: &str) {
@@ -316,16 +446,19 @@ mod tests {
     /// A Debian-style layout: the configuration under etc/, the data elsewhere.
     fn debian(root: &Path) -> Settings {
         let etc = root.join("etc/15/main");
+        let data = root.join("data");
         write(
             &etc.join("postgresql.conf"),
             &format!(
                 "data_directory = '{}'\nhba_file = '{}'\nident_file = '{}'\n\
                  external_pid_file = '/run/15-main.pid'\ninclude_dir = 'conf.d'\n\
-                 include_if_exists = 'absent.conf'\ninclude '{}'\nport = 5432\n",
-                root.join("data").display(),
+                 include_if_exists = 'absent.conf'\ninclude '{}'\nport = 5432\n\
+                 include '{}'\nlog_directory = '/var/log/postgresql'\n",
+                data.display(),
                 etc.join("pg_hba.conf").display(),
                 etc.join("pg_ident.conf").display(),
-                root.join("shared/extra.conf").display(),
+                root.join("shared/../shared/extra.conf").display(),
+                data.join("inside.conf").display(),
             ),
         );
         write(&etc.join("pg_hba.conf"), "local all all peer\n");
@@ -336,20 +469,17 @@ mod tests {
         write(&etc.join("conf.d/.hidden.conf"), "bad\n");
         write(&etc.join("conf.d/notes.txt"), "bad\n");
         write(&root.join("shared/extra.conf"), "max_connections = 50\n");
-        write(&root.join("data/PG_VERSION"), "15\n");
-        // Included from outside, but lives in the data directory: backed up already.
-        write(&root.join("data/inside.conf"), "\n");
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(etc.join("postgresql.conf"))
-            .map(|mut f| {
-                std::io::Write::write_all(
-                    &mut f,
-                    format!("include '{}'\n", root.join("data/inside.conf").display()).as_bytes(),
-                )
-            })
-            .unwrap()
-            .unwrap();
+        write(&data.join("PG_VERSION"), "15\n");
+        // Included from outside but in the data directory (backed up
+        // already), and including an outside file itself.
+        write(
+            &data.join("inside.conf"),
+            &format!(
+                "include '{}'\n",
+                root.join("shared/from-inside.conf").display()
+            ),
+        );
+        write(&root.join("shared/from-inside.conf"), "work_mem = '9MB'\n");
         Settings {
             config_file: etc.join("postgresql.conf").display().to_string(),
             hba_file: etc.join("pg_hba.conf").display().to_string(),
@@ -362,7 +492,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
         let settings = debian(root);
-        let (files, warnings) = outside_files(&settings, &root.join("data"));
+        let (files, warnings) = outside_files(&settings, &[&root.join("data")]);
         assert!(warnings.is_empty(), "{warnings:?}");
         let etc = root.join("etc/15/main");
         let got: Vec<(Option<&str>, PathBuf)> = files
@@ -379,6 +509,7 @@ mod tests {
                 (Some("ident_file"), etc.join("pg_ident.conf")),
                 (Some("config_file"), etc.join("postgresql.conf")),
                 (None, root.join("shared/extra.conf")),
+                (None, root.join("shared/from-inside.conf")),
             ]
         );
         assert_eq!(files[3].content, b"local all all peer\n");
@@ -390,15 +521,23 @@ mod tests {
         let data = t.path().join("data");
         write(&data.join("postgresql.conf"), "include_dir = 'conf.d'\n");
         write(&data.join("conf.d/x.conf"), "port = 1\n");
-        write(&data.join("pg_hba.conf"), "");
+        write(&data.join("hba.conf"), "");
+        // hba_file relative: to the data directory. pg_ident.conf is missing
+        // (inside the data directory: nothing to say).
         let s = Settings {
             config_file: data.join("postgresql.conf").display().to_string(),
-            hba_file: data.join("pg_hba.conf").display().to_string(),
+            hba_file: "hba.conf".into(),
             ident_file: data.join("pg_ident.conf").display().to_string(),
         };
-        let (files, warnings) = outside_files(&s, &data);
+        let (files, warnings) = outside_files(&s, &[&data]);
         assert!(files.is_empty(), "{files:?}");
-        // pg_ident.conf is missing: said, not fatal.
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Outside and unreadable: said, not fatal.
+        let s = Settings {
+            ident_file: t.path().join("etc/pg_ident.conf").display().to_string(),
+            ..s
+        };
+        let (_, warnings) = outside_files(&s, &[&data]);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("pg_ident.conf"), "{warnings:?}");
     }
@@ -416,41 +555,59 @@ mod tests {
             config_file: etc.join("postgresql.conf").display().to_string(),
             ..Settings::default()
         };
-        let (files, _) = outside_files(&s, &t.path().join("data"));
+        let (files, _) = outside_files(&s, &[&t.path().join("data")]);
         assert_eq!(files.len(), 2);
     }
 
+    fn values(text: &[u8], n: &str) -> Vec<String> {
+        directives(&String::from_utf8_lossy(text))
+            .filter(|d| d.name == n)
+            .map(|d| d.value)
+            .collect()
+    }
+
     #[test]
-    fn a_restored_copy_points_at_its_own_files_only() {
+    fn a_restored_copy_points_at_its_own_files() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
         let settings = debian(root);
-        let (files, _) = outside_files(&settings, &root.join("data"));
+        let (files, _) = outside_files(&settings, &[&root.join("data")]);
         let kept: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
         let etc = root.join("etc/15/main");
         let new = root.join("restored");
         let r = Relocation {
             old_data_dir: &root.join("data"),
             new_data_dir: &new,
-            original_file: &etc.join("postgresql.conf"),
-            restored_file: &new.join("postgresql.conf"),
-            kept: &kept,
+            kept: Some(&kept),
         };
-        let text = std::fs::read_to_string(etc.join("postgresql.conf")).unwrap();
-        let (out, changes) = rewrite(&text, &r);
-        let settings: Vec<(String, String)> = directives(&out).map(|d| (d.name, d.value)).collect();
-        let get = |n: &str| {
-            settings
-                .iter()
-                .filter(|(k, _)| k == n)
-                .map(|(_, v)| v.clone())
-                .collect::<Vec<_>>()
-        };
-        assert!(get("data_directory").is_empty(), "{out}");
-        assert!(get("external_pid_file").is_empty(), "{out}");
+        // As the restore does: the kept files in place first.
+        for f in &files {
+            write(
+                &restored_path(&new, &f.path),
+                &String::from_utf8_lossy(&f.content),
+            );
+        }
+        write(&new.join("inside.conf"), "");
+        let text = std::fs::read(etc.join("postgresql.conf")).unwrap();
+        let out = rewrite(
+            &text,
+            &etc.join("postgresql.conf"),
+            &new.join("postgresql.conf"),
+            &r,
+        );
+        let get = |n: &str| values(&out.text, n);
+        assert!(get("data_directory").is_empty());
+        assert!(get("external_pid_file").is_empty());
+        assert!(get("log_directory").is_empty());
         assert_eq!(
             get("hba_file"),
             [restored_path(&new, &etc.join("pg_hba.conf"))
+                .display()
+                .to_string()]
+        );
+        assert_eq!(
+            get("ident_file"),
+            [restored_path(&new, &etc.join("pg_ident.conf"))
                 .display()
                 .to_string()]
         );
@@ -469,43 +626,149 @@ mod tests {
                 new.join("inside.conf").display().to_string()
             ]
         );
-        // Missing and optional: left as it was (it still resolves to nothing).
+        // Missing and optional: left as it was.
         assert_eq!(get("include_if_exists"), ["absent.conf"]);
         assert_eq!(get("port"), ["5432"]);
+        let text = String::from_utf8(out.text.clone()).unwrap();
         assert!(
-            out.contains("# lifeboat restore: was data_directory = "),
-            "{out}"
+            text.contains("# lifeboat restore: was data_directory = "),
+            "{text}"
         );
-        assert_eq!(changes.len(), 7, "{changes:?}");
+        assert_eq!(out.changes.len(), 8, "{:?}", out.changes);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        // What the copy reads next, to rewrite in turn.
+        let mut inc = out.includes.clone();
+        inc.sort();
+        let conf_d = restored_path(&new, &etc.join("conf.d"));
+        let mut expected = vec![
+            conf_d.join("a.conf"),
+            conf_d.join("b.conf"),
+            conf_d.join("nested.conf"),
+            new.join("inside.conf"),
+            restored_path(&new, &root.join("shared/extra.conf")),
+        ];
+        expected.sort();
+        assert_eq!(inc, expected);
+        assert_eq!(
+            r.original_of(&conf_d.join("a.conf")),
+            Some(etc.join("conf.d/a.conf"))
+        );
+        assert_eq!(
+            r.original_of(&new.join("inside.conf")),
+            Some(root.join("data/inside.conf"))
+        );
 
-        // A file with nothing to change comes back byte for byte.
-        let plain = "port = 5432\r\n# comment\nwork_mem = '4MB'";
-        assert_eq!(rewrite(plain, &r), (plain.to_string(), vec![]));
+        // A file inside the data directory that includes a kept outside file.
+        let inside = format!(
+            "include '{}'\n",
+            root.join("shared/from-inside.conf").display()
+        );
+        let out = rewrite(
+            inside.as_bytes(),
+            &root.join("data/inside.conf"),
+            &new.join("inside.conf"),
+            &r,
+        );
+        assert_eq!(
+            values(&out.text, "include"),
+            [restored_path(&new, &root.join("shared/from-inside.conf"))
+                .display()
+                .to_string()]
+        );
+
+        // A file with nothing to change comes back byte for byte, whatever its
+        // encoding.
+        let plain = b"port = 5432\r\n# caf\xe9 (Latin-1)\nwork_mem = '4MB'";
+        let out = rewrite(
+            plain,
+            &etc.join("postgresql.conf"),
+            &new.join("postgresql.conf"),
+            &r,
+        );
+        assert_eq!(out.text, plain);
+        assert!(out.changes.is_empty());
+        // Latin-1 around a change: the other lines are kept byte for byte.
+        let mixed = b"# caf\xe9\nexternal_pid_file = '/run/x.pid'\n# \xe9t\xe9\n";
+        let out = rewrite(
+            mixed,
+            &etc.join("postgresql.conf"),
+            &new.join("postgresql.conf"),
+            &r,
+        );
+        assert!(out.text.starts_with(b"# caf\xe9\n# lifeboat restore: was "));
+        assert!(out.text.ends_with(b"\n# \xe9t\xe9\n"));
+        assert!(values(&out.text, "external_pid_file").is_empty());
     }
 
     #[test]
-    fn relative_includes_inside_the_data_directory_stay() {
+    fn an_empty_include_dir_becomes_an_empty_copy() {
         let t = tempfile::tempdir().unwrap();
-        let old = t.path().join("data");
-        let new = t.path().join("restored");
+        let (old, new) = (t.path().join("data"), t.path().join("restored"));
+        let etc = t.path().join("etc");
+        std::fs::create_dir_all(&new).unwrap();
         let r = Relocation {
             old_data_dir: &old,
             new_data_dir: &new,
-            original_file: &old.join("postgresql.conf"),
-            restored_file: &new.join("postgresql.conf"),
-            kept: &[],
+            kept: Some(&[]),
         };
-        let text = "include_dir = 'conf.d'\nhba_file = 'pg_hba.conf'\n";
-        assert_eq!(rewrite(text, &r).0, text);
-        // An absolute one into the old data directory follows it.
-        let text = format!("hba_file = '{}'\n", old.join("hba.conf").display());
-        let (out, _) = rewrite(&text, &r);
-        assert!(
-            out.ends_with(&format!(
-                "hba_file = '{}'\n",
-                new.join("hba.conf").display()
-            )),
-            "{out}"
+        let out = rewrite(
+            b"include_dir = 'conf.d'\n",
+            &etc.join("postgresql.conf"),
+            &new.join("postgresql.conf"),
+            &r,
+        );
+        let copy = restored_path(&new, &etc.join("conf.d"));
+        assert_eq!(
+            values(&out.text, "include_dir"),
+            [copy.display().to_string()]
+        );
+        assert!(copy.is_dir());
+    }
+
+    #[test]
+    fn paths_not_in_the_backup_are_left_and_named() {
+        let t = tempfile::tempdir().unwrap();
+        let (old, new) = (t.path().join("data"), t.path().join("restored"));
+        let text = b"include '/etc/common.conf'\nhba_file = '/etc/pg/hba.conf'\nexternal_pid_file = '/run/x.pid'\n";
+        // A backup from before lifeboat kept outside files: only what names
+        // the original's own files changes.
+        let r = Relocation {
+            old_data_dir: &old,
+            new_data_dir: &new,
+            kept: None,
+        };
+        let out = rewrite(
+            text,
+            &old.join("postgresql.conf"),
+            &new.join("postgresql.conf"),
+            &r,
+        );
+        assert_eq!(values(&out.text, "include"), ["/etc/common.conf"]);
+        assert_eq!(values(&out.text, "hba_file"), ["/etc/pg/hba.conf"]);
+        assert!(values(&out.text, "external_pid_file").is_empty());
+        assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
+        // Relative paths inside the data directory mean the same in the copy;
+        // an absolute one into the old data directory follows it.
+        let r = Relocation {
+            old_data_dir: &old,
+            new_data_dir: &new,
+            kept: Some(&[]),
+        };
+        let text = format!(
+            "include_dir = 'conf.d'\nhba_file = 'pg_hba.conf'\nident_file = '{}'\n",
+            old.join("ident.conf").display()
+        );
+        let out = rewrite(
+            text.as_bytes(),
+            &old.join("postgresql.conf"),
+            &new.join("postgresql.conf"),
+            &r,
+        );
+        assert_eq!(values(&out.text, "include_dir"), ["conf.d"]);
+        assert_eq!(values(&out.text, "hba_file"), ["pg_hba.conf"]);
+        assert_eq!(
+            values(&out.text, "ident_file"),
+            [new.join("ident.conf").display().to_string()]
         );
     }
 }
