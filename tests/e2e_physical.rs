@@ -312,6 +312,56 @@ fn point_in_time_recovery_to_every_kind_of_target() {
     assert!(!tl2.stdout.contains("timeline 2"), "{}", tl2.stdout);
 }
 
+/// A tablespace goes back where --tablespace-map says, through a link of its
+/// own, and the original location is left alone; the restored copy reads the
+/// tablespace's rows.
+#[test]
+fn a_tablespace_restores_into_its_mapped_directory() {
+    let env = Env::new(false);
+    let location = env.dir.path().join("ts-original");
+    std::fs::create_dir(&location).unwrap();
+    testkit::chown_for_postgres(&location).unwrap();
+    env.sql(&format!(
+        "CREATE TABLESPACE fast LOCATION '{}'",
+        location.display()
+    ));
+    env.sql(
+        "CREATE TABLE tt (id int) TABLESPACE fast; INSERT INTO tt SELECT generate_series(1, 1000)",
+    );
+    env.insert(1);
+    env.backup();
+    env.archive_now();
+    let before = std::fs::read_dir(&location).unwrap().count();
+    let dir = env.restore_dir("restored");
+    let mapped = env.dir.path().join("ts-restored");
+    let port = free_port();
+    let map = format!("fast={}", mapped.display());
+    let r = env.lb(&[
+        "restore",
+        "production",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--tablespace-map",
+        &map,
+        "--start",
+        "--port",
+        &port.to_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        env.restored_sql(port, "SELECT count(*) FROM tt").trim(),
+        "1000"
+    );
+    let oid = env.sql("SELECT oid FROM pg_tablespace WHERE spcname = 'fast'");
+    assert_eq!(
+        std::fs::read_link(dir.join("pg_tblspc").join(&oid)).unwrap(),
+        mapped
+    );
+    env.stop_restored(&dir);
+    assert_eq!(std::fs::read_dir(&location).unwrap().count(), before);
+    assert_eq!(env.sql("SELECT count(*) FROM tt"), "1000");
+}
+
 /// A cluster whose configuration lives outside its data directory, as on
 /// Debian (/etc/postgresql/15/main): the backup keeps postgresql.conf,
 /// pg_hba.conf, pg_ident.conf and conf.d/, and a restored copy starts with

@@ -431,6 +431,7 @@ pub fn plan(
     }
 
     let files = p.manifest.clone();
+    check_manifest(&files, &tablespaces)?;
     for f in &files {
         for b in &f.blocks {
             if !index.contains(b) {
@@ -575,6 +576,47 @@ fn stream_text(
     std::io::Read::read_to_string(&mut repo.read_stream(index, stream)?, &mut text)
         .with_context(|| format!("reading {name}"))?;
     Ok(Some(text))
+}
+
+/// Refuse a manifest that would write outside the restore's directories
+/// (a damaged or forged record: in public-key mode a backup host writes the
+/// records a restore host, maybe as root, then follows). Every path is
+/// relative and made of plain names; links are only at `pg_tblspc/<oid>` of a
+/// tablespace of the backup (backups write no others: a linked `pg_wal` is
+/// kept as a directory); and nothing lies under a link but a tablespace's own
+/// files, which go to its directory rather than through the link.
+fn check_manifest(files: &[FileEntry], tablespaces: &BTreeMap<u32, PathBuf>) -> Result<()> {
+    for f in files {
+        let parts: Vec<_> = Path::new(&f.path).components().collect();
+        let plain = !parts.is_empty()
+            && parts
+                .iter()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        let in_tablespace = match parts.as_slice() {
+            [first, oid, ..] if first.as_os_str() == "pg_tblspc" => Some(
+                oid.as_os_str()
+                    .to_str()
+                    .and_then(|o| o.parse::<u32>().ok())
+                    .is_some_and(|o| tablespaces.contains_key(&o)),
+            ),
+            _ => None,
+        };
+        let fine = plain
+            && match (f.kind, in_tablespace) {
+                (FileKind::Link, Some(known)) => known && parts.len() == 2,
+                (FileKind::Link, None) => false,
+                (_, Some(known)) => known && parts.len() > 2,
+                (_, None) => true,
+            };
+        if !fine {
+            bail!(
+                "the backup's manifest has {} {:?}, which a restore must not write (outside the data directory, or through a link): the record is damaged or forged; nothing was written",
+                format!("{:?}", f.kind).to_lowercase(),
+                f.path
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Where a manifest path goes on this host.
@@ -1101,4 +1143,55 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: FileKind) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind,
+            mode: 0o700,
+            size: 0,
+            mtime: 0,
+            blocks: vec![],
+            link: (kind == FileKind::Link).then(|| "/srv/ts".into()),
+        }
+    }
+
+    #[test]
+    fn a_manifest_cannot_write_outside_the_restore() {
+        let tablespaces = BTreeMap::from([(16400, PathBuf::from("/srv/restored-ts"))]);
+        let good = [
+            entry("PG_VERSION", FileKind::File),
+            entry("base", FileKind::Dir),
+            entry("base/5/16384", FileKind::File),
+            entry("pg_tblspc", FileKind::Dir),
+            entry("pg_tblspc/16400", FileKind::Link),
+            entry("pg_tblspc/16400/PG_15_202209061", FileKind::Dir),
+            entry("pg_tblspc/16400/PG_15_202209061/5/16500", FileKind::File),
+        ];
+        check_manifest(&good, &tablespaces).unwrap();
+        for (path, kind) in [
+            ("../outside", FileKind::File),
+            ("base/../../outside", FileKind::File),
+            ("/etc/cron.d/x", FileKind::File),
+            ("./PG_VERSION", FileKind::File),
+            ("", FileKind::Dir),
+            // Links other than a tablespace's, and what lies under them.
+            ("lifeboat-config", FileKind::Link),
+            ("base", FileKind::Link),
+            ("pg_tblspc/16401", FileKind::Link),
+            ("pg_tblspc/16401/x", FileKind::File),
+            ("pg_tblspc/16400/PG_15_202209061", FileKind::Link),
+            ("pg_tblspc/16400", FileKind::File),
+        ] {
+            let mut files = good.to_vec();
+            files.push(entry(path, kind));
+            let e = check_manifest(&files, &tablespaces).unwrap_err();
+            assert!(e.to_string().contains("nothing was written"), "{path}: {e}");
+        }
+    }
 }
