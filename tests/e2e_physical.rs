@@ -152,19 +152,22 @@ impl Env {
         self.dir.path().join(name)
     }
 
-    /// Restore with `args`, start the server, return its rows of t.
-    fn restore_rows(&self, name: &str, args: &[&str]) -> Vec<i32> {
+    /// Restore into a new directory `name` with `args` and `--start` on a
+    /// free port; panics with the server's log if it fails. Returns the
+    /// directory, the port and lifeboat's output.
+    fn restore_started(&self, name: &str, args: &[&str]) -> (PathBuf, u16, Run) {
         let dir = self.restore_dir(name);
         let port = free_port();
+        let port_s = port.to_string();
         let mut all = vec![
             "restore",
             "production",
             "--data-dir",
             dir.to_str().unwrap(),
             "--start",
+            "--port",
+            &port_s,
         ];
-        let port_s = port.to_string();
-        all.extend(["--port", &port_s]);
         all.extend(args);
         let r = self.lb(&all);
         if r.code != 0 {
@@ -175,6 +178,12 @@ impl Env {
             );
         }
         assert!(r.stdout.contains("promoted"), "{}", r.stdout);
+        (dir, port, r)
+    }
+
+    /// Restore with `args`, start the server, return its rows of t.
+    fn restore_rows(&self, name: &str, args: &[&str]) -> Vec<i32> {
+        let (dir, port, _) = self.restore_started(name, args);
         let rows = self.restored_sql(port, "SELECT id FROM t ORDER BY id");
         self.stop_restored(&dir);
         rows.lines()
@@ -332,22 +341,9 @@ fn a_tablespace_restores_into_its_mapped_directory() {
     env.backup();
     env.archive_now();
     let before = std::fs::read_dir(&location).unwrap().count();
-    let dir = env.restore_dir("restored");
     let mapped = env.dir.path().join("ts-restored");
-    let port = free_port();
     let map = format!("fast={}", mapped.display());
-    let r = env.lb(&[
-        "restore",
-        "production",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--tablespace-map",
-        &map,
-        "--start",
-        "--port",
-        &port.to_string(),
-    ]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let (dir, port, _) = env.restore_started("restored", &["--tablespace-map", &map]);
     assert_eq!(
         env.restored_sql(port, "SELECT count(*) FROM tt").trim(),
         "1000"
@@ -374,6 +370,8 @@ fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
     let data = env.cluster.data_dir().to_path_buf();
     let etc = env.dir.path().join("etc/15/main");
     std::fs::create_dir_all(etc.join("conf.d")).unwrap();
+    // Empty, as Debian ships conf.d: the copy needs it to exist too.
+    std::fs::create_dir_all(etc.join("empty.d")).unwrap();
     env.cluster.stop().unwrap();
     for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
         std::fs::rename(data.join(f), etc.join(f)).unwrap();
@@ -386,7 +384,7 @@ fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
     write!(
         conf,
         "\ndata_directory = '{}'\nhba_file = '{}'\nident_file = '{}'\n\
-         external_pid_file = '{}'\ninclude_dir = 'conf.d'\n",
+         external_pid_file = '{}'\ninclude_dir = 'conf.d'\ninclude_dir = 'empty.d'\n",
         data.display(),
         etc.join("pg_hba.conf").display(),
         etc.join("pg_ident.conf").display(),
@@ -412,18 +410,7 @@ fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
         "lifeboat_test.marker = 'changed after the backup'\n",
     )
     .unwrap();
-    let dir = env.restore_dir("restored");
-    let port = free_port();
-    let r = env.lb(&[
-        "restore",
-        "production",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--start",
-        "--port",
-        &port.to_string(),
-    ]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let (dir, port, r) = env.restore_started("restored", &[]);
     assert!(
         r.stdout
             .contains("configuration from outside the data directory"),

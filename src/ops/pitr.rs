@@ -569,13 +569,25 @@ fn stream_text(
     rec: &BackupRecord,
     name: &str,
 ) -> Result<Option<String>> {
+    stream_bytes(repo, index, rec, name)?
+        .map(|b| String::from_utf8(b).with_context(|| format!("{name} is not UTF-8 text")))
+        .transpose()
+}
+
+/// A stream of the record, read whole; `None` if it has none of that name.
+fn stream_bytes(
+    repo: &Repository,
+    index: &Index,
+    rec: &BackupRecord,
+    name: &str,
+) -> Result<Option<Vec<u8>>> {
     let Some(stream) = rec.stream(name) else {
         return Ok(None);
     };
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut repo.read_stream(index, stream)?, &mut text)
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut repo.read_stream(index, stream)?, &mut bytes)
         .with_context(|| format!("reading {name}"))?;
-    Ok(Some(text))
+    Ok(Some(bytes))
 }
 
 /// Refuse a manifest that would write outside the restore's directories
@@ -871,13 +883,8 @@ fn place_config_files(ctx: &Context, repo: &Repository, index: &Index, plan: &Pl
             }
             _ => config_files::restored_path(dir, &original),
         };
-        let stream = plan
-            .record
-            .stream(&c.stream_name())
+        let bytes = stream_bytes(repo, index, &plan.record, &c.stream_name())?
             .with_context(|| format!("the backup has no stream for {}", c.path))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut repo.read_stream(index, stream)?, &mut bytes)
-            .with_context(|| format!("reading {}", c.path))?;
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -907,6 +914,9 @@ fn place_config_files(ctx: &Context, repo: &Repository, index: &Index, plan: &Pl
             continue;
         };
         let out = config_files::rewrite(&bytes, &original, &restored, &relocation);
+        for d in &out.empty_dirs {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
         for w in &out.warnings {
             eprintln!("warning: {}: {w}", restored.display());
         }
@@ -926,11 +936,6 @@ fn place_config_files(ctx: &Context, repo: &Repository, index: &Index, plan: &Pl
         }
     }
     Ok(())
-}
-
-/// Single-quote a value for postgresql.conf.
-fn conf_quote(s: &str) -> String {
-    config_files::quote(s)
 }
 
 fn write_recovery(
@@ -968,27 +973,31 @@ fn write_recovery(
         "\n# Added by lifeboat restore of backup {} at {}\nrestore_command = {}\n",
         plan.backup_id.short(),
         Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
-        conf_quote(&fetch)
+        config_files::quote(&fetch)
     );
     let tli = &plan.recovery_timeline;
-    conf.push_str(&format!("recovery_target_timeline = {}\n", conf_quote(tli)));
+    conf.push_str(&format!(
+        "recovery_target_timeline = {}\n",
+        config_files::quote(tli)
+    ));
     match &plan.target {
         RecoveryTarget::Latest => {}
         RecoveryTarget::Time(t) => conf.push_str(&format!(
             "recovery_target_time = {}\n",
-            conf_quote(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+            config_files::quote(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
         )),
         RecoveryTarget::Lsn(l) => conf.push_str(&format!(
             "recovery_target_lsn = {}\n",
-            conf_quote(&l.to_string())
+            config_files::quote(&l.to_string())
         )),
         RecoveryTarget::Xid(x) => conf.push_str(&format!(
             "recovery_target_xid = {}\n",
-            conf_quote(&x.to_string())
+            config_files::quote(&x.to_string())
         )),
-        RecoveryTarget::Name(n) => {
-            conf.push_str(&format!("recovery_target_name = {}\n", conf_quote(n)))
-        }
+        RecoveryTarget::Name(n) => conf.push_str(&format!(
+            "recovery_target_name = {}\n",
+            config_files::quote(n)
+        )),
     }
     if plan.target != RecoveryTarget::Latest {
         conf.push_str("recovery_target_action = 'promote'\n");

@@ -305,6 +305,16 @@ pub struct Rewritten {
     pub warnings: Vec<String>,
     /// The files of the restored copy it includes (to rewrite in turn).
     pub includes: Vec<PathBuf>,
+    /// Directories it now includes that the caller must create (an
+    /// `include_dir` that had no files, so none were kept).
+    pub empty_dirs: Vec<PathBuf>,
+}
+
+fn not_kept(name: &str, value: &str) -> String {
+    format!(
+        "{name} = {} names a file of the original host (it is not in the backup)",
+        quote(value)
+    )
 }
 
 /// Rewrite a restored postgresql.conf, postgresql.auto.conf or included file,
@@ -342,10 +352,7 @@ pub fn rewrite(
             match r.map(value) {
                 Some(p) => Some(Some(p)),
                 None => {
-                    out.warnings.push(format!(
-                        "{name} = {} names a file of the original host (it is not in the backup)",
-                        quote(&d.value)
-                    ));
+                    out.warnings.push(not_kept(name, &d.value));
                     None
                 }
             }
@@ -365,14 +372,11 @@ pub fn rewrite(
                 None if name == "include_dir" && r.kept.is_some() => {
                     // Its files are kept when it has any: it was empty.
                     let empty = restored_path(r.new_data_dir, &target);
-                    let _ = std::fs::create_dir_all(&empty);
+                    out.empty_dirs.push(empty.clone());
                     Some(Some(empty))
                 }
                 None => {
-                    out.warnings.push(format!(
-                        "{name} = {} names a file of the original host (it is not in the backup)",
-                        quote(&d.value)
-                    ));
+                    out.warnings.push(not_kept(name, &d.value));
                     None
                 }
             }
@@ -722,7 +726,7 @@ mod tests {
             values(&out.text, "include_dir"),
             [copy.display().to_string()]
         );
-        assert!(copy.is_dir());
+        assert_eq!(out.empty_dirs, [copy]);
     }
 
     #[test]

@@ -393,6 +393,9 @@ impl Repository {
                     return Err(format!("blob {} lies outside the pack", b.id.short()));
                 };
                 let failed = |_| format!("blob {}: authentication failed", b.id.short());
+                let matches = |plain: &[u8]| {
+                    plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
+                };
                 let ok = match b.group {
                     None => {
                         plain.clear();
@@ -405,7 +408,7 @@ impl Repository {
                             plain,
                         )
                         .map_err(failed)?;
-                        plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
+                        matches(plain)
                     }
                     Some(g) => {
                         if group_at != Some(b.offset) {
@@ -414,8 +417,7 @@ impl Repository {
                                 .map_err(failed)?;
                             group_at = Some(b.offset);
                         }
-                        let member = g.member(plain, b.raw_length).unwrap_or_default();
-                        member.len() == b.raw_length as usize && self.meta.blob_id(member) == b.id
+                        matches(g.member(plain, b.raw_length).unwrap_or_default())
                     }
                 };
                 if !ok {
