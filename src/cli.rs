@@ -75,6 +75,10 @@ enum Command {
         /// only once this old, in case their writer is merely slow
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
+        /// A kept pack of which more than this percentage is data no backup
+        /// needs is rewritten without it (100: never rewrite)
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
+        max_unused: u8,
     },
     /// Check that every backup's objects exist (and with --read-data, are intact)
     Verify {
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> Result<()> {
             target,
             dry_run,
             grace,
+            max_unused,
         } => {
             ops::prune::run(
                 &ctx,
@@ -321,6 +326,7 @@ fn run(cli: Cli) -> Result<()> {
                     target,
                     dry_run,
                     grace,
+                    max_unused,
                 },
                 &mut out,
             )?;

@@ -255,6 +255,86 @@ fn kill_9_at_every_point_of_backup_and_prune_leaves_a_valid_repository() {
     all_restore(&env, "dev", &seen, "end");
 }
 
+fn pack_bytes(env: &Env) -> u64 {
+    env.packs()
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn prune_rewrites_partly_needed_packs_and_a_crash_while_it_does_loses_nothing() {
+    let env = Env::new();
+    let target = env.target_section("dev", "hyper_db", "");
+    env.write_repo_config("", &target.replace("keep_last = 3", "keep_last = 1"));
+    env.lifeboat(&["init"]).ok();
+    let mut seen = HashMap::new();
+    // Each round adds a large table that every later backup keeps: the pack
+    // of the backup that added it is then partly needed (that table) and
+    // partly not (the dump's header and its own churned rows).
+    let grow = |n: u32| {
+        env.cluster
+            .psql(
+                "hyper_db",
+                &format!(
+                    "CREATE TABLE aa_{n} AS SELECT g, md5(g::text || 'aa{n}') AS pad FROM generate_series(1, 200000) g;"
+                ),
+            )
+            .unwrap();
+        change(&env, n);
+    };
+    grow(0);
+    backup(&env, "dev", &mut seen);
+    for (n, point) in ["prune:repack:1", "prune:after-index", "prune:pack-delete:1"]
+        .into_iter()
+        .enumerate()
+    {
+        grow(n as u32 + 1);
+        backup(&env, "dev", &mut seen);
+        let bytes_before = pack_bytes(&env);
+        let dry = env
+            .lifeboat(&["prune", "--dry-run", "--max-unused", "0"])
+            .ok();
+        assert!(
+            dry.stdout
+                .contains("1 to rewrite without what no backup needs"),
+            "{point}: {}",
+            dry.stdout
+        );
+        env.lifeboat_killed_at(&["prune", "--max-unused", "0"], point);
+        assert_verifies_clean(&env, point);
+        all_restore(&env, "dev", &seen, &point.replace([':', '-'], "_"));
+
+        let r = env
+            .lifeboat(&["prune", "--max-unused", "0", "--grace", "0s"])
+            .ok();
+        assert_eq!(leftover_packs(&env), 0, "{point}: {}", r.stdout);
+        assert_verifies_clean(&env, &format!("prune after {point}"));
+        all_restore(&env, "dev", &seen, &format!("after_{n}"));
+        assert!(
+            pack_bytes(&env) < bytes_before,
+            "{point}: what the forgotten backup alone needed is freed"
+        );
+        let again = env
+            .lifeboat(&["prune", "--dry-run", "--max-unused", "0"])
+            .ok();
+        assert!(
+            again
+                .stdout
+                .contains("data: 0 packs to delete (0 B), 0 to rewrite"),
+            "{point}: {}",
+            again.stdout
+        );
+    }
+    // A clean run says what it rewrote.
+    grow(9);
+    backup(&env, "dev", &mut seen);
+    let r = env.lifeboat(&["prune", "--max-unused", "0"]).ok();
+    assert!(r.stdout.contains("rewrote 1 packs"), "{}", r.stdout);
+    assert_verifies_clean(&env, "a clean rewrite");
+    all_restore(&env, "dev", &seen, "end");
+}
+
 #[test]
 fn concurrent_backups_and_prunes_lose_nothing() {
     let env = Env::new();

@@ -1,6 +1,6 @@
 //! `lifeboat prune [TARGET] [--dry-run]`: apply the retention rules, then
-//! remove every stored object no remaining backup needs. The dry run is the same
-//! plan, printed and not applied.
+//! remove every stored object no remaining backup needs and rewrite packs that
+//! are mostly unneeded. The dry run is the same plan, printed and not applied.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,6 +19,8 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Packs that no index lists are removed only once this old (FORMAT.md).
     pub grace: Duration,
+    /// Kept packs with more than this percentage unneeded are rewritten.
+    pub max_unused: u8,
 }
 
 /// What one repository's prune did (or, dry, would do).
@@ -127,12 +129,20 @@ fn prune_repository(
         .filter(|(id, _)| !forgotten.contains(id))
         .map(|(id, r)| (*id, r))
         .collect();
-    let plan = repo.plan_cleanup(&remaining, forget.clone(), opts.grace)?;
+    let plan = repo.plan_cleanup(&remaining, forget.clone(), opts.grace, opts.max_unused)?;
+    let deleted: u64 = plan
+        .delete
+        .iter()
+        .chain(&plan.delete_unindexed)
+        .map(|p| p.1)
+        .sum();
     writeln!(
         out,
-        "  data: {} packs to delete ({}), {} kept",
+        "  data: {} packs to delete ({}), {} to rewrite without what no backup needs (frees {}), {} kept",
         plan.packs_deleted(),
-        human_bytes(plan.bytes_freed() - plan.wal_delete.iter().map(|w| w.1).sum::<u64>()),
+        human_bytes(deleted),
+        plan.repack.len(),
+        human_bytes(plan.repack.iter().map(|r| r.unneeded).sum()),
         plan.keep.len()
     )?;
     if !plan.wal_delete.is_empty() {
@@ -156,6 +166,13 @@ fn prune_repository(
             "  {} unreferenced packs are younger than the grace period ({}): left for a later prune",
             plan.young,
             humantime::format_duration(opts.grace)
+        )?;
+    }
+    if plan.archived_partial > 0 {
+        writeln!(
+            out,
+            "  {} partly needed packs are in an archive storage class: kept whole, since rewriting them would need a retrieval",
+            plan.archived_partial
         )?;
     }
     if plan.archived_unindexed > 0 {
@@ -201,13 +218,22 @@ fn prune_repository(
             // Temporary files of interrupted writes first: on a full disk that
             // frees the room the new index needs.
             let temp = repo.storage().cleanup(opts.grace)?;
-            repo.apply_cleanup(&plan, &lock)?;
+            let report = repo.apply_cleanup(&plan, &lock)?;
+            for d in &report.not_repacked {
+                writeln!(
+                    out,
+                    "  warning: {} was kept whole: it cannot be read intact ({}); run `lifeboat verify --read-data`",
+                    d.object, d.problem
+                )?;
+            }
             writeln!(
                 out,
-                "  deleted {} backups and {} packs, freed {}{}",
+                "  deleted {} backups and {} packs, rewrote {} packs ({} copied), freed {}{}",
                 outcome.forgotten,
                 outcome.packs_deleted,
-                human_bytes(outcome.bytes_freed),
+                report.repacked,
+                human_bytes(report.copied),
+                human_bytes(outcome.bytes_freed - report.not_freed),
                 if temp > 0 {
                     format!("; removed {temp} temporary files of interrupted writes")
                 } else {

@@ -164,7 +164,7 @@ impl Repository {
 
     /// Rebuild a pack's index entry from the pack itself (its header and its
     /// sealed trailer), checking that the pack's content matches its name.
-    fn read_pack_entry(&self, path: &str) -> Result<PackEntry> {
+    pub(crate) fn read_pack_entry(&self, path: &str) -> Result<PackEntry> {
         let bytes = self.get_verified(path)?;
         let env =
             format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;

@@ -33,7 +33,7 @@ pub use copy::{CopyProgress, CopyStats};
 pub use index::{BlobLocation, Index};
 pub use lock::{HeldLock, LockGuard, hostname};
 pub use pins::Pins;
-pub use prune::CleanupPlan;
+pub use prune::{CleanupPlan, CleanupReport};
 pub use read::StreamReader;
 pub use unlock_cache::UnlockCache;
 pub use verify::{BackupHealth, Problem, VerifyReport};
@@ -825,6 +825,15 @@ pub(crate) fn test_repo() -> (Arc<crate::storage::memory::MemoryStorage>, Reposi
     };
     let repo = Repository::open(storage.clone(), creds).expect("open");
     (storage, repo)
+}
+
+/// A 64 KiB block shaped like a heap page, for unit tests: compressible,
+/// but not trivially, and different for every seed.
+#[cfg(test)]
+pub(crate) fn test_block(seed: u32) -> Vec<u8> {
+    (0..format::FILE_BLOCK as u32)
+        .map(|i| ((i % 97) as u8) ^ ((i / 8192 + seed) as u8).wrapping_mul(31))
+        .collect()
 }
 
 fn parse_recipients(strs: &[String]) -> Result<Vec<age::x25519::Recipient>> {

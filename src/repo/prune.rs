@@ -1,10 +1,11 @@
 //! Removing what no backup needs. The only code that deletes backup data.
 //!
 //! `plan_cleanup` decides, `apply_cleanup` acts; a dry run is the plan alone.
-//! Order of deletion (FORMAT.md, "Prune"): forgotten backup records first, then
-//! a new index for every kept pack, then the old index files, then the packs.
-//! A crash at any point leaves every remaining backup restorable; what is left
-//! over is removed by the next prune.
+//! Order (FORMAT.md, "Prune"): forgotten backup records first, then the
+//! rewritten packs (partly needed ones, copied without what no backup needs),
+//! then a new index for every kept pack, then the old index files, then the
+//! packs. A crash at any point leaves every remaining backup restorable; what
+//! is left over is removed by the next prune.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,19 @@ use std::time::{Duration, SystemTime};
 use super::lock::LockGuard;
 use super::{Damage, Repository, Result};
 use crate::codec::Id;
-use crate::format::{self, BackupRecord, PackEntry};
+use crate::format::{self, BackupRecord, PackEntry, PackTrailer};
+use crate::storage::{ErrorKind, PutMode, Tier};
+
+/// A kept pack that is rewritten with only the stored blobs (or groups) a
+/// remaining backup needs.
+#[derive(Debug)]
+pub struct Repack {
+    pub pack: PackEntry,
+    /// Offsets of the stored blobs and groups to copy.
+    pub keep: Vec<u64>,
+    /// Bytes of the blobs and groups left out.
+    pub unneeded: u64,
+}
 
 /// What a prune will do to the stored data, given which backups remain.
 #[derive(Debug, Default)]
@@ -50,15 +63,35 @@ pub struct CleanupPlan {
     /// Archived WAL no remaining backup needs (path, stored size): what is
     /// older than the oldest remaining base backup of its cluster.
     pub wal_delete: Vec<(String, u64)>,
+    /// Kept packs of which more than the allowed share is unneeded: rewritten
+    /// with what is needed, the old pack deleted with the others.
+    pub repack: Vec<Repack>,
+    /// Partly needed packs in an archive storage class: kept whole, since
+    /// rewriting them would need a retrieval.
+    pub archived_partial: usize,
+}
+
+/// What applying a plan did beyond the plan itself.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    /// Packs rewritten, and the bytes their rewritten copies hold.
+    pub repacked: usize,
+    pub copied: u64,
+    /// Packs the plan meant to rewrite that could not be read intact: kept
+    /// whole (verify reports them), and the bytes the plan meant to free there.
+    pub not_repacked: Vec<Damage>,
+    pub not_freed: u64,
 }
 
 impl CleanupPlan {
+    /// What the plan frees; for rewritten packs, the bytes left out.
     pub fn bytes_freed(&self) -> u64 {
         self.delete
             .iter()
             .chain(&self.delete_unindexed)
             .map(|(_, size)| size)
             .chain(self.wal_delete.iter().map(|(_, size)| size))
+            .chain(self.repack.iter().map(|r| &r.unneeded))
             .sum()
     }
 
@@ -69,12 +102,15 @@ impl CleanupPlan {
 
 impl Repository {
     /// Plan the removal of `forget` and of every pack the `remaining` backups
-    /// do not need. Unindexed packs count only once older than `grace`.
+    /// do not need. Unindexed packs count only once older than `grace`. A
+    /// kept pack of which more than `max_unused` percent is unneeded is
+    /// rewritten (100 never rewrites).
     pub fn plan_cleanup(
         &self,
         remaining: &[(Id, &BackupRecord)],
         forget: Vec<Id>,
         grace: Duration,
+        max_unused: u8,
     ) -> Result<CleanupPlan> {
         let mut needed: HashMap<Id, Vec<Id>> = HashMap::new();
         for (bid, rec) in remaining {
@@ -124,7 +160,11 @@ impl Repository {
             }
         }
 
-        let mut found: HashSet<Id> = HashSet::new();
+        // Each needed blob is claimed by the first kept pack that holds it
+        // (indexed packs first): a copy elsewhere is not needed. Two writers
+        // that stored the same blob, or a rewrite interrupted before its new
+        // index, leave such copies.
+        let mut claimed: HashSet<Id> = HashSet::new();
         let mut seen: HashSet<Id> = HashSet::new();
         for (entry, indexed) in candidates {
             if !seen.insert(entry.id) {
@@ -137,13 +177,33 @@ impl Repository {
                 plan.rewrite_index = true;
                 continue;
             };
-            if entry.blobs.iter().any(|b| needed.contains_key(&b.id)) {
-                found.extend(entry.blobs.iter().map(|b| b.id));
+            let mine: HashSet<Id> = entry
+                .blobs
+                .iter()
+                .map(|b| b.id)
+                .filter(|b| needed.contains_key(b) && !claimed.contains(b))
+                .collect();
+            if !mine.is_empty() {
+                claimed.extend(mine.iter().copied());
                 if !indexed {
                     plan.reindexed += 1;
                     plan.rewrite_index = true;
                 }
-                plan.keep.push(entry);
+                match repack_of(&entry, &mine, obj.size, max_unused) {
+                    Some(_) if obj.is_archived() => {
+                        plan.archived_partial += 1;
+                        plan.keep.push(entry);
+                    }
+                    Some((keep, unneeded)) => {
+                        plan.rewrite_index = true;
+                        plan.repack.push(Repack {
+                            pack: entry,
+                            keep,
+                            unneeded,
+                        });
+                    }
+                    None => plan.keep.push(entry),
+                }
             } else if indexed {
                 plan.delete.push((entry.id, obj.size));
                 plan.rewrite_index = true;
@@ -155,7 +215,7 @@ impl Repository {
         }
         plan.missing = needed
             .into_iter()
-            .filter(|(blob, _)| !found.contains(blob))
+            .filter(|(blob, _)| !claimed.contains(blob))
             .collect();
         plan.missing.sort_by_key(|m| m.0);
         plan.keep.sort_by_key(|p| p.id);
@@ -201,7 +261,7 @@ impl Repository {
     }
 
     /// Carry out a plan under the exclusive lock.
-    pub fn apply_cleanup(&self, plan: &CleanupPlan, lock: &LockGuard) -> Result<()> {
+    pub fn apply_cleanup(&self, plan: &CleanupPlan, lock: &LockGuard) -> Result<CleanupReport> {
         lock.check_held()?;
         for (id, _) in &plan.delete_unindexed {
             self.storage.delete(&format::pack_path(id))?;
@@ -215,9 +275,31 @@ impl Repository {
         for (path, _) in &plan.wal_delete {
             self.storage.delete(path)?;
         }
+        let mut report = CleanupReport::default();
+        let mut keep = plan.keep.clone();
+        let mut replaced = Vec::new();
+        for r in &plan.repack {
+            lock.check_held()?;
+            match self.rewrite_pack(r) {
+                Ok(entry) => {
+                    report.repacked += 1;
+                    report.copied += entry.size;
+                    keep.push(entry);
+                    replaced.push(r.pack.id);
+                    crate::failpoint::hit(&format!("prune:repack:{}", report.repacked));
+                }
+                Err(e) if e.is_damage() => {
+                    let path = format::pack_path(&r.pack.id);
+                    report.not_repacked.push(Damage::from_error(&path, &e));
+                    report.not_freed += r.unneeded;
+                    keep.push(r.pack.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if plan.rewrite_index {
             lock.check_held()?;
-            let new = self.write_index(plan.keep.clone())?;
+            let new = self.write_index(keep)?;
             crate::failpoint::hit("prune:after-index");
             let new_path = new.map(|id| format!("{}{id}", format::INDEX_DIR));
             for old in &plan.old_index_files {
@@ -227,13 +309,89 @@ impl Repository {
             }
             crate::failpoint::hit("prune:after-index-delete");
         }
-        for (n, (id, _)) in plan.delete.iter().enumerate() {
+        let old = plan.delete.iter().map(|(id, _)| id).chain(&replaced);
+        for (n, id) in old.enumerate() {
             lock.check_held()?;
             self.storage.delete(&format::pack_path(id))?;
             crate::failpoint::hit(&format!("prune:pack-delete:{}", n + 1));
         }
-        Ok(())
+        Ok(report)
     }
+
+    /// Write a copy of `r.pack` that holds only the stored blobs and groups at
+    /// `r.keep`, and return its index entry. The copy keeps the pack's header
+    /// (its wrapped session key), so the encrypted blobs are copied as they
+    /// are: no content key is needed. The old pack is read whole and checked
+    /// against its name first, so damage is never copied into a new name.
+    fn rewrite_pack(&self, r: &Repack) -> Result<PackEntry> {
+        let path = format::pack_path(&r.pack.id);
+        let old = self.get_verified(&path)?;
+        let env =
+            format::parse_pack_envelope(&old).map_err(|e| self.corrupt(&path, e.to_string()))?;
+        let session_key = crate::codec::b64_encode(env.wrapped_key);
+        let mut pack = format::pack_header(env.wrapped_key);
+        let mut blobs = Vec::new();
+        for &offset in &r.keep {
+            let members: Vec<_> = r.pack.blobs.iter().filter(|b| b.offset == offset).collect();
+            let length = members.first().map_or(0, |b| b.length as u64);
+            let stored = usize::try_from(offset)
+                .ok()
+                .and_then(|start| old.get(start..start.checked_add(length as usize)?))
+                .filter(|_| offset >= env.blobs_start)
+                .ok_or_else(|| self.corrupt(&path, "an index entry lies outside the pack"))?;
+            let new_offset = pack.len() as u64;
+            pack.extend_from_slice(stored);
+            blobs.extend(members.into_iter().map(|b| format::BlobEntry {
+                offset: new_offset,
+                ..b.clone()
+            }));
+        }
+        let trailer = self.meta.seal(
+            "pack",
+            &super::to_json(&PackTrailer {
+                blobs: blobs.clone(),
+            }),
+        );
+        pack.extend_from_slice(&format::pack_footer(&trailer));
+        let id = Id::of_stored(&pack);
+        match self
+            .storage
+            .put_tier(&format::pack_path(&id), &pack, PutMode::Create, Tier::Data)
+        {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(PackEntry {
+            id,
+            size: pack.len() as u64,
+            session_key,
+            blobs,
+        })
+    }
+}
+
+/// Whether a kept pack should be rewritten: the offsets of its stored blobs
+/// and groups that hold a blob of `mine` (a group is kept whole), and the
+/// bytes of the others, if those are more than `max_unused` percent of
+/// `size`.
+fn repack_of(
+    pack: &PackEntry,
+    mine: &HashSet<Id>,
+    size: u64,
+    max_unused: u8,
+) -> Option<(Vec<u64>, u64)> {
+    let mut spans: std::collections::BTreeMap<u64, (u64, bool)> = Default::default();
+    for b in &pack.blobs {
+        let span = spans.entry(b.offset).or_insert((b.length as u64, false));
+        span.1 |= mine.contains(&b.id);
+    }
+    let unneeded: u64 = spans.values().filter(|s| !s.1).map(|s| s.0).sum();
+    if unneeded == 0 || u128::from(unneeded) * 100 <= u128::from(size) * u128::from(max_unused) {
+        return None;
+    }
+    let keep = spans.iter().filter(|s| s.1.1).map(|s| *s.0).collect();
+    Some((keep, unneeded))
 }
 
 fn old_enough(modified: Option<SystemTime>, grace: Duration) -> bool {
@@ -241,4 +399,129 @@ fn old_enough(modified: Option<SystemTime>, grace: Duration) -> bool {
         return true;
     }
     modified.is_some_and(|m| m.elapsed().is_ok_and(|age| age >= grace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Effort;
+    use crate::repo::{test_block as block, test_repo};
+    use crate::storage::Storage;
+
+    /// One session's pack: a needed blob, an unneeded one, a group with one
+    /// needed member and a group with none.
+    fn one_pack(repo: &Repository) -> (PackEntry, Vec<Id>, Vec<Id>) {
+        let s = repo.start_session().unwrap();
+        let needed_single = s.store_blob(block(10)).unwrap();
+        let unneeded_single = s.store_blob(block(11)).unwrap();
+        let group = s
+            .store_blobs((1..4).map(block).collect(), Effort::Fast)
+            .unwrap();
+        let other = s
+            .store_blobs((4..6).map(block).collect(), Effort::Fast)
+            .unwrap();
+        s.finish().unwrap();
+        let (files, _) = repo.load_index_files().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].1.packs.len(), 1);
+        let pack = files[0].1.packs[0].clone();
+        let mut kept = vec![needed_single];
+        kept.extend(&group);
+        let mut dropped = vec![unneeded_single];
+        dropped.extend(&other);
+        (pack, kept, dropped)
+    }
+
+    #[test]
+    fn a_rewritten_pack_keeps_needed_blobs_and_whole_groups_and_reads_back() {
+        let (storage, repo) = test_repo();
+        let (pack, kept, dropped) = one_pack(&repo);
+        // Needed: the single blob and one member of the first group.
+        let mine: HashSet<Id> = [kept[0], kept[2]].into();
+        assert!(
+            repack_of(&pack, &mine, pack.size, 100).is_none(),
+            "100 % never rewrites"
+        );
+        let (keep, unneeded) = repack_of(&pack, &mine, pack.size, 0).unwrap();
+        assert_eq!(keep.len(), 2, "the single blob and the group, each once");
+        let length = |id: &Id| pack.blobs.iter().find(|b| b.id == *id).unwrap().length as u64;
+        assert_eq!(unneeded, length(&dropped[0]) + length(&dropped[1]));
+        let share = (unneeded * 100 / pack.size) as u8;
+        assert!(repack_of(&pack, &mine, pack.size, share).is_some());
+        assert!(repack_of(&pack, &mine, pack.size, share + 1).is_none());
+
+        let old_index = storage.list(format::INDEX_DIR).unwrap();
+        let new = repo
+            .rewrite_pack(&Repack {
+                pack: pack.clone(),
+                keep,
+                unneeded,
+            })
+            .unwrap();
+        let mut ids: Vec<Id> = new.blobs.iter().map(|b| b.id).collect();
+        ids.sort();
+        let mut want = kept.clone();
+        want.sort();
+        assert_eq!(ids, want, "the group is kept whole, with all its members");
+        assert!(new.size < pack.size - unneeded);
+        // As prune does it: the new index, then the old index and pack go.
+        repo.write_index(vec![new.clone()]).unwrap();
+        for o in old_index {
+            storage.delete(&o.path).unwrap();
+        }
+        storage.delete(&format::pack_path(&pack.id)).unwrap();
+        let index = repo.load_index().unwrap();
+        for id in &dropped {
+            assert!(!index.contains(id));
+        }
+        let got = std::sync::Mutex::new(Vec::new());
+        repo.read_blobs(&index, &kept, 2, &|id, data| {
+            got.lock().unwrap().push((*id, data));
+            Ok(())
+        })
+        .unwrap();
+        let mut got = got.into_inner().unwrap();
+        got.sort();
+        let mut expect: Vec<(Id, Vec<u8>)> = kept
+            .iter()
+            .zip([10, 1, 2, 3])
+            .map(|(id, seed)| (*id, block(seed)))
+            .collect();
+        expect.sort();
+        assert_eq!(got, expect);
+        // The copy is a pack like any other: its trailer rebuilds its entry.
+        assert_eq!(
+            repo.read_pack_entry(&format::pack_path(&new.id))
+                .unwrap()
+                .blobs,
+            new.blobs
+        );
+        let report = repo.verify(true, &|_| {}).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_damaged_pack_is_not_rewritten() {
+        let (storage, repo) = test_repo();
+        let (pack, kept, _) = one_pack(&repo);
+        let path = format::pack_path(&pack.id);
+        let mut bytes = storage.get(&path).unwrap();
+        let last = bytes.len() - 100;
+        bytes[last] ^= 1;
+        storage.put(&path, &bytes, PutMode::Overwrite).unwrap();
+        let (keep, unneeded) = repack_of(&pack, &[kept[0]].into(), pack.size, 0).unwrap();
+        let err = repo
+            .rewrite_pack(&Repack {
+                pack,
+                keep,
+                unneeded,
+            })
+            .unwrap_err();
+        assert!(err.is_damage(), "{err}");
+        assert_eq!(
+            storage.list(format::DATA_DIR).unwrap().len(),
+            1,
+            "nothing written"
+        );
+    }
 }

@@ -602,7 +602,7 @@ impl Drop for Session<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::test_repo;
+    use crate::repo::{test_block as block, test_repo};
     use crate::storage::Storage;
 
     fn write(session: &mut Session<'_>, data: &[u8]) -> Stream {
@@ -643,13 +643,6 @@ mod tests {
         let err = s.finish().unwrap_err().to_string();
         assert!(err.contains("compression worker panicked"), "{err}");
         assert!(storage.list(format::INDEX_DIR).unwrap().is_empty());
-    }
-
-    /// Blocks shaped like heap pages: compressible, but not trivially.
-    fn block(seed: u32) -> Vec<u8> {
-        (0..format::FILE_BLOCK as u32)
-            .map(|i| ((i % 97) as u8) ^ ((i / 8192 + seed) as u8).wrapping_mul(31))
-            .collect()
     }
 
     #[test]
