@@ -79,6 +79,10 @@ enum Command {
         /// needs is rewritten without it (100: never rewrite)
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
         max_unused: u8,
+        /// Rewrites copy at most this much in one prune (the packs with the
+        /// most to free first); the rest waits for the next prune
+        #[arg(long, default_value = "4GiB", value_parser = parse_size_arg)]
+        max_rewrite: u64,
     },
     /// Check that every backup's objects exist (and with --read-data, are intact)
     Verify {
@@ -319,14 +323,18 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
             grace,
             max_unused,
+            max_rewrite,
         } => {
             ops::prune::run(
                 &ctx,
                 &ops::prune::PruneOptions {
                     target,
                     dry_run,
-                    grace,
-                    max_unused,
+                    limits: crate::repo::CleanupLimits {
+                        grace,
+                        max_unused,
+                        max_rewrite,
+                    },
                 },
                 &mut out,
             )?;
@@ -421,4 +429,11 @@ fn find_anywhere(
         }
     }
     Ok((view, rec))
+}
+
+/// A size on the command line: "4GiB", "512 MiB", "100MB", bytes.
+fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
+    crate::config::parse_size(s).ok_or_else(|| {
+        format!("{s:?} is not a size; expected a number with an optional unit, e.g. 4GiB or 500MB")
+    })
 }

@@ -1336,7 +1336,6 @@ impl Checker {
     }
 }
 
-/// `file:///ABSOLUTE/PATH` or `s3://BUCKET[/PREFIX]`.
 /// "4GiB", "512 MiB", "100MB", "1048576": bytes, binary (KiB..TiB) or
 /// decimal (kB..TB) units.
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -1359,6 +1358,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
+/// `file:///ABSOLUTE/PATH` or `s3://BUCKET[/PREFIX]`.
 fn check_url(url: &str) -> Result<(), String> {
     const EXPECTED: &str = "expected file:///ABSOLUTE/PATH or s3://BUCKET/PREFIX";
     if let Some(path) = url.strip_prefix("file://") {

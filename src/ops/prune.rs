@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 
@@ -12,15 +11,14 @@ use super::{Context, human_bytes};
 use crate::codec::Id;
 use crate::config::Retention;
 use crate::format::BackupRecord;
+use crate::repo::CleanupLimits;
 use crate::retention::{self, Candidate};
 
 pub struct PruneOptions {
     pub target: Option<String>,
     pub dry_run: bool,
-    /// Packs that no index lists are removed only once this old (FORMAT.md).
-    pub grace: Duration,
-    /// Kept packs with more than this percentage unneeded are rewritten.
-    pub max_unused: u8,
+    /// The grace period for unindexed packs and what rewrites may do.
+    pub limits: CleanupLimits,
 }
 
 /// What one repository's prune did (or, dry, would do).
@@ -129,7 +127,7 @@ fn prune_repository(
         .filter(|(id, _)| !forgotten.contains(id))
         .map(|(id, r)| (*id, r))
         .collect();
-    let plan = repo.plan_cleanup(&remaining, forget.clone(), opts.grace, opts.max_unused)?;
+    let plan = repo.plan_cleanup(&remaining, forget.clone(), opts.limits)?;
     let deleted: u64 = plan
         .delete
         .iter()
@@ -165,7 +163,15 @@ fn prune_repository(
             out,
             "  {} unreferenced packs are younger than the grace period ({}): left for a later prune",
             plan.young,
-            humantime::format_duration(opts.grace)
+            humantime::format_duration(opts.limits.grace)
+        )?;
+    }
+    if plan.rewrite_limited > 0 {
+        writeln!(
+            out,
+            "  {} more packs to rewrite are left for the next prune (--max-rewrite {})",
+            plan.rewrite_limited,
+            human_bytes(opts.limits.max_rewrite)
         )?;
     }
     if plan.archived_partial > 0 {
@@ -217,18 +223,18 @@ fn prune_repository(
         Some(lock) => {
             // Temporary files of interrupted writes first: on a full disk that
             // frees the room the new index needs.
-            let temp = repo.storage().cleanup(opts.grace)?;
+            let temp = repo.storage().cleanup(opts.limits.grace)?;
             let report = repo.apply_cleanup(&plan, &lock)?;
             for d in &report.not_repacked {
                 writeln!(
                     out,
-                    "  warning: {} was kept whole: it cannot be read intact ({}); run `lifeboat verify --read-data`",
+                    "  warning: {} was kept whole: it could not be rewritten ({}); run `lifeboat verify --read-data`",
                     d.object, d.problem
                 )?;
             }
             writeln!(
                 out,
-                "  deleted {} backups and {} packs, rewrote {} packs ({} copied), freed {}{}",
+                "  deleted {} backups and {} packs, rewrote {} packs ({} copied, the old ones deleted), freed {}{}",
                 outcome.forgotten,
                 outcome.packs_deleted,
                 report.repacked,

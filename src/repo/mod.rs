@@ -33,7 +33,7 @@ pub use copy::{CopyProgress, CopyStats};
 pub use index::{BlobLocation, Index};
 pub use lock::{HeldLock, LockGuard, hostname};
 pub use pins::Pins;
-pub use prune::{CleanupPlan, CleanupReport};
+pub use prune::{CleanupLimits, CleanupPlan, CleanupReport};
 pub use read::StreamReader;
 pub use unlock_cache::UnlockCache;
 pub use verify::{BackupHealth, Problem, VerifyReport};

@@ -69,6 +69,22 @@ pub struct CleanupPlan {
     /// Partly needed packs in an archive storage class: kept whole, since
     /// rewriting them would need a retrieval.
     pub archived_partial: usize,
+    /// Packs that qualified for a rewrite but were left for a later prune,
+    /// since rewriting them too would copy more than `max_rewrite`.
+    pub rewrite_limited: usize,
+}
+
+/// How far a prune goes.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupLimits {
+    /// Packs no index lists are deleted only once this old.
+    pub grace: Duration,
+    /// A kept pack of which more than this percentage is unneeded is
+    /// rewritten (100 never rewrites).
+    pub max_unused: u8,
+    /// At most this many bytes are copied by rewrites in one prune (the
+    /// packs with the most to free go first); the rest waits for the next.
+    pub max_rewrite: u64,
 }
 
 /// What applying a plan did beyond the plan itself.
@@ -102,15 +118,12 @@ impl CleanupPlan {
 
 impl Repository {
     /// Plan the removal of `forget` and of every pack the `remaining` backups
-    /// do not need. Unindexed packs count only once older than `grace`. A
-    /// kept pack of which more than `max_unused` percent is unneeded is
-    /// rewritten (100 never rewrites).
+    /// do not need, and the rewriting of packs they need only partly.
     pub fn plan_cleanup(
         &self,
         remaining: &[(Id, &BackupRecord)],
         forget: Vec<Id>,
-        grace: Duration,
-        max_unused: u8,
+        limits: CleanupLimits,
     ) -> Result<CleanupPlan> {
         let mut needed: HashMap<Id, Vec<Id>> = HashMap::new();
         for (bid, rec) in remaining {
@@ -153,69 +166,80 @@ impl Repository {
         for (id, damage) in unindexed.unreadable {
             plan.damaged.push(damage);
             let obj = &stored[&id];
-            if old_enough(obj.modified, grace) {
+            if old_enough(obj.modified, limits.grace) {
                 plan.delete_unindexed.push((id, obj.size));
             } else {
                 plan.young += 1;
             }
         }
 
-        // Each needed blob is claimed by the first kept pack that holds it
-        // (indexed packs first): a copy elsewhere is not needed. Two writers
-        // that stored the same blob, or a rewrite interrupted before its new
-        // index, leave such copies.
-        let mut claimed: HashSet<Id> = HashSet::new();
-        let mut seen: HashSet<Id> = HashSet::new();
-        for (entry, indexed) in candidates {
-            if !seen.insert(entry.id) {
-                plan.rewrite_index = true; // listed twice: merge
-                continue;
+        // Readable packs claim before archived ones, indexed before
+        // unindexed (a stable sort keeps the index's order otherwise).
+        candidates.sort_by_key(|(p, indexed)| {
+            (stored.get(&p.id).is_some_and(|o| o.is_archived()), !indexed)
+        });
+        // A pack whose size is not the indexed one is damaged: it claims
+        // nothing, so its copies elsewhere are kept, and it stays as it is.
+        let mut no_claim: HashSet<Id> = HashSet::new();
+        for (p, _) in &candidates {
+            if stored.get(&p.id).is_some_and(|o| o.size != p.size) {
+                no_claim.insert(p.id);
+                plan.damaged.push(Damage {
+                    object: format::pack_path(&p.id),
+                    problem: format!("{} bytes stored, {} indexed", stored[&p.id].size, p.size),
+                });
             }
-            let Some(obj) = stored.get(&entry.id) else {
-                // Listed but gone: drop it from the index. Blobs a backup needs
-                // show up as missing below.
-                plan.rewrite_index = true;
-                continue;
-            };
-            let mine: HashSet<Id> = entry
-                .blobs
-                .iter()
-                .map(|b| b.id)
-                .filter(|b| needed.contains_key(b) && !claimed.contains(b))
-                .collect();
-            if !mine.is_empty() {
-                claimed.extend(mine.iter().copied());
-                if !indexed {
-                    plan.reindexed += 1;
-                    plan.rewrite_index = true;
+        }
+        // A pack deleted because other packs claim the needed blobs it holds
+        // goes only once those packs were read and found intact; one that is
+        // not loses its claims, and the claims are made again.
+        let mut intact: HashSet<Id> = HashSet::new();
+        let a = loop {
+            let a = assign(&candidates, &needed, &stored, &no_claim, limits);
+            let mut again = false;
+            for pack in &a.claimers_of_deleted {
+                if intact.contains(pack) {
+                    continue;
                 }
-                match repack_of(&entry, &mine, obj.size, max_unused) {
-                    Some(_) if obj.is_archived() => {
-                        plan.archived_partial += 1;
-                        plan.keep.push(entry);
+                let path = format::pack_path(pack);
+                match self.get_verified(&path) {
+                    Ok(_) => {
+                        intact.insert(*pack);
                     }
-                    Some((keep, unneeded)) => {
-                        plan.rewrite_index = true;
-                        plan.repack.push(Repack {
-                            pack: entry,
-                            keep,
-                            unneeded,
-                        });
+                    Err(e) if e.is_damage() || matches!(e, super::RepoError::Archived { .. }) => {
+                        if !matches!(e, super::RepoError::Archived { .. }) {
+                            plan.damaged.push(Damage::from_error(&path, &e));
+                        }
+                        no_claim.insert(*pack);
+                        again = true;
                     }
-                    None => plan.keep.push(entry),
+                    Err(e) => return Err(e),
                 }
-            } else if indexed {
-                plan.delete.push((entry.id, obj.size));
-                plan.rewrite_index = true;
-            } else if old_enough(obj.modified, grace) {
-                plan.delete_unindexed.push((entry.id, obj.size));
-            } else {
-                plan.young += 1;
+            }
+            if !again {
+                break a;
+            }
+        };
+        plan.keep = a.keep;
+        plan.repack = a.repack;
+        plan.delete = a.delete;
+        plan.delete_unindexed.extend(a.delete_unindexed);
+        plan.young += a.young;
+        plan.reindexed = a.reindexed;
+        plan.archived_partial = a.archived_partial;
+        plan.rewrite_limited = a.rewrite_limited;
+        plan.rewrite_index |= a.rewrite_index;
+        // Blobs that only packs which may not claim hold are damaged, not
+        // missing (those packs are reported above).
+        let mut claimed = a.claimed;
+        for (p, _) in &candidates {
+            if no_claim.contains(&p.id) {
+                claimed.extend(p.blobs.iter().map(|b| (b.id, p.id)));
             }
         }
         plan.missing = needed
             .into_iter()
-            .filter(|(blob, _)| !claimed.contains(blob))
+            .filter(|(blob, _)| !claimed.contains_key(blob))
             .collect();
         plan.missing.sort_by_key(|m| m.0);
         plan.keep.sort_by_key(|p| p.id);
@@ -288,13 +312,15 @@ impl Repository {
                     replaced.push(r.pack.id);
                     crate::failpoint::hit(&format!("prune:repack:{}", report.repacked));
                 }
-                Err(e) if e.is_damage() => {
+                Err(e) => {
+                    // Damaged, archived after all, or no room to write the
+                    // copy: the pack stays as it is and the prune goes on
+                    // (on a full disk, to the deletions that free room).
                     let path = format::pack_path(&r.pack.id);
                     report.not_repacked.push(Damage::from_error(&path, &e));
                     report.not_freed += r.unneeded;
                     keep.push(r.pack.clone());
                 }
-                Err(e) => return Err(e),
             }
         }
         if plan.rewrite_index {
@@ -328,17 +354,29 @@ impl Repository {
         let old = self.get_verified(&path)?;
         let env =
             format::parse_pack_envelope(&old).map_err(|e| self.corrupt(&path, e.to_string()))?;
+        // The index entry must be the pack's own account of itself.
+        let json = self.unseal(&path, "pack", env.trailer)?;
+        let trailer: PackTrailer =
+            serde_json::from_slice(&json).map_err(|e| self.corrupt(&path, e.to_string()))?;
         let session_key = crate::codec::b64_encode(env.wrapped_key);
+        if trailer.blobs != r.pack.blobs || session_key != r.pack.session_key {
+            return Err(self.corrupt(&path, "the pack does not hold what the index says"));
+        }
+        let blobs_end = old.len() - 12 - env.trailer.len();
         let mut pack = format::pack_header(env.wrapped_key);
         let mut blobs = Vec::new();
         for &offset in &r.keep {
             let members: Vec<_> = r.pack.blobs.iter().filter(|b| b.offset == offset).collect();
-            let length = members.first().map_or(0, |b| b.length as u64);
+            let length = members.first().map_or(0, |b| b.length);
             let stored = usize::try_from(offset)
                 .ok()
-                .and_then(|start| old.get(start..start.checked_add(length as usize)?))
-                .filter(|_| offset >= env.blobs_start)
-                .ok_or_else(|| self.corrupt(&path, "an index entry lies outside the pack"))?;
+                .filter(|&start| {
+                    offset >= env.blobs_start
+                        && members.iter().all(|b| b.length == length)
+                        && start + length as usize <= blobs_end
+                })
+                .map(|start| &old[start..start + length as usize])
+                .ok_or_else(|| self.corrupt(&path, "an entry lies outside the pack's blobs"))?;
             let new_offset = pack.len() as u64;
             pack.extend_from_slice(stored);
             blobs.extend(members.into_iter().map(|b| format::BlobEntry {
@@ -369,6 +407,123 @@ impl Repository {
             blobs,
         })
     }
+}
+
+/// What becomes of each candidate pack (see `plan_cleanup`).
+#[derive(Default)]
+struct Assignment {
+    keep: Vec<PackEntry>,
+    repack: Vec<Repack>,
+    delete: Vec<(Id, u64)>,
+    delete_unindexed: Vec<(Id, u64)>,
+    young: usize,
+    reindexed: usize,
+    archived_partial: usize,
+    rewrite_limited: usize,
+    rewrite_index: bool,
+    /// Needed blob -> the pack that claims it.
+    claimed: HashMap<Id, Id>,
+    /// Packs whose claims let another pack holding a needed blob go.
+    claimers_of_deleted: HashSet<Id>,
+}
+
+/// Each needed blob is claimed by the first pack in `candidates` that holds
+/// it (and may claim: not in `no_claim`); a pack is kept if it claims a blob
+/// or may not claim, rewritten if it is kept and more than `max_unused`
+/// percent of it holds no claimed blob, and deleted otherwise. Copies of a
+/// blob in later packs are not needed: two writers that stored the same
+/// blob, or a rewrite interrupted before its new index, leave such copies.
+fn assign(
+    candidates: &[(PackEntry, bool)],
+    needed: &HashMap<Id, Vec<Id>>,
+    stored: &HashMap<Id, crate::storage::ObjectMeta>,
+    no_claim: &HashSet<Id>,
+    limits: CleanupLimits,
+) -> Assignment {
+    let mut a = Assignment::default();
+    let mut seen: HashSet<Id> = HashSet::new();
+    for (entry, indexed) in candidates {
+        if !seen.insert(entry.id) {
+            a.rewrite_index = true; // listed twice: merge
+            continue;
+        }
+        let Some(obj) = stored.get(&entry.id) else {
+            // Listed but gone: drop it from the index. Blobs a backup needs
+            // show up as missing.
+            a.rewrite_index = true;
+            continue;
+        };
+        let may_claim = !no_claim.contains(&entry.id);
+        let mine: HashSet<Id> = entry
+            .blobs
+            .iter()
+            .map(|b| b.id)
+            .filter(|b| may_claim && needed.contains_key(b) && !a.claimed.contains_key(b))
+            .collect();
+        if !mine.is_empty() || !may_claim {
+            a.claimed.extend(mine.iter().map(|b| (*b, entry.id)));
+            if !indexed {
+                a.reindexed += 1;
+                a.rewrite_index = true;
+            }
+            match repack_of(entry, &mine, obj.size, limits.max_unused) {
+                Some(_) if !may_claim => a.keep.push(entry.clone()),
+                Some(_) if obj.is_archived() => {
+                    a.archived_partial += 1;
+                    a.keep.push(entry.clone());
+                }
+                Some((keep, unneeded)) => a.repack.push(Repack {
+                    pack: entry.clone(),
+                    keep,
+                    unneeded,
+                }),
+                None => a.keep.push(entry.clone()),
+            }
+            continue;
+        }
+        let gone = if *indexed {
+            a.rewrite_index = true;
+            &mut a.delete
+        } else if old_enough(obj.modified, limits.grace) {
+            &mut a.delete_unindexed
+        } else {
+            a.young += 1;
+            continue;
+        };
+        gone.push((entry.id, obj.size));
+        for b in &entry.blobs {
+            if let Some(owner) = needed
+                .contains_key(&b.id)
+                .then(|| a.claimed.get(&b.id))
+                .flatten()
+            {
+                a.claimers_of_deleted.insert(*owner);
+            }
+        }
+    }
+    // Rewrites copy what they keep: the packs with the largest share to free
+    // go first, up to `max_rewrite` copied bytes.
+    a.repack
+        .sort_by_key(|r| std::cmp::Reverse(r.unneeded * 1000 / r.pack.size.max(1)));
+    let mut copied = 0u64;
+    let (mut go, mut wait) = (Vec::new(), Vec::new());
+    for r in std::mem::take(&mut a.repack) {
+        let copy = r.pack.size - r.unneeded.min(r.pack.size);
+        if copied + copy <= limits.max_rewrite {
+            copied += copy;
+            go.push(r);
+        } else {
+            wait.push(r);
+        }
+    }
+    a.rewrite_limited = wait.len();
+    a.keep.extend(wait.into_iter().map(|r| r.pack));
+    a.rewrite_index |= !go.is_empty();
+    a.repack = go;
+    a.delete.sort();
+    a.delete_unindexed.sort();
+    a.keep.sort_by_key(|p| p.id);
+    a
 }
 
 /// Whether a kept pack should be rewritten: the offsets of its stored blobs
@@ -498,6 +653,165 @@ mod tests {
         );
         let report = repo.verify(true, &|_| {}).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    fn record_needing(blobs: &[Id]) -> BackupRecord {
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "kind": "logical", "target": "t", "host": "h", "lifeboat": "test",
+            "started": "2026-12-01T00:00:00Z", "finished": "2026-12-01T00:00:01Z",
+            "database": {"name": "d", "server_version": "15", "server_version_num": 150000,
+                         "encoding": "UTF8", "collate": "C", "ctype": "C", "size_bytes": 0},
+            "streams": [{"name": "s", "format": "raw", "size": 0, "chunks": blobs}],
+            "stats": {"size": 0, "new_bytes": 0, "stored_bytes": 0, "chunks": 0, "new_chunks": 0}
+        }))
+        .unwrap()
+    }
+
+    const NO_REWRITE: CleanupLimits = CleanupLimits {
+        grace: Duration::ZERO,
+        max_unused: 100,
+        max_rewrite: u64::MAX,
+    };
+
+    #[test]
+    fn a_copy_goes_only_once_the_pack_that_claims_its_blobs_reads_intact() {
+        let (storage, repo) = test_repo();
+        let (pack, kept, _) = one_pack(&repo);
+        // A second, indexed copy of the whole pack (as two writers that stored
+        // the same blobs would leave).
+        let all: Vec<u64> = pack
+            .blobs
+            .iter()
+            .map(|b| b.offset)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let copy = repo
+            .rewrite_pack(&Repack {
+                pack: pack.clone(),
+                keep: all,
+                unneeded: 0,
+            })
+            .unwrap();
+        repo.write_index(vec![copy.clone()]).unwrap();
+        let rec = record_needing(&kept);
+        let plan = |repo: &Repository| {
+            repo.plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
+                .unwrap()
+        };
+        let first = plan(&repo);
+        assert_eq!(first.keep.len(), 1);
+        assert_eq!(first.delete.len(), 1, "one copy is enough");
+        assert!(first.missing.is_empty() && first.damaged.is_empty());
+        let claimer = first.keep[0].id;
+        let other = first.delete[0].0;
+
+        // The claimer rots in place (same size): it loses its claims, both stay.
+        let path = format::pack_path(&claimer);
+        let good = storage.get(&path).unwrap();
+        let mut bad = good.clone();
+        bad[100] ^= 1;
+        storage.put(&path, &bad, PutMode::Overwrite).unwrap();
+        let second = plan(&repo);
+        assert!(second.delete.is_empty(), "{:?}", second.delete);
+        let mut kept_ids: Vec<Id> = second.keep.iter().map(|p| p.id).collect();
+        kept_ids.sort();
+        let mut both = vec![claimer, other];
+        both.sort();
+        assert_eq!(kept_ids, both);
+        assert!(
+            second.damaged.iter().any(|d| d.object == path),
+            "{:?}",
+            second.damaged
+        );
+        assert!(second.missing.is_empty());
+
+        // Truncated: its size is not the indexed one, so it never claims.
+        storage
+            .put(&path, &good[..good.len() - 1], PutMode::Overwrite)
+            .unwrap();
+        let third = plan(&repo);
+        assert!(third.delete.is_empty());
+        assert_eq!(third.keep.len(), 2);
+        assert!(
+            third
+                .damaged
+                .iter()
+                .any(|d| d.object == path && d.problem.contains("indexed"))
+        );
+    }
+
+    #[test]
+    fn rewrites_go_by_share_to_free_up_to_the_limit_and_never_for_archived_packs() {
+        let id = |n: u8| Id::of_stored(&[n]);
+        let entry = |n: u8, blobs: &[(u8, u32)]| PackEntry {
+            id: id(n),
+            size: 1000,
+            session_key: String::new(),
+            blobs: blobs
+                .iter()
+                .scan(0u64, |off, &(b, len)| {
+                    let e = format::BlobEntry {
+                        id: id(b),
+                        ty: crate::codec::BlobType::Data,
+                        offset: *off,
+                        length: len,
+                        raw_length: len,
+                        group: None,
+                    };
+                    *off += len as u64;
+                    Some(e)
+                })
+                .collect(),
+        };
+        let meta = |n: u8, class: Option<&str>| {
+            (
+                id(n),
+                crate::storage::ObjectMeta {
+                    path: format::pack_path(&id(n)),
+                    size: 1000,
+                    modified: None,
+                    class: class.map(String::from),
+                },
+            )
+        };
+        // Pack 1: 30 % unneeded; pack 2: 60 %; pack 3 (archived): 60 %, and
+        // it holds blob 20 that pack 4 (readable, indexed later) holds too.
+        let candidates = vec![
+            (entry(3, &[(20, 400), (21, 600)]), true),
+            (entry(1, &[(10, 700), (11, 300)]), true),
+            (entry(2, &[(12, 400), (13, 600)]), true),
+            (entry(4, &[(20, 400)]), true),
+        ];
+        let stored: HashMap<_, _> = [
+            meta(1, None),
+            meta(2, None),
+            meta(3, Some("GLACIER")),
+            meta(4, None),
+        ]
+        .into();
+        let needed: HashMap<Id, Vec<Id>> = [10, 12, 20, 21].map(|b| (id(b), vec![id(99)])).into();
+        let sort = |c: &mut Vec<(PackEntry, bool)>| {
+            c.sort_by_key(|(p, indexed)| (stored[&p.id].is_archived(), !indexed))
+        };
+        let mut c = candidates.clone();
+        sort(&mut c);
+        let limits = |max_rewrite| CleanupLimits {
+            grace: Duration::ZERO,
+            max_unused: 20,
+            max_rewrite,
+        };
+        let a = assign(&c, &needed, &stored, &HashSet::new(), limits(u64::MAX));
+        assert_eq!(a.claimed[&id(20)], id(4), "the readable copy claims");
+        let order: Vec<Id> = a.repack.iter().map(|r| r.pack.id).collect();
+        assert_eq!(order, [id(2), id(1)], "the largest share to free first");
+        assert_eq!(a.archived_partial, 1, "the archived pack is kept whole");
+        // Room for one rewrite only: pack 2 copies 400 bytes, pack 1 700.
+        let a = assign(&c, &needed, &stored, &HashSet::new(), limits(1000));
+        assert_eq!(a.repack.len(), 1);
+        assert_eq!(a.repack[0].pack.id, id(2));
+        assert_eq!(a.rewrite_limited, 1);
+        assert!(a.keep.iter().any(|p| p.id == id(1)));
     }
 
     #[test]
