@@ -187,9 +187,32 @@ pub struct Repository {
     /// Passphrase mode: the repository's own identity, from its key file (for
     /// `init_sharing`).
     own_identity: Option<age::x25519::Identity>,
-    /// Storages of repositories with the same keys (copies made by `lifeboat
-    /// copy`), read when a pack cannot be read here.
-    mirrors: Vec<Arc<dyn Storage>>,
+    /// Repositories with the same keys (copies made by `lifeboat copy`),
+    /// read when a pack cannot be read here.
+    mirrors: Vec<Arc<Mirror>>,
+}
+
+/// A repository with the same keys as another, read when a pack of that one
+/// cannot be read. Its index is loaded the first time a blob is not where
+/// the other repository's index says (a prune of either may have rewritten
+/// the pack under a new id).
+pub(crate) struct Mirror {
+    repo: Repository,
+    index: std::sync::OnceLock<Option<Index>>,
+}
+
+impl Mirror {
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        self.repo.storage.as_ref()
+    }
+
+    /// Its index, or `None` if it cannot be read (the fallback then has only
+    /// the pack ids of the main repository to go by).
+    pub(crate) fn index(&self) -> Option<&Index> {
+        self.index
+            .get_or_init(|| self.repo.load_index().ok())
+            .as_ref()
+    }
 }
 
 impl std::fmt::Debug for Repository {
@@ -497,10 +520,13 @@ impl Repository {
     /// Read packs from `storage` when they cannot be read here. Only a
     /// repository with the same keys qualifies; returns whether it did.
     pub fn add_mirror(&mut self, storage: Arc<dyn Storage>) -> Result<bool> {
-        if !self.shares_keys_with(storage.as_ref())? {
+        let Some(repo) = self.open_sibling(storage)? else {
             return Ok(false);
-        }
-        self.mirrors.push(storage);
+        };
+        self.mirrors.push(Arc::new(Mirror {
+            repo,
+            index: std::sync::OnceLock::new(),
+        }));
         Ok(true)
     }
 

@@ -45,7 +45,7 @@ struct Fetcher {
     storage: Arc<dyn crate::storage::Storage>,
     /// Repositories with the same keys, tried in turn for a pack the main one
     /// cannot give (missing, damaged, unreachable).
-    mirrors: Vec<Arc<dyn crate::storage::Storage>>,
+    mirrors: Vec<Arc<super::Mirror>>,
     /// Packs already read from a mirror (warned about once).
     fell_back: Mutex<std::collections::HashSet<Id>>,
     meta: crate::codec::MetadataKey,
@@ -64,13 +64,18 @@ impl Fetcher {
     }
 
     fn session_key(&self, pack: &Id) -> Result<SessionKey> {
-        if let Some(k) = self.keys.lock().expect("key cache").get(pack) {
-            return Ok(k.clone());
-        }
         let wrapped = self
             .wrapped
             .get(pack)
             .expect("locations come from the index");
+        self.unwrap_key(pack, wrapped)
+    }
+
+    /// `pack`'s session key from its wrapped form (cached by pack id).
+    fn unwrap_key(&self, pack: &Id, wrapped: &[u8]) -> Result<SessionKey> {
+        if let Some(k) = self.keys.lock().expect("key cache").get(pack) {
+            return Ok(k.clone());
+        }
         let k = SessionKey::unwrap(wrapped, &self.identities).map_err(|e| match e {
             crate::codec::CodecError::NoMatchingIdentity => RepoError::WrongIdentity {
                 url: self.repo_url.clone(),
@@ -93,7 +98,7 @@ impl Fetcher {
             Err(e) => e,
         };
         for mirror in &self.mirrors {
-            if let Ok(plain) = self.fetch_from(mirror.as_ref(), id, loc) {
+            if let Some(plain) = self.fetch_from_mirror(mirror, id, loc) {
                 if self
                     .fell_back
                     .lock()
@@ -103,13 +108,36 @@ impl Fetcher {
                     eprintln!(
                         "warning: {err}; read {} from {} instead",
                         format::pack_path(&loc.pack),
-                        mirror.url()
+                        mirror.storage().url()
                     );
                 }
                 return Ok(plain);
             }
         }
         Err(err)
+    }
+
+    /// A blob from a mirror: from the same pack, else from wherever the
+    /// mirror's own index puts it (a prune there may have rewritten the pack).
+    fn fetch_from_mirror(&self, m: &super::Mirror, id: &Id, loc: &BlobLocation) -> Option<Vec<u8>> {
+        if let Ok(plain) = self.fetch_from(m.storage(), id, loc) {
+            return Some(plain);
+        }
+        let index = m.index()?;
+        let there = index.get(id).filter(|l| l.pack != loc.pack)?;
+        check_bounds(&self.repo_url, id, there).ok()?;
+        let key = self
+            .unwrap_key(&there.pack, index.wrapped_key(&there.pack)?)
+            .ok()?;
+        let what = || format::pack_path(&there.pack);
+        let range = there.offset..there.offset + there.length as u64;
+        let stored = self
+            .get_range(m.storage(), &there.pack, range, &what)
+            .ok()?;
+        match self.decode_stored_with(id, there, &stored, key).ok()? {
+            Decoded::Blob(plain) => Some(plain),
+            Decoded::Group(plain) => self.member(id, there, &plain).ok(),
+        }
     }
 
     fn fetch_from(
@@ -161,8 +189,17 @@ impl Fetcher {
     /// Authenticate and decompress what `loc` points at: the blob, or its
     /// whole group (members are then cut out with `member`).
     fn decode_stored(&self, id: &Id, loc: &BlobLocation, stored: &[u8]) -> Result<Decoded> {
+        self.decode_stored_with(id, loc, stored, self.session_key(&loc.pack)?)
+    }
+
+    fn decode_stored_with(
+        &self,
+        id: &Id,
+        loc: &BlobLocation,
+        stored: &[u8],
+        key: SessionKey,
+    ) -> Result<Decoded> {
         let what = || format!("{} (blob {})", format::pack_path(&loc.pack), id.short());
-        let key = self.session_key(&loc.pack)?;
         let failed = |_| self.corrupt(what(), "authentication failed (altered or truncated)");
         let Some(g) = loc.group else {
             let plain = key
@@ -288,26 +325,7 @@ impl Repository {
     /// format's blob bound would make a fetcher allocate up to 4 GiB per
     /// blob, so refuse them before fetching anything.
     fn check_bounds(&self, id: &Id, loc: &BlobLocation) -> Result<()> {
-        let in_bounds = loc.raw_length as usize <= codec::MAX_BLOB_SIZE
-            && loc.length as usize <= codec::MAX_BLOB_SIZE + codec::BLOB_OVERHEAD
-            && loc.offset.checked_add(u64::from(loc.length)).is_some()
-            && loc.group.is_none_or(|g| {
-                g.size as usize <= codec::MAX_BLOB_SIZE
-                    && u64::from(g.start) + u64::from(loc.raw_length) <= u64::from(g.size)
-            });
-        if in_bounds {
-            return Ok(());
-        }
-        Err(self.corrupt(
-            format!("{} (blob {})", format::pack_path(&loc.pack), id.short()),
-            format!(
-                "index entry out of bounds (offset {}, length {}, raw length {}; blobs are at most {} bytes)",
-                loc.offset,
-                loc.length,
-                loc.raw_length,
-                codec::MAX_BLOB_SIZE
-            ),
-        ))
+        check_bounds(&self.url(), id, loc)
     }
 
     /// Read each of `ids` once, pack by pack: blobs that lie close together in
@@ -570,6 +588,32 @@ impl Drop for StreamReader {
     }
 }
 
+/// Refuse an index entry whose lengths exceed the format's blob bound (see
+/// `Repository::check_bounds`), before anything is fetched for it.
+fn check_bounds(url: &str, id: &Id, loc: &BlobLocation) -> Result<()> {
+    let in_bounds = loc.raw_length as usize <= codec::MAX_BLOB_SIZE
+        && loc.length as usize <= codec::MAX_BLOB_SIZE + codec::BLOB_OVERHEAD
+        && loc.offset.checked_add(u64::from(loc.length)).is_some()
+        && loc.group.is_none_or(|g| {
+            g.size as usize <= codec::MAX_BLOB_SIZE
+                && u64::from(g.start) + u64::from(loc.raw_length) <= u64::from(g.size)
+        });
+    if in_bounds {
+        return Ok(());
+    }
+    Err(RepoError::Corrupt {
+        url: url.to_string(),
+        what: format!("{} (blob {})", format::pack_path(&loc.pack), id.short()),
+        detail: format!(
+            "index entry out of bounds (offset {}, length {}, raw length {}; blobs are at most {} bytes)",
+            loc.offset,
+            loc.length,
+            loc.raw_length,
+            codec::MAX_BLOB_SIZE
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,5 +679,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("out of bounds"), "{err}");
+    }
+
+    #[test]
+    fn a_mirror_serves_a_blob_from_wherever_its_own_index_puts_it() {
+        use crate::repo::test_block as block;
+        use crate::storage::{PutMode, Storage};
+        let (storage, mut repo) = test_repo();
+        let mirror_storage = Arc::new(crate::storage::memory::MemoryStorage::new());
+        let recipients = repo.settings().recipients.clone();
+        repo.init_sharing(
+            mirror_storage.clone(),
+            crate::repo::InitKeys::Recipients(recipients),
+        )
+        .unwrap();
+        let blobs: Vec<Vec<u8>> = (1..4).map(block).collect();
+        let store = |r: &Repository| {
+            let s = r.start_session().unwrap();
+            let ids = s
+                .store_blobs(blobs.clone(), crate::codec::Effort::Fast)
+                .unwrap();
+            s.finish().unwrap();
+            ids
+        };
+        let ids = store(&repo);
+        // The mirror holds the same blobs in a pack of its own (as after a
+        // prune there rewrote it).
+        let mirror = Repository::open_sibling(&repo, mirror_storage.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(store(&mirror), ids);
+        assert!(repo.add_mirror(mirror_storage).unwrap());
+        let index = repo.load_index().unwrap();
+        let pack = index.get(&ids[0]).unwrap().pack;
+        let path = format::pack_path(&pack);
+        let mut bytes = storage.get(&path).unwrap();
+        let at = index.get(&ids[0]).unwrap().offset as usize + 30;
+        bytes[at] ^= 1;
+        storage.put(&path, &bytes, PutMode::Overwrite).unwrap();
+        let got = Mutex::new(Vec::new());
+        repo.read_blobs(&index, &ids, 2, &|id, data| {
+            got.lock().unwrap().push((*id, data));
+            Ok(())
+        })
+        .unwrap();
+        let mut got = got.into_inner().unwrap();
+        got.sort();
+        let mut want: Vec<(Id, Vec<u8>)> = ids.iter().copied().zip(blobs).collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 }
