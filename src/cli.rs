@@ -178,6 +178,12 @@ enum KeyCommand {
         #[arg(long, short, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Print the fingerprint of each repository's keys (to pin it in the
+    /// configuration of the hosts that use it)
+    Fingerprint {
+        /// Only this repository
+        repository: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -239,6 +245,23 @@ fn run(cli: Cli) -> Result<()> {
     let ctx = Context::new(Config::load(&path)?, cli.quiet);
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Key {
+            command: KeyCommand::Fingerprint { repository },
+        } => {
+            let names = match repository {
+                Some(n) => vec![n],
+                None => {
+                    let mut all: Vec<String> = ctx.config.repositories.keys().cloned().collect();
+                    all.sort();
+                    all
+                }
+            };
+            for n in names {
+                let repo = ctx.open_repository(&n)?;
+                writeln!(out, "[repository.{n}]")?;
+                writeln!(out, "fingerprint = \"{}\"", repo.fingerprint())?;
+            }
+        }
         Command::Key { .. } => unreachable!("handled above"),
         Command::Init { repository } => {
             let names: Vec<String> = match repository {

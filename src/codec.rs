@@ -15,6 +15,7 @@ use rand::RngCore;
 const CHUNK_ID_CONTEXT: &str = "lifeboat 2026 chunk id v1";
 const METADATA_CONTEXT: &str = "lifeboat 2026 metadata v1";
 const CHUNKER_SEED_CONTEXT: &str = "lifeboat 2026 chunker seed v1";
+const FINGERPRINT_CONTEXT: &str = "lifeboat 2026 repository fingerprint v1";
 const BLOB_AAD: &[u8] = b"lifeboat blob v1";
 const GROUP_AAD: &[u8] = b"lifeboat group v1";
 const SEALED_AAD: &[u8] = b"lifeboat sealed v1";
@@ -167,6 +168,14 @@ impl MetadataKey {
 
     pub fn blob_id(&self, plaintext: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.chunk_id_key.0, plaintext).as_bytes())
+    }
+
+    /// What names this key in public: 128 bits of a one-way derivation,
+    /// as eight groups of four hex digits. A restore host that pins it
+    /// refuses a repository whose keys someone replaced with their own.
+    pub fn fingerprint(&self) -> String {
+        let d = blake3::derive_key(FINGERPRINT_CONTEXT, &self.secret.0);
+        normalize_fingerprint(&hex::encode(&d[..16])).expect("32 hex digits")
     }
 
     pub fn chunker_seed(&self) -> u64 {
@@ -728,6 +737,27 @@ fn decompress_into(z: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
     })
 }
 
+/// A fingerprint as a user may write it (any case, with or without the
+/// dashes or spaces), in the form `MetadataKey::fingerprint` prints; `None`
+/// if it is not 32 hex digits.
+pub fn normalize_fingerprint(s: &str) -> Option<String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' ' | ':'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(
+        hex.as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).expect("hex"))
+            .collect::<Vec<_>>()
+            .join("-"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1022,5 +1052,23 @@ mod tests {
             passphrase_decrypt(&p, "wrong", &ct),
             Err(CodecError::Authentication)
         ));
+    }
+
+    #[test]
+    fn a_fingerprint_is_stable_per_key_and_read_back_however_it_is_written() {
+        let key = MetadataKey::new(SecretBytes([7; 32]));
+        let fp = key.fingerprint();
+        assert_eq!(fp, MetadataKey::new(SecretBytes([7; 32])).fingerprint());
+        assert_ne!(fp, MetadataKey::new(SecretBytes([8; 32])).fingerprint());
+        assert_eq!(fp.len(), 39);
+        assert_eq!(fp.matches('-').count(), 7);
+        assert_eq!(normalize_fingerprint(&fp), Some(fp.clone()));
+        let loose = fp.replace('-', " ").to_uppercase();
+        assert_eq!(normalize_fingerprint(&loose), Some(fp.clone()));
+        assert_eq!(normalize_fingerprint(&fp[..38]), None);
+        assert_eq!(
+            normalize_fingerprint(&fp.replace('-', "").replacen(|_| true, "g", 1)),
+            None
+        );
     }
 }

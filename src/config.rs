@@ -8,6 +8,7 @@
 //! # recipients = ["age1..."], identity_file = "..." where restores run, and
 //! # dedup_key_file = "..." (or $LIFEBOAT_DEDUP_KEY) where backups are written
 //! compression_level = 1                  # zstd, 1..=19 (default 1: fastest; higher stores a little less)
+//! fingerprint = "3f2a-91c0-..."           # optional: refuse a repository with other keys
 //!
 //! [target.staging]
 //! database = "postgres://backup@staging-db/hyper_db"
@@ -90,6 +91,9 @@ pub struct RepositoryConfig {
     /// Another repository whose keys this one shares (made by `lifeboat init`
     /// from that one's keys), so backups copy between them unchanged.
     pub keys_from: Option<String>,
+    /// The fingerprint the repository's keys must have (as `lifeboat init`
+    /// printed it, normalised): a repository with other keys is refused.
+    pub fingerprint: Option<String>,
 }
 
 /// How a repository is encrypted.
@@ -778,6 +782,7 @@ struct RawRepository {
     retrieval_poll: Option<Spanned<String>>,
     keys_from: Option<Spanned<String>>,
     credentials_file: Option<Spanned<PathBuf>>,
+    fingerprint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -972,8 +977,22 @@ impl Checker {
             }
         }
 
+        let fingerprint = raw.fingerprint.as_ref().and_then(|f| {
+            let normal = crate::codec::normalize_fingerprint(f.get_ref());
+            if normal.is_none() {
+                self.error(
+                    f.span().start,
+                    format!(
+                        "repository {name:?}: fingerprint {:?} is not a repository fingerprint; hint: it is 32 hex digits in groups of four, as `lifeboat init` or `lifeboat key fingerprint` prints it",
+                        f.get_ref()
+                    ),
+                );
+            }
+            normal
+        });
         let s3 = self.s3_settings(name, &raw);
         RepositoryConfig {
+            fingerprint,
             s3,
             keys_from: raw.keys_from.map(Spanned::into_inner),
             url: raw.url.into_inner(),

@@ -283,6 +283,87 @@ fn public_key_mode_backup_host_cannot_restore() {
         .fails(2, "identity does not match");
 }
 
+/// The `fingerprint = "..."` that `lifeboat init` or `key fingerprint` printed.
+fn printed_fingerprint(stdout: &str) -> String {
+    let at = stdout.find("fingerprint = \"").expect("a fingerprint line") + 15;
+    stdout[at..at + 39].to_string()
+}
+
+#[test]
+fn a_pinned_fingerprint_refuses_a_repository_whose_keys_were_swapped() {
+    let env = Env::new();
+    let identity = env.dir.path().join("restore.key");
+    let recipient = env
+        .lifeboat(&["key", "generate", "-o", identity.to_str().unwrap()])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let recipients = format!("recipients = [\"{recipient}\"]\n");
+    let target = env.target_section("dev", "hyper_db", "");
+    let writer = |dedup: &str| format!("{recipients}dedup_key_file = \"{dedup}\"");
+    let dedup = env.dir.path().join("main.dedup-key");
+    env.write_repo_config(&writer(dedup.to_str().unwrap()), &target);
+    let init = env.lifeboat_env(&["init"], &[]).ok();
+    let pin = printed_fingerprint(&init.stdout);
+    env.lifeboat_env(&["backup", "dev"], &[]).ok();
+
+    // The restore host pins what init printed.
+    let reader = format!(
+        "{recipients}identity_file = \"{}\"\nfingerprint = \"{pin}\"",
+        identity.display()
+    );
+    env.write_repo_config(&reader, &target);
+    env.lifeboat_env(&["list"], &[]).ok();
+    let shown = env.lifeboat_env(&["key", "fingerprint"], &[]).ok();
+    assert_eq!(printed_fingerprint(&shown.stdout), pin);
+    // Written in capitals and without dashes, it is the same pin.
+    let loose = pin.replace('-', "").to_uppercase();
+    env.write_repo_config(&reader.replace(&pin, &loose), &target);
+    env.lifeboat_env(&["list"], &[]).ok();
+
+    // Someone who can write to the storage makes a repository of their own
+    // for the same (public) recipient and puts its keys in place of ours.
+    let forged = env.dir.path().join("forged");
+    env.write_config(&format!(
+        "[repository.main]\nurl = \"file://{}\"\n{}\n\n{target}",
+        forged.display(),
+        writer(env.dir.path().join("forged.dedup-key").to_str().unwrap())
+    ));
+    env.lifeboat_env(&["init"], &[]).ok();
+    let repo = env.repo_path();
+    std::fs::remove_dir_all(repo.join("keys")).unwrap();
+    std::fs::create_dir(repo.join("keys")).unwrap();
+    for key in std::fs::read_dir(forged.join("keys")).unwrap() {
+        let key = key.unwrap().path();
+        std::fs::copy(&key, repo.join("keys").join(key.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(forged.join("config"), repo.join("config")).unwrap();
+
+    env.write_repo_config(&reader, &target);
+    let r = env
+        .lifeboat_env(&["list"], &[])
+        .fails(2, "is not the one the configuration pins");
+    assert!(r.stderr.contains(&pin), "{}", r.stderr);
+    env.lifeboat_env(
+        &["restore", "dev", "--into", &env.cluster.uri("forged")],
+        &[],
+    )
+    .fails(2, "is not the one the configuration pins");
+    // Without the pin the identity opens the swapped keys: the hole the pin closes.
+    env.write_repo_config(
+        &reader.replace(&format!("fingerprint = \"{pin}\""), ""),
+        &target,
+    );
+    let other = env.lifeboat_env(&["key", "fingerprint"], &[]).ok();
+    assert_ne!(printed_fingerprint(&other.stdout), pin);
+
+    // A pin that is not a fingerprint is a configuration error.
+    env.write_repo_config(&reader.replace(&pin, "not-a-fingerprint"), &target);
+    env.lifeboat_env(&["list"], &[])
+        .fails(2, "is not a repository fingerprint");
+}
+
 #[test]
 fn clean_restore_runs_the_manual_procedure_with_hooks() {
     let env = Env::new();

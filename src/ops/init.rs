@@ -72,12 +72,13 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
                     "the passphrase is shorter than 12 characters; hint: use a long random passphrase (e.g. `openssl rand -base64 24`)"
                 ));
             }
-            Repository::init(storage, InitKeys::Passphrase(pass), level)
+            let outcome = Repository::init(storage, InitKeys::Passphrase(pass), level)
                 .with_context(|| format!("repository {name:?}"))?;
             lines.push(format!(
                 "created repository {name:?} at {} (passphrase mode)",
                 rc.url
             ));
+            lines.push(pin_line(name, &outcome.repo));
             lines.push("keep the passphrase safe and apart from the backups: without it no backup can be restored.".into());
         }
         EncryptionMode::Recipients => {
@@ -105,6 +106,7 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
                 "created repository {name:?} at {} (public-key mode)",
                 rc.url
             ));
+            lines.push(pin_line(name, &outcome.repo));
             lines.push(format!(
                 "wrote the dedup key to {} (mode 0600): backup hosts need it (dedup_key_file or LIFEBOAT_DEDUP_KEY); it lets them write backups, not read them.",
                 dedup_path.display()
@@ -113,6 +115,14 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
         }
     }
     Ok(lines)
+}
+
+/// What to tell the user about the new repository's fingerprint.
+fn pin_line(name: &str, repo: &Repository) -> String {
+    format!(
+        "its fingerprint is {fp}: put `fingerprint = \"{fp}\"` in [repository.{name}] on every host that uses it, and it refuses a repository whose keys someone swapped for their own.",
+        fp = repo.fingerprint()
+    )
 }
 
 /// A repository with the keys of `from` (already initialised): backups copy
@@ -137,13 +147,16 @@ fn init_sharing(
         })?),
         EncryptionMode::Recipients => InitKeys::Recipients(rc.recipients.clone()),
     };
-    source
+    let outcome = source
         .init_sharing(storage, keys)
         .with_context(|| format!("repository {name:?}"))?;
-    let mut lines = vec![format!(
-        "created repository {name:?} at {} with the keys of {from:?}: `lifeboat copy` copies backups to it unchanged",
-        rc.url
-    )];
+    let mut lines = vec![
+        format!(
+            "created repository {name:?} at {} with the keys of {from:?}: `lifeboat copy` copies backups to it unchanged",
+            rc.url
+        ),
+        pin_line(name, &outcome.repo),
+    ];
     lines.push(match rc.encryption() {
         EncryptionMode::Passphrase => format!(
             "its passphrase unlocks the same keys as {from:?}'s: anyone with either passphrase can read both repositories."

@@ -118,7 +118,12 @@ impl Context {
             let opened = match sibling {
                 Some(from) => self.storage_of(name).and_then(|storage| {
                     match from.open_sibling(storage) {
-                        Ok(Some(repo)) => Ok(repo),
+                        Ok(Some(repo)) => {
+                            let pin = self.config.repositories[name].fingerprint.as_deref();
+                            repo.check_pin(pin)
+                                .with_context(|| format!("repository {name:?}"))?;
+                            Ok(repo)
+                        }
                         // Not (or no longer) the same keys: open it on its own.
                         Ok(None) => self.open_repository(name),
                         Err(e) => {
@@ -257,6 +262,7 @@ pub fn credentials(rc: &RepositoryConfig) -> Result<Credentials> {
         dedup_key,
         recipients: rc.recipients.clone(),
         unlock_cache,
+        fingerprint: rc.fingerprint.clone(),
     })
 }
 

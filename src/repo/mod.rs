@@ -64,6 +64,14 @@ pub enum RepoError {
     WrongIdentity { url: String },
     #[error("the dedup key does not belong to repository {url}")]
     WrongDedupKey { url: String },
+    #[error(
+        "repository {url} is not the one the configuration pins: its fingerprint is {found}, the configuration says {expected}; someone with write access to the storage may have replaced its keys with their own, so nothing was read or written; hint: if the repository was re-created on purpose, put the fingerprint `lifeboat init` printed for it in `fingerprint`"
+    )]
+    WrongFingerprint {
+        url: String,
+        found: String,
+        expected: String,
+    },
     #[error("{0}")]
     MissingSecret(String),
     #[error("repository {url}: {what} is damaged: {detail}")]
@@ -103,6 +111,7 @@ impl RepoError {
                 | RepoError::WrongPassphrase { .. }
                 | RepoError::WrongIdentity { .. }
                 | RepoError::WrongDedupKey { .. }
+                | RepoError::WrongFingerprint { .. }
                 | RepoError::MissingSecret(_)
                 | RepoError::NoSuchBackup(_)
                 | RepoError::AmbiguousBackup(_)
@@ -162,6 +171,9 @@ pub struct Credentials {
     /// Where a passphrase's unlocked keys may be kept for the next process
     /// (passphrase from a file only); `None`: Argon2id every time.
     pub unlock_cache: Option<UnlockCache>,
+    /// The fingerprint the repository's keys must have (normalised), if the
+    /// configuration pins one.
+    pub fingerprint: Option<String>,
 }
 
 /// How a new repository's keys are set up.
@@ -438,6 +450,7 @@ impl Repository {
         })?;
         let settings: RepoSettings =
             serde_json::from_slice(&settings_json).map_err(|e| corrupt("config", e.to_string()))?;
+        check_pin(&url, &meta, creds.fingerprint.as_deref())?;
         let recipients = parse_recipients(&settings.recipients)?;
         if !creds.recipients.is_empty() {
             let mut mine = creds.recipients.clone();
@@ -532,6 +545,15 @@ impl Repository {
 
     pub fn url(&self) -> String {
         self.storage.url()
+    }
+    /// The fingerprint of the repository's keys (FORMAT.md, "Keys and
+    /// secrets"); repositories that share keys share it.
+    pub fn fingerprint(&self) -> String {
+        self.meta.fingerprint()
+    }
+    /// Refuse if `pin` (a configured fingerprint, normalised) is not ours.
+    pub fn check_pin(&self, pin: Option<&str>) -> Result<()> {
+        check_pin(&self.url(), &self.meta, pin)
     }
     pub fn id(&self) -> &str {
         &self.id
@@ -860,6 +882,17 @@ pub(crate) fn test_block(seed: u32) -> Vec<u8> {
     (0..format::FILE_BLOCK as u32)
         .map(|i| ((i % 97) as u8) ^ ((i / 8192 + seed) as u8).wrapping_mul(31))
         .collect()
+}
+
+fn check_pin(url: &str, meta: &MetadataKey, pin: Option<&str>) -> Result<()> {
+    match pin {
+        Some(expected) if expected != meta.fingerprint() => Err(RepoError::WrongFingerprint {
+            url: url.to_string(),
+            found: meta.fingerprint(),
+            expected: expected.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn parse_recipients(strs: &[String]) -> Result<Vec<age::x25519::Recipient>> {
