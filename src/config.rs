@@ -872,6 +872,21 @@ impl Checker {
             let repo = self.repository(name.get_ref(), repo.into_inner());
             repositories.insert(name.into_inner(), repo);
         }
+        // A repository with another's keys has its fingerprint: a pin on
+        // either holds for both unless the other pins its own.
+        let pins: Vec<(String, String)> = repositories
+            .iter()
+            .filter(|(_, r)| r.fingerprint.is_none())
+            .filter_map(|(n, r)| {
+                let from = repositories.get(r.keys_from.as_ref()?)?;
+                Some((n.clone(), from.fingerprint.clone()?))
+            })
+            .collect();
+        for (name, pin) in pins {
+            if let Some(r) = repositories.get_mut(&name) {
+                r.fingerprint = Some(pin);
+            }
+        }
         let mut targets = BTreeMap::new();
         for (name, target) in raw.target {
             self.name("target", &name);

@@ -65,7 +65,7 @@ pub enum RepoError {
     #[error("the dedup key does not belong to repository {url}")]
     WrongDedupKey { url: String },
     #[error(
-        "repository {url} is not the one the configuration pins: its fingerprint is {found}, the configuration says {expected}; someone with write access to the storage may have replaced its keys with their own, so nothing was read or written; hint: if the repository was re-created on purpose, put the fingerprint `lifeboat init` printed for it in `fingerprint`"
+        "repository {url} is not the one the configuration pins: its fingerprint is {found}, the configuration says {expected}; someone with write access to the storage may have replaced its keys with their own, so lifeboat stopped before using it; hint: if the repository was re-created on purpose, put the fingerprint `lifeboat init` printed for it in `fingerprint`"
     )]
     WrongFingerprint {
         url: String,
@@ -516,18 +516,6 @@ impl Repository {
             own_identity: self.own_identity.clone(),
             mirrors: Vec::new(),
         }))
-    }
-
-    /// Whether the repository in `storage` has this one's keys (its settings
-    /// unseal with our metadata key), so its objects are interchangeable with
-    /// ours: same blob ids, same packs, same records.
-    pub fn shares_keys_with(&self, storage: &dyn Storage) -> Result<bool> {
-        let raw = storage.get(format::CONFIG_PATH)?;
-        let Ok(config) = serde_json::from_slice::<RepoConfigFile>(&raw) else {
-            return Ok(false);
-        };
-        Ok(codec::b64_decode(&config.sealed)
-            .is_ok_and(|sealed| self.meta.unseal("config", &sealed).is_ok()))
     }
 
     /// Read packs from `storage` when they cannot be read here. Only a

@@ -202,7 +202,12 @@ impl Repository {
                     continue;
                 }
                 let path = format::pack_path(pack);
-                match self.get_verified(&path) {
+                let entry = candidates
+                    .iter()
+                    .find(|(p, _)| p.id == *pack)
+                    .map(|(p, _)| p)
+                    .expect("claimers are candidates");
+                match self.read_checked_pack(entry) {
                     Ok(_) => {
                         intact.insert(*pack);
                     }
@@ -349,19 +354,30 @@ impl Repository {
     /// (its wrapped session key), so the encrypted blobs are copied as they
     /// are: no content key is needed. The old pack is read whole and checked
     /// against its name first, so damage is never copied into a new name.
-    fn rewrite_pack(&self, r: &Repack) -> Result<PackEntry> {
-        let path = format::pack_path(&r.pack.id);
-        let old = self.get_verified(&path)?;
+    /// Read a pack whole and check it: its bytes against its name, and its
+    /// own trailer and header against `entry` (what the index says it holds).
+    fn read_checked_pack(&self, entry: &PackEntry) -> Result<Vec<u8>> {
+        let path = format::pack_path(&entry.id);
+        let bytes = self.get_verified(&path)?;
         let env =
-            format::parse_pack_envelope(&old).map_err(|e| self.corrupt(&path, e.to_string()))?;
-        // The index entry must be the pack's own account of itself.
+            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(&path, e.to_string()))?;
         let json = self.unseal(&path, "pack", env.trailer)?;
         let trailer: PackTrailer =
             serde_json::from_slice(&json).map_err(|e| self.corrupt(&path, e.to_string()))?;
-        let session_key = crate::codec::b64_encode(env.wrapped_key);
-        if trailer.blobs != r.pack.blobs || session_key != r.pack.session_key {
+        if trailer.blobs != entry.blobs
+            || crate::codec::b64_encode(env.wrapped_key) != entry.session_key
+        {
             return Err(self.corrupt(&path, "the pack does not hold what the index says"));
         }
+        Ok(bytes)
+    }
+
+    fn rewrite_pack(&self, r: &Repack) -> Result<PackEntry> {
+        let path = format::pack_path(&r.pack.id);
+        let old = self.read_checked_pack(&r.pack)?;
+        let env =
+            format::parse_pack_envelope(&old).map_err(|e| self.corrupt(&path, e.to_string()))?;
+        let session_key = crate::codec::b64_encode(env.wrapped_key);
         let blobs_end = old.len() - 12 - env.trailer.len();
         let mut pack = format::pack_header(env.wrapped_key);
         let mut blobs = Vec::new();
@@ -392,12 +408,17 @@ impl Repository {
         );
         pack.extend_from_slice(&format::pack_footer(&trailer));
         let id = Id::of_stored(&pack);
+        let new_path = format::pack_path(&id);
         match self
             .storage
-            .put_tier(&format::pack_path(&id), &pack, PutMode::Create, Tier::Data)
+            .put_tier(&new_path, &pack, PutMode::Create, Tier::Data)
         {
             Ok(()) => {}
-            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+            // Left by an interrupted prune: the old pack goes only if that
+            // copy is intact.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                self.get_verified(&new_path)?;
+            }
             Err(e) => return Err(e.into()),
         }
         Ok(PackEntry {
@@ -472,11 +493,23 @@ fn assign(
                     a.archived_partial += 1;
                     a.keep.push(entry.clone());
                 }
-                Some((keep, unneeded)) => a.repack.push(Repack {
-                    pack: entry.clone(),
-                    keep,
-                    unneeded,
-                }),
+                Some((keep, unneeded)) => {
+                    // Needed blobs the copy may leave out are claimed by
+                    // other packs: those must be intact.
+                    for b in &entry.blobs {
+                        if let Some(owner) = a.claimed.get(&b.id)
+                            && needed.contains_key(&b.id)
+                            && !mine.contains(&b.id)
+                        {
+                            a.claimers_of_deleted.insert(*owner);
+                        }
+                    }
+                    a.repack.push(Repack {
+                        pack: entry.clone(),
+                        keep,
+                        unneeded,
+                    })
+                }
                 None => a.keep.push(entry.clone()),
             }
             continue;
@@ -812,6 +845,17 @@ mod tests {
         assert_eq!(a.repack[0].pack.id, id(2));
         assert_eq!(a.rewrite_limited, 1);
         assert!(a.keep.iter().any(|p| p.id == id(1)));
+
+        // Pack 5 holds blob 10 (claimed by pack 1), blob 14 (needed) and
+        // waste: its rewrite leaves blob 10 out, so pack 1 is to be checked.
+        c.push((entry(5, &[(10, 300), (14, 100), (15, 600)]), true));
+        let mut stored = stored;
+        stored.extend([meta(5, None)]);
+        let mut needed = needed;
+        needed.insert(id(14), vec![id(99)]);
+        let a = assign(&c, &needed, &stored, &HashSet::new(), limits(u64::MAX));
+        assert!(a.repack.iter().any(|r| r.pack.id == id(5)));
+        assert!(a.claimers_of_deleted.contains(&id(1)));
     }
 
     #[test]
