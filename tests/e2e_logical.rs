@@ -218,13 +218,17 @@ fn wrong_passphrase_is_a_usage_error() {
         .fails(2, "LIFEBOAT_PASSPHRASE");
 }
 
+/// `lifeboat key generate -o FILE`, which prints the recipient.
+fn generate_key(env: &Env, file: &std::path::Path) -> common::Run {
+    env.lifeboat(&["key", "generate", "-o", file.to_str().unwrap()])
+        .ok()
+}
+
 #[test]
 fn public_key_mode_backup_host_cannot_restore() {
     let env = Env::new();
     let identity = env.dir.path().join("restore.key");
-    let r = env
-        .lifeboat(&["key", "generate", "-o", identity.to_str().unwrap()])
-        .ok();
+    let r = generate_key(&env, &identity);
     let recipient = r.stdout.trim().to_string();
     assert!(recipient.starts_with("age1"), "{recipient}");
     let key_text = std::fs::read_to_string(&identity).unwrap();
@@ -276,8 +280,7 @@ fn public_key_mode_backup_host_cannot_restore() {
 
     // Another identity cannot read.
     let other = env.dir.path().join("other.key");
-    env.lifeboat(&["key", "generate", "-o", other.to_str().unwrap()])
-        .ok();
+    generate_key(&env, &other);
     env.write_config(&reader_cfg.replace(identity.to_str().unwrap(), other.to_str().unwrap()));
     env.lifeboat_env(&["list"], &[])
         .fails(2, "identity does not match");
@@ -293,12 +296,7 @@ fn printed_fingerprint(stdout: &str) -> String {
 fn a_pinned_fingerprint_refuses_a_repository_whose_keys_were_swapped() {
     let env = Env::new();
     let identity = env.dir.path().join("restore.key");
-    let recipient = env
-        .lifeboat(&["key", "generate", "-o", identity.to_str().unwrap()])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let recipient = generate_key(&env, &identity).stdout.trim().to_string();
     let recipients = format!("recipients = [\"{recipient}\"]\n");
     let target = env.target_section("dev", "hyper_db", "");
     let writer = |dedup: &str| format!("{recipients}dedup_key_file = \"{dedup}\"");

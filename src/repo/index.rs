@@ -165,18 +165,25 @@ impl Repository {
     /// Rebuild a pack's index entry from the pack itself (its header and its
     /// sealed trailer), checking that the pack's content matches its name.
     pub(crate) fn read_pack_entry(&self, path: &str) -> Result<PackEntry> {
+        self.read_pack(path).map(|(_, entry)| entry)
+    }
+
+    /// A pack's bytes, checked against its name, and the entry its own header
+    /// and trailer make for it.
+    pub(crate) fn read_pack(&self, path: &str) -> Result<(Vec<u8>, PackEntry)> {
         let bytes = self.get_verified(path)?;
         let env =
             format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
         let json = self.unseal(path, "pack", env.trailer)?;
         let trailer: PackTrailer =
             serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
-        Ok(PackEntry {
+        let entry = PackEntry {
             id: Id::of_stored(&bytes),
             size: bytes.len() as u64,
             session_key: crate::codec::b64_encode(env.wrapped_key),
             blobs: trailer.blobs,
-        })
+        };
+        Ok((bytes, entry))
     }
 
     /// Write one index file naming `packs`, which must already be durable.

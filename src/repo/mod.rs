@@ -863,6 +863,20 @@ pub(crate) fn test_repo() -> (Arc<crate::storage::memory::MemoryStorage>, Reposi
     (storage, repo)
 }
 
+/// Every blob of `ids` read back through `read_blobs`, sorted by id.
+#[cfg(test)]
+pub(crate) fn read_all(repo: &Repository, index: &Index, ids: &[Id]) -> Vec<(Id, Vec<u8>)> {
+    let got = std::sync::Mutex::new(Vec::new());
+    repo.read_blobs(index, ids, 2, &|id, data| {
+        got.lock().unwrap().push((*id, data));
+        Ok(())
+    })
+    .unwrap();
+    let mut got = got.into_inner().unwrap();
+    got.sort();
+    got
+}
+
 /// A 64 KiB block shaped like a heap page, for unit tests: compressible,
 /// but not trivially, and different for every seed.
 #[cfg(test)]

@@ -349,35 +349,27 @@ impl Repository {
         Ok(report)
     }
 
-    /// Write a copy of `r.pack` that holds only the stored blobs and groups at
-    /// `r.keep`, and return its index entry. The copy keeps the pack's header
-    /// (its wrapped session key), so the encrypted blobs are copied as they
-    /// are: no content key is needed. The old pack is read whole and checked
-    /// against its name first, so damage is never copied into a new name.
     /// Read a pack whole and check it: its bytes against its name, and its
     /// own trailer and header against `entry` (what the index says it holds).
     fn read_checked_pack(&self, entry: &PackEntry) -> Result<Vec<u8>> {
         let path = format::pack_path(&entry.id);
-        let bytes = self.get_verified(&path)?;
-        let env =
-            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(&path, e.to_string()))?;
-        let json = self.unseal(&path, "pack", env.trailer)?;
-        let trailer: PackTrailer =
-            serde_json::from_slice(&json).map_err(|e| self.corrupt(&path, e.to_string()))?;
-        if trailer.blobs != entry.blobs
-            || crate::codec::b64_encode(env.wrapped_key) != entry.session_key
-        {
+        let (bytes, own) = self.read_pack(&path)?;
+        if own.blobs != entry.blobs || own.session_key != entry.session_key {
             return Err(self.corrupt(&path, "the pack does not hold what the index says"));
         }
         Ok(bytes)
     }
 
+    /// Write a copy of `r.pack` that holds only the stored blobs and groups at
+    /// `r.keep`, and return its index entry. The copy keeps the pack's header
+    /// (its wrapped session key), so the encrypted blobs are copied as they
+    /// are: no content key is needed. The old pack is read whole and checked
+    /// against its name first, so damage is never copied into a new name.
     fn rewrite_pack(&self, r: &Repack) -> Result<PackEntry> {
         let path = format::pack_path(&r.pack.id);
         let old = self.read_checked_pack(&r.pack)?;
         let env =
             format::parse_pack_envelope(&old).map_err(|e| self.corrupt(&path, e.to_string()))?;
-        let session_key = crate::codec::b64_encode(env.wrapped_key);
         let blobs_end = old.len() - 12 - env.trailer.len();
         let mut pack = format::pack_header(env.wrapped_key);
         let mut blobs = Vec::new();
@@ -424,7 +416,7 @@ impl Repository {
         Ok(PackEntry {
             id,
             size: pack.len() as u64,
-            session_key,
+            session_key: r.pack.session_key.clone(),
             blobs,
         })
     }
@@ -593,7 +585,7 @@ fn old_enough(modified: Option<SystemTime>, grace: Duration) -> bool {
 mod tests {
     use super::*;
     use crate::codec::Effort;
-    use crate::repo::{test_block as block, test_repo};
+    use crate::repo::{read_all, test_block as block, test_repo};
     use crate::storage::Storage;
 
     /// One session's pack: a needed blob, an unneeded one, a group with one
@@ -662,14 +654,7 @@ mod tests {
         for id in &dropped {
             assert!(!index.contains(id));
         }
-        let got = std::sync::Mutex::new(Vec::new());
-        repo.read_blobs(&index, &kept, 2, &|id, data| {
-            got.lock().unwrap().push((*id, data));
-            Ok(())
-        })
-        .unwrap();
-        let mut got = got.into_inner().unwrap();
-        got.sort();
+        let got = read_all(&repo, &index, &kept);
         let mut expect: Vec<(Id, Vec<u8>)> = kept
             .iter()
             .zip([10, 1, 2, 3])
@@ -856,6 +841,30 @@ mod tests {
         let a = assign(&c, &needed, &stored, &HashSet::new(), limits(u64::MAX));
         assert!(a.repack.iter().any(|r| r.pack.id == id(5)));
         assert!(a.claimers_of_deleted.contains(&id(1)));
+    }
+
+    #[test]
+    fn a_rewrite_that_cannot_be_written_keeps_the_pack_and_the_prune_goes_on() {
+        let (storage, repo) = test_repo();
+        let (pack, kept, _) = one_pack(&repo);
+        let rec = record_needing(&kept);
+        let limits = CleanupLimits {
+            max_unused: 0,
+            ..NO_REWRITE
+        };
+        let plan = repo
+            .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], limits)
+            .unwrap();
+        assert_eq!(plan.repack.len(), 1);
+        let lock = repo.lock_exclusive("prune").unwrap();
+        storage.fail_next_puts(1, ErrorKind::NoSpace);
+        let report = repo.apply_cleanup(&plan, &lock).unwrap();
+        assert_eq!(report.repacked, 0);
+        assert_eq!(report.not_repacked.len(), 1);
+        assert_eq!(report.not_freed, plan.repack[0].unneeded);
+        assert!(storage.get(&format::pack_path(&pack.id)).is_ok());
+        let index = repo.load_index().unwrap();
+        assert_eq!(read_all(&repo, &index, &kept).len(), kept.len());
     }
 
     #[test]

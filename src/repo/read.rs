@@ -717,14 +717,7 @@ mod tests {
         let at = index.get(&ids[0]).unwrap().offset as usize + 30;
         bytes[at] ^= 1;
         storage.put(&path, &bytes, PutMode::Overwrite).unwrap();
-        let got = Mutex::new(Vec::new());
-        repo.read_blobs(&index, &ids, 2, &|id, data| {
-            got.lock().unwrap().push((*id, data));
-            Ok(())
-        })
-        .unwrap();
-        let mut got = got.into_inner().unwrap();
-        got.sort();
+        let got = crate::repo::read_all(&repo, &index, &ids);
         let mut want: Vec<(Id, Vec<u8>)> = ids.iter().copied().zip(blobs).collect();
         want.sort();
         assert_eq!(got, want);
