@@ -436,6 +436,11 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
     let mut last_seen = None;
     // The first segment ahead found not archived, and when.
     let mut end: Option<(Segment, Instant)> = None;
+    // What was fetched ahead, for as long as recovery has not got past it: a
+    // segment `wal-fetch` took from the spool is not fetched again (it would
+    // be a wasted 16 MiB, and left in the spool when it lands after the
+    // `wal-fetch` that took it cleared what recovery is past).
+    let mut fetched_ahead = std::collections::BTreeSet::<String>::new();
     loop {
         if spool.owner() != Some(me) {
             return Ok(());
@@ -444,6 +449,9 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         if last != last_seen {
             active = Instant::now();
             last_seen = last;
+            if let Some(last) = &last_seen {
+                fetched_ahead.retain(|n| n > last);
+            }
         }
         let asked = spool.requests();
         if !asked.is_empty() {
@@ -455,7 +463,7 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         let room = PREFETCH_THREADS.saturating_sub(asked.len());
         let coming: Vec<String> = ahead(spool, last_seen.as_deref(), end)
             .into_iter()
-            .filter(|n| !asked.iter().any(|(a, _)| a == n))
+            .filter(|n| !asked.iter().any(|(a, _)| a == n) && !fetched_ahead.contains(n))
             .take(room)
             .collect();
         let mut jobs: Vec<Job> = asked.into_iter().map(|(n, a)| Job::Asked(n, a)).collect();
@@ -465,6 +473,7 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
             continue;
         }
         let not_archived = Mutex::new(None::<Segment>);
+        let got_ahead = Mutex::new(Vec::new());
         super::for_each_parallel(&jobs, PREFETCH_THREADS, |_, job| {
             let name = match job {
                 Job::Asked(name, _) | Job::Ahead(name) => name,
@@ -481,7 +490,18 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
                 None => Ok(false),
             });
             match (job, fetched) {
-                (_, Ok(true)) => {}
+                (Job::Ahead(name), Ok(true)) => {
+                    // Recovery may have got past it meanwhile (another
+                    // `wal-fetch` fetched it): not left behind in the spool.
+                    if spool
+                        .read("last")
+                        .is_some_and(|last| name.as_str() <= last.as_str())
+                    {
+                        let _ = std::fs::remove_file(spool.path(name));
+                    }
+                    got_ahead.lock().expect("got ahead").push(name.clone());
+                }
+                (Job::Asked(..), Ok(true)) => {}
                 (Job::Asked(name, asker), Ok(false)) => {
                     let _ = spool.write_atomic(&format!("{name}.missing"), asker);
                 }
@@ -507,6 +527,7 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         if let Some(s) = not_archived.into_inner().expect("not archived") {
             end = Some((s, Instant::now()));
         }
+        fetched_ahead.extend(got_ahead.into_inner().expect("got ahead"));
     }
 }
 
