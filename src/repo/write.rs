@@ -474,19 +474,19 @@ impl Session<'_> {
         blobs: Vec<Vec<u8>>,
         group: Option<Effort>,
     ) -> std::result::Result<(Vec<Id>, Vec<Vec<u8>>), ()> {
-        let mut ids = Vec::with_capacity(blobs.len());
+        // Hashed before the locks are taken: threads storing blocks of
+        // different files hash in parallel.
+        let ids: Vec<Id> = blobs.iter().map(|b| self.repo.meta.blob_id(b)).collect();
         let mut job = Vec::new();
         let mut unneeded = Vec::new();
         {
             let mut stats = self.stats.lock().expect("stats");
             let mut seen = self.seen.lock().expect("seen set");
-            for data in blobs {
-                let id = self.repo.meta.blob_id(&data);
+            for (data, &id) in blobs.into_iter().zip(&ids) {
                 let len = data.len() as u64;
                 let new = !self.index.contains(&id) && seen.insert(id);
                 stats.size += len;
                 stats.chunks += 1;
-                ids.push(id);
                 if new {
                     stats.new_chunks += 1;
                     stats.new_bytes += len;
