@@ -157,7 +157,8 @@ fn tampered_pack_fails_restore_and_export_naming_it() {
 }
 
 /// A passphrase file's unlock is cached in /dev/shm for the next process
-/// (Argon2id once); a wrong passphrase in the file is still refused.
+/// (Argon2id once; `init` already fills it); a wrong passphrase in the file
+/// is still refused.
 #[test]
 fn a_cached_unlock_still_refuses_a_wrong_passphrase_file() {
     use std::os::unix::fs::MetadataExt;
@@ -172,7 +173,20 @@ fn a_cached_unlock_still_refuses_a_wrong_passphrase_file() {
     };
     config("");
     env.lifeboat_env(&["init"], &[]).ok();
+    // Key file parameters Argon2id refuses: a later process can only
+    // unlock the repository from the cache, here the entry init wrote.
+    let keys: Vec<_> = std::fs::read_dir(env.repo_path().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(keys.len(), 1);
+    let original = std::fs::read(&keys[0]).unwrap();
+    let mut kf: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    kf["kdf"]["memory_kib"] = serde_json::json!(1u64 << 30);
+    let unusable = serde_json::to_vec(&kf).unwrap();
+    std::fs::write(&keys[0], &unusable).unwrap();
     env.lifeboat_env(&["backup", "dev"], &[]).ok();
+    std::fs::write(&keys[0], &original).unwrap();
     let cache = std::path::PathBuf::from(format!("/dev/shm/lifeboat-{}", nix::unistd::geteuid()));
     let meta = std::fs::symlink_metadata(&cache).expect("the unlock cache directory");
     assert!(meta.is_dir());
@@ -182,17 +196,9 @@ fn a_cached_unlock_still_refuses_a_wrong_passphrase_file() {
         .fails(2, "wrong passphrase");
     std::fs::write(&pass, common::PASSPHRASE).unwrap();
 
-    // Key file parameters Argon2id refuses: a later process can only
-    // unlock the repository from the cache.
-    let keys: Vec<_> = std::fs::read_dir(env.repo_path().join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(keys.len(), 1);
-    let mut kf: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&keys[0]).unwrap()).unwrap();
-    kf["kdf"]["memory_kib"] = serde_json::json!(1u64 << 30);
-    std::fs::write(&keys[0], serde_json::to_vec(&kf).unwrap()).unwrap();
+    // Once more after the wrong passphrase (which went through Argon2id):
+    // the cache still opens with the right one.
+    std::fs::write(&keys[0], &unusable).unwrap();
     let r = env.lifeboat_env(&["list", "--json"], &[]).ok();
     assert!(r.stdout.contains("\"dev\""), "{}", r.stdout);
     config("unlock_cache = false");

@@ -72,8 +72,11 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
                     "the passphrase is shorter than 12 characters; hint: use a long random passphrase (e.g. `openssl rand -base64 24`)"
                 ));
             }
-            let outcome = Repository::init(storage, InitKeys::Passphrase(pass), level)
+            let outcome = Repository::init(storage, InitKeys::Passphrase(pass.clone()), level)
                 .with_context(|| format!("repository {name:?}"))?;
+            if let Some(cache) = super::unlock_cache(rc) {
+                outcome.remember(&cache, &pass);
+            }
             lines.push(format!(
                 "created repository {name:?} at {} (passphrase mode)",
                 rc.url
@@ -147,9 +150,16 @@ fn init_sharing(
         })?),
         EncryptionMode::Recipients => InitKeys::Recipients(rc.recipients.clone()),
     };
+    let pass = match &keys {
+        InitKeys::Passphrase(p) => Some(p.clone()),
+        InitKeys::Recipients(_) => None,
+    };
     let outcome = source
         .init_sharing(storage, keys)
         .with_context(|| format!("repository {name:?}"))?;
+    if let (Some(cache), Some(pass)) = (super::unlock_cache(rc), pass) {
+        outcome.remember(&cache, &pass);
+    }
     let mut lines = vec![
         format!(
             "created repository {name:?} at {} with the keys of {from:?}: `lifeboat copy` copies backups to it unchanged",

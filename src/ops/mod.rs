@@ -250,20 +250,24 @@ pub fn credentials(rc: &RepositoryConfig) -> Result<Credentials> {
         })?),
         None => None,
     };
-    // Only a passphrase kept in a file: whoever can read the cache can read
-    // that file (FORMAT.md "Unlock cache").
-    let unlock_cache = match rc.passphrase_file {
-        Some(_) if rc.unlock_cache => crate::repo::UnlockCache::for_this_user(),
-        _ => None,
-    };
     Ok(Credentials {
         passphrase: rc.passphrase()?,
         identities,
         dedup_key,
         recipients: rc.recipients.clone(),
-        unlock_cache,
+        unlock_cache: unlock_cache(rc),
         fingerprint: rc.fingerprint.clone(),
     })
+}
+
+/// Where this user keeps unlocked keys of the repository, if anywhere: only
+/// for a passphrase kept in a file, since whoever can read the cache can read
+/// that file (FORMAT.md "Unlock cache").
+pub fn unlock_cache(rc: &RepositoryConfig) -> Option<crate::repo::UnlockCache> {
+    match rc.passphrase_file {
+        Some(_) if rc.unlock_cache => crate::repo::UnlockCache::for_this_user(),
+        _ => None,
+    }
 }
 
 pub fn read_identities(path: &std::path::Path) -> Result<crate::repo::Identities> {

@@ -186,6 +186,20 @@ pub struct InitOutcome {
     pub repo: Repository,
     /// Public-key mode: the dedup key a backup host needs (base64).
     pub dedup_key: Option<SecretBytes>,
+    /// Passphrase mode: the new key file's unlock-cache binding and
+    /// plaintext, for `remember`.
+    key_file: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl InitOutcome {
+    /// Keep the new key file's keys in `cache`, as `open` does after
+    /// Argon2id, so that the next command of this user (the first backup,
+    /// the archiver's first `wal-push`) does not pay Argon2id again.
+    pub fn remember(&self, cache: &UnlockCache, passphrase: &str) {
+        if let Some((binding, plaintext)) = &self.key_file {
+            cache.put(passphrase, binding, plaintext);
+        }
+    }
 }
 
 /// An opened, unlocked repository.
@@ -321,7 +335,7 @@ impl Repository {
                 "{url} is not empty and holds no lifeboat repository; hint: choose an empty or new location"
             )));
         }
-        let (mode, recipients, key_file, identities, dedup_key) = match keys {
+        let (mode, recipients, key_file, identities, dedup_key, cache_entry) = match keys {
             InitKeys::Passphrase(pass) => {
                 let identity = identity.expect("passphrase mode has an identity");
                 use age::secrecy::ExposeSecret;
@@ -330,15 +344,25 @@ impl Repository {
                     identity: Some(identity.to_string().expose_secret().to_string()),
                 };
                 let kdf = codec::KdfParams::new_random();
-                let ct = codec::passphrase_encrypt(&kdf, &pass, &to_json(&material))
+                let plaintext = to_json(&material);
+                let ct = codec::passphrase_encrypt(&kdf, &pass, &plaintext)
                     .map_err(|e| RepoError::Other(e.to_string()))?;
+                let ciphertext = codec::b64_encode(&ct);
+                let binding = UnlockCache::binding(&kdf, &ciphertext);
                 let file = KeyFile::Passphrase {
                     version: 1,
                     kdf,
-                    ciphertext: codec::b64_encode(&ct),
+                    ciphertext,
                 };
                 let recipients = vec![identity.to_public()];
-                (KeyMode::Passphrase, recipients, file, Some(identity), None)
+                (
+                    KeyMode::Passphrase,
+                    recipients,
+                    file,
+                    Some(identity),
+                    None,
+                    Some((binding, plaintext)),
+                )
             }
             InitKeys::Recipients(strs) => {
                 let recipients = parse_recipients(&strs)?;
@@ -358,6 +382,7 @@ impl Repository {
                     file,
                     None,
                     Some(meta.secret.clone()),
+                    None,
                 )
             }
         };
@@ -404,6 +429,7 @@ impl Repository {
                 mirrors: Vec::new(),
             },
             dedup_key,
+            key_file: cache_entry,
         })
     }
 
@@ -1008,6 +1034,31 @@ mod tests {
             Repository::open(storage.clone(), cached("other")).is_err(),
             "another passphrase does not open the cached entry"
         );
+    }
+
+    #[test]
+    fn init_remembers_its_keys_for_the_next_open() {
+        let storage = Arc::new(MemoryStorage::new());
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = UnlockCache::at(tmp.path().join("cache"));
+        let outcome =
+            Repository::init(storage.clone(), InitKeys::Passphrase("pw".into()), 3).expect("init");
+        outcome.remember(&cache, "pw");
+        // Key file parameters Argon2id refuses: only the cache can open it.
+        let key = storage.list(format::KEYS_DIR).unwrap()[0].path.clone();
+        let mut kf: serde_json::Value =
+            serde_json::from_slice(&storage.get(&key).unwrap()).unwrap();
+        kf["kdf"]["memory_kib"] = serde_json::json!(codec::MAX_KDF_MEMORY_KIB + 1);
+        storage.delete(&key).unwrap();
+        storage
+            .put(&key, &serde_json::to_vec(&kf).unwrap(), PutMode::Create)
+            .unwrap();
+        let cached = Credentials {
+            unlock_cache: Some(UnlockCache::at(tmp.path().join("cache"))),
+            ..passphrase("pw")
+        };
+        let repo = Repository::open(storage.clone(), cached).expect("open from init's entry");
+        assert_eq!(repo.id, outcome.repo.id);
     }
 
     #[test]
