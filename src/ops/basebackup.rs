@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -149,9 +149,31 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let seg_size = facts.wal_segment_size;
     let first = Segment::of(timeline, start_lsn, seg_size);
     let last = Segment::of(timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg_size);
-    wait_for_wal(ctx, &repo, facts.system_identifier, first, last, seg_size)?;
-
-    let stats = session.finish().context("storing the backup")?;
+    // The index does not depend on the WAL: write it while the archiver
+    // pushes the backup's last segment. If that segment never comes, the
+    // indexed blocks are left for prune, as after a crash.
+    let finish_failed = AtomicBool::new(false);
+    let (waited, finished) = std::thread::scope(|s| {
+        let finishing = s.spawn(|| {
+            let r = session.finish();
+            finish_failed.store(r.is_err(), Ordering::Relaxed);
+            r
+        });
+        let waited = wait_for_wal(
+            ctx,
+            &repo,
+            facts.system_identifier,
+            first,
+            last,
+            seg_size,
+            &|| finish_failed.load(Ordering::Relaxed),
+        );
+        (waited, finishing.join())
+    });
+    let stats = finished
+        .map_err(|_| anyhow::anyhow!("storing the backup panicked"))?
+        .context("storing the backup")?;
+    waited?;
     if corrupt_count > 0 {
         eprintln!(
             "warning: {corrupt_count} page(s) failed their checksum (first: {} block {}); the backup completed and lists them: `lifeboat show` names them",
@@ -434,7 +456,8 @@ fn session_error(session: Session<'_>, e: anyhow::Error) -> anyhow::Error {
 }
 
 /// The backup is restorable only with the WAL from its start to its stop:
-/// wait until the server's archiver has pushed it into this repository.
+/// wait until the server's archiver has pushed it into this repository, or
+/// until `abandoned` says the backup failed meanwhile.
 fn wait_for_wal(
     ctx: &Context,
     repo: &Repository,
@@ -442,6 +465,7 @@ fn wait_for_wal(
     first: Segment,
     last: Segment,
     seg_size: u64,
+    abandoned: &dyn Fn() -> bool,
 ) -> Result<()> {
     let started = Instant::now();
     let deadline = started + WAL_WAIT;
@@ -456,6 +480,9 @@ fn wait_for_wal(
             }
             next = next.next();
             continue;
+        }
+        if abandoned() {
+            bail!("the backup failed while waiting for WAL segment {name}");
         }
         if Instant::now() > deadline {
             bail!(
