@@ -316,8 +316,12 @@ lb_last() { # FIELD of the newest backup in the main repository
 lb_fresh_repo() {
     wait_archived >/dev/null
     rm -rf "$LBD/repo"
-    lb init >"$WORK/logs/lb-init.log"
+    lb init >"$WORK/logs/lb-init.log" # also puts the keys in root's unlock cache
     chown -R postgres: "$LBD"
+    # The archiver's first push into a new repository would pay Argon2id inside
+    # the backup's wait for its last segment; in a repository in service the
+    # archiver's pushes keep the keys in postgres's unlock cache.
+    runuser -u postgres -- "$LB" --quiet --config "$LBC" list >/dev/null
 }
 # repositories' state before the incremental backups, put back before a retry
 snap_repo() { rm -rf "$1.snap"; cp -a "$1" "$1.snap"; }
@@ -818,7 +822,7 @@ bash bench/physical.sh${ARGS_GIVEN:+ $ARGS_GIVEN}
 | disk | $DISK_DEV ($DISK_FS), 1 GiB sequential write with fsync: $DISK_WRITE |
 | PostgreSQL | $PG_VERSION; throwaway cluster: shared_buffers=1GB, fsync=on, max_wal_size=4GB, checkpoint_timeout=30min, wal_level=replica, archive_mode=on, data checksums off |
 | data | \`pgbench -i -s $SCALE\`: database $(mib "$DB_SIZE"), data directory $(mib "$PGDATA_SIZE") without pg_wal |
-| lifeboat | $LB_VERSION, git $GIT_REV$([[ -n $REV ]] && echo " (built from \`git archive\` of that commit)")$([[ $GIT_DIRTY == yes ]] && echo " plus uncommitted changes in src/ or Cargo.* (the working tree)"), \`cargo build --release\`; \`file://\` repository, repository defaults, passphrase mode; \`checkpoint = "fast"\`; restore with its default jobs (the CPU count) |
+| lifeboat | $LB_VERSION, git $GIT_REV$([[ -n $REV ]] && echo " (built from \`git archive\` of that commit)")$([[ $GIT_DIRTY == yes ]] && echo " plus uncommitted changes in src/ or Cargo.* (the working tree)"), \`cargo build --release\`; \`file://\` repository, repository defaults, passphrase mode (\`passphrase_file\`; each new repository's keys in the unlock cache of root, who runs the backups, by \`init\`, and of postgres, whose archiver pushes the WAL, by a \`list\`, as in a repository in service); \`checkpoint = "fast"\`; restore with its default jobs (the CPU count) |
 | pgBackRest | $PGBR_VERSION (Debian package): process-max=2, compress-type=zst (level 3), start-fast=y, repo on the same disk; block incremental (repo-bundle + repo-block): $( ((PGBR_BLOCK)) && echo "a second repository, repo2" || echo "not available, it came with 2.46") |
 | pg_basebackup | $PGBB_VERSION: \`-Ft --compress=server-zstd:workers=2 -X none --checkpoint=fast\` |
 | archiving | \`archive_command = '<lifeboat> --config <cfg> --quiet wal-push %p && pgbackrest --config=<cfg> --stanza=bench archive-push %p'\`, so that both tools' backups find their WAL; pgBackRest's WAL therefore lands after lifeboat's |
