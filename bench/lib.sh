@@ -167,6 +167,13 @@ mib() { awk -v b="$1" 'BEGIN { if (b < 1048576) printf "%.0f KiB", b / 1024; els
 kmib() { awk -v k="$1" 'BEGIN { printf "%d MiB", k / 1024 + 0.5 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
+# comparisons for verdict; targets are judged on unrounded values (ratio rounds
+# for display: 0.502 prints as 0.50, which is not <= 0.5)
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+within() { awk -v a="$1" -v b="$2" -v l="$3" 'BEGIN { exit !(b > 0 && a <= l * b) }'; }   # A / B <= L
+at_least() { awk -v a="$1" -v b="$2" -v l="$3" 'BEGIN { exit !(b > 0 && a >= l * b) }'; } # A / B >= L
 get() { eval "echo \"\${$1:-}\""; }
 put() { printf -v "$1" '%s' "$2"; }
 

@@ -191,7 +191,6 @@ peak_others() { # DS STEP PROG -> "pg_dump 10 MiB, psql 8 MiB" or "-"
         $1 == ds && $2 == st { n = split($6, a, ", "); for (i = 1; i <= n; i++) { split(a[i], b, " "); if (b[1] != prog && b[2] > m[b[1]]) m[b[1]] = b[2] } }
         END { s = ""; for (k in m) s = s (s == "" ? "" : ", ") k " " int(m[k] / 1024 + 0.5) " MiB"; print (s == "" ? "-" : s) }' "$RESULTS"
 }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 
 # ------------------------------------------------------------ lifeboat helpers
 # a lifeboat config with a new, empty repository in DIR, for database DB

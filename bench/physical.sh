@@ -253,8 +253,6 @@ max_rss() { # DS STEP... -> kB, max over all runs of those steps
     shift
     awk -F'\t' -v ds="$ds" -v steps=" $* " '$1 == ds && index(steps, " " $2 " ") && $5 > m { m = $5 } END { print m + 0 }' "$RESULTS"
 }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 ms() { awk -v s="$1" 'BEGIN { printf "%.0f", s * 1000 }'; }
 per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.2f", (s > 0 ? n / s : 0) }'; }
 
@@ -766,9 +764,9 @@ REPLAY_RESTORE=$(tmed pg replay_restore)
 RESTORE_START=$(tmed lb restore_start)
 LOCAL_TOTAL=$(awk -v a="$REPLAY_RESTORE" -v b="$REPLAY_LOCAL" 'BEGIN { printf "%.3f", a + b }')
 
-V_FULL_T=$(verdict le "$(ratio "$LB_FULL" "$PGBR_FULL_T")" 0.5)
+V_FULL_T=$(verdict within "$LB_FULL" "$PGBR_FULL_T" 0.5)
 V_FULL_S=$(verdict le "$LB_FULL_S" "$PGBR_FULL_S")
-V_INCR_T=$(verdict le "$(ratio "$LB_INCR" "$PGBR_INCR")" 0.5)
+V_INCR_T=$(verdict within "$LB_INCR" "$PGBR_INCR" 0.5)
 if ((PGBR_BLOCK)); then
     PGBRB_INCR=$(tmed pgbrb incr)
     PGBRB_INCR_S=$(vmed pgbrb incr stored)
@@ -778,8 +776,8 @@ else
     V_INCR_S="n/a"
     INCR_S_MEASURED="$(mib "$LB_INCR_S") vs - (pgBackRest $PGBR_VERSION has no block incremental: repo-block came with 2.46); vs its plain incremental $(mib "$PGBR_INCR_S"): $(ratio "$LB_INCR_S" "$PGBR_INCR_S") x"
 fi
-V_RESTORE=$(verdict le "$(ratio "$LB_RESTORE" "$PGBR_RESTORE")" 0.8)
-V_REPLAY=$(verdict le "$(ratio "$REPLAY_FETCH" "$REPLAY_LOCAL")" 1.2)
+V_RESTORE=$(verdict within "$LB_RESTORE" "$PGBR_RESTORE" 0.8)
+V_REPLAY=$(verdict within "$REPLAY_FETCH" "$REPLAY_LOCAL" 1.2)
 RSS_BACKUP=$(max_rss lb full incr)
 RSS_RESTORE=$(max_rss lb restore restore_start)
 RSS_RESTORE=$((RSS_RESTORE > $(max_rss pg replay_restore) ? RSS_RESTORE : $(max_rss pg replay_restore)))

@@ -146,8 +146,6 @@ max_rss() { # DS STEP -> kB, max over all runs
     awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st && $5 > m { m = $5 } END { print m + 0 }' "$RESULTS"
 }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? b / s / 1e6 : 0) }'; } # BYTES SECONDS -> MB/s
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 
 # ------------------------------------------------------------ lifeboat helpers
 lb() { "$LB" --quiet --config "$@"; }
@@ -355,8 +353,8 @@ WREL_B=$(ratio "$CAT_B" "$VR_B")
 V1=$(verdict lt "$PRUNE_T" 5)
 V2=$(verdict test "$PRUNE_RSS" -lt 131072)
 V3=$(verdict lt "$VERIFY_T" 2)
-V4=$(verdict ge "$REL_A" 0.8)
-V5=$(verdict ge "$REL_B" 0.8)
+V4=$(verdict at_least "$CATC_A" "$VRC_A" 0.8)
+V5=$(verdict at_least "$CATC_B" "$VRC_B" 0.8)
 
 section() {
     cat <<EOF

@@ -316,8 +316,6 @@ max_rss() { # DS STEP -> kB, max over all runs
     awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st && $5 > m { m = $5 } END { print m + 0 }' "$RESULTS"
 }
 nruns() { awk -F'\t' -v ds="$1" -v st="$2" '$1 == ds && $2 == st' "$RESULTS" | wc -l; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 ms() { awk -v s="$1" 'BEGIN { printf "%.0f", s * 1000 }'; }
 
 # ------------------------------------------------------------ WAL helpers (as bench/physical.sh)
@@ -723,12 +721,12 @@ R_logical_local=$(tmed logical restore_local)
 R_logical_s3=$(tmed logical restore_s3)
 R_physical_local=$(tmed physical restore_local)
 R_physical_s3=$(tmed physical restore_s3)
-VB_logical=$(verdict le "$(ratio "$B_logical_s3" "$B_logical_local")" 1.3)
-VB_physical=$(verdict le "$(ratio "$B_physical_s3" "$B_physical_local")" 1.3)
-VR_logical=$(verdict le "$(ratio "$R_logical_s3" "$R_logical_local")" 1.3)
-VR_physical=$(verdict le "$(ratio "$R_physical_s3" "$R_physical_local")" 1.3)
-VL_logical=$(verdict le "$(ratio "$B_logical_lat" "$B_logical_s3")" 2)
-VL_physical=$(verdict le "$(ratio "$B_physical_lat" "$B_physical_s3")" 2)
+VB_logical=$(verdict within "$B_logical_s3" "$B_logical_local" 1.3)
+VB_physical=$(verdict within "$B_physical_s3" "$B_physical_local" 1.3)
+VR_logical=$(verdict within "$R_logical_s3" "$R_logical_local" 1.3)
+VR_physical=$(verdict within "$R_physical_s3" "$R_physical_local" 1.3)
+VL_logical=$(verdict within "$B_logical_lat" "$B_logical_s3" 2)
+VL_physical=$(verdict within "$B_physical_lat" "$B_physical_s3" 2)
 P_ASYNC=$(tmed wal push_async)
 P_ASYNC_MAX=$(tmax wal push_async)
 P_LAT=$(tmed wal push_lat)
