@@ -328,13 +328,24 @@ fn a_pinned_fingerprint_refuses_a_repository_whose_keys_were_swapped() {
 
     // Someone who can write to the storage makes a repository of their own
     // for the same (public) recipient and puts its keys in place of ours.
+    // (Made with our pin still in its configuration, init says the pin
+    // does not fit the keys it just made.)
     let forged = env.dir.path().join("forged");
     env.write_config(&format!(
-        "[repository.main]\nurl = \"file://{}\"\n{}\n\n{target}",
+        "[repository.main]\nurl = \"file://{}\"\n{}\nfingerprint = \"{pin}\"\n\n{target}",
         forged.display(),
         writer(env.dir.path().join("forged.dedup-key").to_str().unwrap())
     ));
-    env.lifeboat_env(&["init"], &[]).ok();
+    let init = env.lifeboat_env(&["init"], &[]).ok();
+    assert!(
+        init.stdout.contains(&format!(
+            "warning: its fingerprint is {}, but [repository.main] pins {pin}",
+            printed_fingerprint(&init.stdout)
+        )),
+        "{}",
+        init.stdout
+    );
+    assert_ne!(printed_fingerprint(&init.stdout), pin);
     let repo = env.repo_path();
     std::fs::remove_dir_all(repo.join("keys")).unwrap();
     std::fs::create_dir(repo.join("keys")).unwrap();

@@ -81,7 +81,7 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
                 "created repository {name:?} at {} (passphrase mode)",
                 rc.url
             ));
-            lines.push(pin_line(name, &outcome.repo));
+            lines.push(pin_line(name, &outcome.repo, rc.fingerprint.as_deref()));
             lines.push("keep the passphrase safe and apart from the backups: without it no backup can be restored.".into());
         }
         EncryptionMode::Recipients => {
@@ -109,7 +109,7 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
                 "created repository {name:?} at {} (public-key mode)",
                 rc.url
             ));
-            lines.push(pin_line(name, &outcome.repo));
+            lines.push(pin_line(name, &outcome.repo, rc.fingerprint.as_deref()));
             lines.push(format!(
                 "wrote the dedup key to {} (mode 0600): backup hosts need it (dedup_key_file or LIFEBOAT_DEDUP_KEY); it lets them write backups, not read them.",
                 dedup_path.display()
@@ -120,12 +120,19 @@ pub fn init_repository(ctx: &Context, name: &str) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// What to tell the user about the new repository's fingerprint.
-fn pin_line(name: &str, repo: &Repository) -> String {
-    format!(
-        "its fingerprint is {fp}: put `fingerprint = \"{fp}\"` in [repository.{name}] on every host that uses it, and it refuses a repository whose keys someone swapped for their own.",
-        fp = repo.fingerprint()
-    )
+/// What to tell the user about the new repository's fingerprint, given the
+/// one the configuration pins (if any).
+fn pin_line(name: &str, repo: &Repository, pinned: Option<&str>) -> String {
+    let fp = repo.fingerprint();
+    match pinned {
+        None => format!(
+            "its fingerprint is {fp}: put `fingerprint = \"{fp}\"` in [repository.{name}] on every host that uses it, and it refuses a repository whose keys someone swapped for their own."
+        ),
+        Some(p) if p == fp => format!("its fingerprint is {fp}, the one [repository.{name}] pins."),
+        Some(p) => format!(
+            "warning: its fingerprint is {fp}, but [repository.{name}] pins {p} (the keys of an earlier repository?): every command refuses this repository until you put `fingerprint = \"{fp}\"` there, here and on every host that uses it."
+        ),
+    }
 }
 
 /// A repository with the keys of `from` (already initialised): backups copy
@@ -165,7 +172,7 @@ fn init_sharing(
             "created repository {name:?} at {} with the keys of {from:?}: `lifeboat copy` copies backups to it unchanged",
             rc.url
         ),
-        pin_line(name, &outcome.repo),
+        pin_line(name, &outcome.repo, rc.fingerprint.as_deref()),
     ];
     lines.push(match rc.encryption() {
         EncryptionMode::Passphrase => format!(
