@@ -519,8 +519,26 @@ fn owner_name(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::wal_poll_interval;
-    use std::time::Duration;
+    use super::*;
+
+    /// The index is written while the backup waits for its WAL: when that
+    /// write fails, the wait ends at once instead of after `WAL_WAIT`.
+    #[test]
+    fn a_failed_index_write_ends_the_wait_for_wal() {
+        let (_, repo) = crate::repo::test_repo();
+        let config = crate::config::Config::parse("", Path::new("lifeboat.toml")).expect("config");
+        let ctx = Context::new(config, true);
+        let seg_size = 16 << 20;
+        let segment = Segment::of(1, Lsn(0), seg_size);
+        let err = wait_for_wal(&ctx, &repo, 1, segment, segment, seg_size, &|| true)
+            .expect_err("no WAL was archived");
+        assert!(
+            err.to_string().contains(
+                "the backup failed while waiting for WAL segment 000000010000000000000000"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn wal_poll_starts_fast_and_backs_off_to_200_ms() {

@@ -1000,6 +1000,19 @@ mod tests {
         storage.get(&objs[0].path).unwrap()
     }
 
+    /// Give the (only) key file KDF parameters Argon2id refuses, so that
+    /// only an unlock cache entry can open the repository.
+    fn refuse_argon2(storage: &MemoryStorage) {
+        let key = storage.list(format::KEYS_DIR).unwrap()[0].path.clone();
+        let mut kf: serde_json::Value =
+            serde_json::from_slice(&storage.get(&key).unwrap()).unwrap();
+        kf["kdf"]["memory_kib"] = serde_json::json!(codec::MAX_KDF_MEMORY_KIB + 1);
+        storage.delete(&key).unwrap();
+        storage
+            .put(&key, &serde_json::to_vec(&kf).unwrap(), PutMode::Create)
+            .unwrap();
+    }
+
     #[test]
     fn unlock_cache_spares_argon2_for_the_right_passphrase_only() {
         let storage = Arc::new(MemoryStorage::new());
@@ -1019,14 +1032,7 @@ mod tests {
             1
         );
         // Key file parameters Argon2id refuses: only the cache can open it now.
-        let key = storage.list(format::KEYS_DIR).unwrap()[0].path.clone();
-        let mut kf: serde_json::Value =
-            serde_json::from_slice(&storage.get(&key).unwrap()).unwrap();
-        kf["kdf"]["memory_kib"] = serde_json::json!(codec::MAX_KDF_MEMORY_KIB + 1);
-        storage.delete(&key).unwrap();
-        storage
-            .put(&key, &serde_json::to_vec(&kf).unwrap(), PutMode::Create)
-            .unwrap();
+        refuse_argon2(&storage);
         assert!(Repository::open(storage.clone(), passphrase("pw")).is_err());
         let repo = Repository::open(storage.clone(), cached("pw")).expect("open from the cache");
         assert_eq!(repo.id, id);
@@ -1044,15 +1050,7 @@ mod tests {
         let outcome =
             Repository::init(storage.clone(), InitKeys::Passphrase("pw".into()), 3).expect("init");
         outcome.remember(&cache, "pw");
-        // Key file parameters Argon2id refuses: only the cache can open it.
-        let key = storage.list(format::KEYS_DIR).unwrap()[0].path.clone();
-        let mut kf: serde_json::Value =
-            serde_json::from_slice(&storage.get(&key).unwrap()).unwrap();
-        kf["kdf"]["memory_kib"] = serde_json::json!(codec::MAX_KDF_MEMORY_KIB + 1);
-        storage.delete(&key).unwrap();
-        storage
-            .put(&key, &serde_json::to_vec(&kf).unwrap(), PutMode::Create)
-            .unwrap();
+        refuse_argon2(&storage);
         let cached = Credentials {
             unlock_cache: Some(UnlockCache::at(tmp.path().join("cache"))),
             ..passphrase("pw")
