@@ -620,6 +620,15 @@ fn check_manifest(files: &[FileEntry], tablespaces: &BTreeMap<u32, PathBuf>) -> 
                 (_, Some(known)) => known && parts.len() > 2,
                 (_, None) => true,
             };
+        let block = crate::format::FILE_BLOCK as u64;
+        if f.kind == FileKind::File && f.blocks.len() as u64 != f.size.div_ceil(block) {
+            bail!(
+                "the backup's manifest gives {:?} {} blocks for {} bytes: the record is damaged or forged; nothing was written",
+                f.path,
+                f.blocks.len(),
+                f.size
+            );
+        }
         if !fine {
             bail!(
                 "the backup's manifest has {} {:?}, which a restore must not write (outside the data directory, or through a link): the record is damaged or forged; nothing was written",
@@ -688,12 +697,13 @@ fn write_files(
             FileKind::File => {}
         }
     }
-    // Every file at its full size first; then each block goes where the
-    // manifest puts it (a block several files share is read once), pack by
-    // pack so that neighbouring blocks come in one read, the packs in the
-    // order the manifest first needs them (the order the backup wrote them),
-    // so that files fill from start to end; each file is synced once it is
-    // complete.
+    // Each block goes where the manifest puts it (a block several files
+    // share is read once), pack by pack so that neighbouring blocks come in
+    // one read, the packs in the order the manifest first needs them (the
+    // order the backup wrote them), so that files fill from start to end.
+    // The writer creates a file with its first block (creating a thousand
+    // files up front held back the first block by up to 0.8 s), and once it
+    // is complete gives it its mode and time and hands it to the syncer.
     let files: Vec<&FileEntry> = plan
         .files
         .iter()
@@ -702,11 +712,6 @@ fn write_files(
     let mut targets: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
     let mut blocks: Vec<Id> = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let dest = destination(plan, &f.path);
-        let out =
-            std::fs::File::create(&dest).with_context(|| format!("creating {}", dest.display()))?;
-        out.set_len(f.size)
-            .with_context(|| format!("writing {}", dest.display()))?;
         for (n, block) in f.blocks.iter().enumerate() {
             let at = targets.entry(*block).or_default();
             if at.is_empty() {
@@ -720,12 +725,17 @@ fn write_files(
     std::thread::scope(|scope| -> Result<()> {
         // Written data goes to disk while the rest is still being decoded: a
         // file is synced every SYNC_EVERY bytes written to it and once it is
-        // complete, on a thread of its own, not all at once at the end.
+        // complete (then with its metadata), on a thread of its own, not all
+        // at once at the end.
         const SYNC_EVERY: u64 = 64 << 20;
-        let (to_sync, syncs) = std::sync::mpsc::channel::<std::sync::Arc<std::fs::File>>();
+        let (to_sync, syncs) = std::sync::mpsc::channel::<(std::sync::Arc<std::fs::File>, bool)>();
         let syncer = scope.spawn(move || -> std::io::Result<()> {
-            for file in syncs {
-                file.sync_data()?;
+            for (file, complete) in syncs {
+                if complete {
+                    file.sync_all()?;
+                } else {
+                    file.sync_data()?;
+                }
             }
             Ok(())
         });
@@ -734,7 +744,8 @@ fn write_files(
         // every pack) wait on its inode lock, and the kernel spins for it.
         let (to_write, writes) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
         let (targets, files, progress) = (&targets, &files, &progress);
-        let writer = scope.spawn(move || -> Result<()> {
+        let to_sync_empty = to_sync.clone();
+        let writer = scope.spawn(move || -> Result<Vec<u64>> {
             let mut open =
                 OpenFiles::new(files.iter().map(|f| destination(plan, &f.path)).collect());
             let mut left: Vec<u64> = files.iter().map(|f| f.size).collect();
@@ -758,51 +769,78 @@ fn write_files(
                     unsynced[file] += want;
                     if left[file] == 0 {
                         open.close(file);
-                        let _ = to_sync.send(out);
+                        finish_file(&out, f).with_context(|| format!("writing {}", f.path))?;
+                        let _ = to_sync.send((out, true));
                     } else if unsynced[file] >= SYNC_EVERY {
                         unsynced[file] = 0;
-                        let _ = to_sync.send(out);
+                        let _ = to_sync.send((out, false));
                     }
                     done += want;
                     progress.set(done);
                 }
             }
-            Ok(())
+            Ok(left)
         });
-        let read = repo.read_blobs(index, &blocks, threads, &|id, data| {
-            if super::interrupted() {
-                return Err(std::io::Error::other("interrupted"));
-            }
-            to_write
-                .send((*id, data))
-                .map_err(|_| std::io::Error::other("the writer stopped"))
+        // Files without blocks (empty ones) are created here meanwhile.
+        let empty = files
+            .iter()
+            .filter(|f| f.blocks.is_empty())
+            .try_for_each(|f| {
+                let dest = destination(plan, &f.path);
+                let out = create_file(&dest)?;
+                finish_file(&out, f).with_context(|| format!("writing {}", dest.display()))?;
+                let _ = to_sync_empty.send((std::sync::Arc::new(out), true));
+                Ok::<(), anyhow::Error>(())
+            });
+        drop(to_sync_empty);
+        let read = empty.and_then(|()| {
+            repo.read_blobs(index, &blocks, threads, &|id, data| {
+                if super::interrupted() {
+                    return Err(std::io::Error::other("interrupted"));
+                }
+                to_write
+                    .send((*id, data))
+                    .map_err(|_| std::io::Error::other("the writer stopped"))
+            })
+            .map_err(anyhow::Error::from)
         });
         drop(to_write);
         // The writer's own error (a full disk) explains a stopped read best.
-        writer
+        let left = writer
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the restore's writer panicked")))?;
         read?;
+        if let Some((f, n)) = files.iter().zip(left).find(|(_, n)| *n > 0) {
+            bail!("{}: {n} of its bytes were not restored", f.path);
+        }
         syncer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the syncing thread panicked")))
             .context("writing the restored files")
     })?;
-    super::for_each_parallel(&files, jobs.max(1) as usize, |_, f| {
-        use std::os::unix::fs::PermissionsExt;
-        let dest = destination(plan, &f.path);
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&dest)
-            .with_context(|| format!("writing {}", dest.display()))?;
-        out.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
-        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0) as u64);
-        let _ = out.set_modified(mtime);
-        out.sync_all()
-            .with_context(|| format!("writing {}", dest.display()))?;
-        Ok(())
-    })?;
     progress.finish();
+    Ok(())
+}
+
+/// Create (or, once created, open again) a file being restored; only its
+/// owner can read it until `finish_file`.
+fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false) // opened again after `OpenFiles` let it go
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// A restored file's mode and modification time as the backup recorded them.
+fn finish_file(out: &std::fs::File, f: &FileEntry) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    out.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0) as u64);
+    let _ = out.set_modified(mtime);
     Ok(())
 }
 
@@ -838,13 +876,7 @@ impl OpenFiles {
         if self.open.len() >= Self::MAX {
             self.open.clear();
         }
-        let path = &self.paths[file];
-        let f = std::sync::Arc::new(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
-        );
+        let f = std::sync::Arc::new(create_file(&self.paths[file])?);
         self.open.insert(file, std::sync::Arc::clone(&f));
         Ok(f)
     }
@@ -1201,6 +1233,28 @@ mod tests {
             files.push(entry(path, kind));
             let e = check_manifest(&files, &tablespaces).unwrap_err();
             assert!(e.to_string().contains("nothing was written"), "{path}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_file_needs_one_block_per_64_kib() {
+        let tablespaces = BTreeMap::new();
+        let block = crate::format::FILE_BLOCK as u64;
+        let file = |size: u64, blocks: usize| FileEntry {
+            size,
+            blocks: vec![Id([7; 32]); blocks],
+            ..entry("base/5/16384", FileKind::File)
+        };
+        for (size, blocks) in [(0, 0), (1, 1), (block, 1), (block + 1, 2), (3 * block, 3)] {
+            check_manifest(&[file(size, blocks)], &tablespaces).unwrap();
+        }
+        for (size, blocks) in [(1, 0), (block, 2), (block + 1, 1), (0, 1)] {
+            let e = check_manifest(&[file(size, blocks)], &tablespaces).unwrap_err();
+            assert!(
+                e.to_string().contains("blocks for")
+                    && e.to_string().contains("nothing was written"),
+                "{size} bytes in {blocks} blocks: {e}"
+            );
         }
     }
 }
