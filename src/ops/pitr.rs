@@ -598,7 +598,14 @@ fn stream_bytes(
 /// kept as a directory); and nothing lies under a link but a tablespace's own
 /// files, which go to its directory rather than through the link.
 fn check_manifest(files: &[FileEntry], tablespaces: &BTreeMap<u32, PathBuf>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
     for f in files {
+        if !seen.insert(f.path.as_str()) {
+            bail!(
+                "the backup's manifest lists {:?} twice: the record is damaged or forged; nothing was written",
+                f.path
+            );
+        }
         let parts: Vec<_> = Path::new(&f.path).components().collect();
         let plain = !parts.is_empty()
             && parts
@@ -726,9 +733,12 @@ fn write_files(
         // Written data goes to disk while the rest is still being decoded: a
         // file is synced every SYNC_EVERY bytes written to it and once it is
         // complete (then with its metadata), on a thread of its own, not all
-        // at once at the end.
+        // at once at the end. Each queued file holds a descriptor: with
+        // `OpenFiles::MAX` that stays well under the usual limit of 1024.
         const SYNC_EVERY: u64 = 64 << 20;
-        let (to_sync, syncs) = std::sync::mpsc::channel::<(std::sync::Arc<std::fs::File>, bool)>();
+        const SYNC_QUEUE: usize = 256;
+        let (to_sync, syncs) =
+            std::sync::mpsc::sync_channel::<(std::sync::Arc<std::fs::File>, bool)>(SYNC_QUEUE);
         let syncer = scope.spawn(move || -> std::io::Result<()> {
             for (file, complete) in syncs {
                 if complete {
@@ -787,7 +797,7 @@ fn write_files(
             .filter(|f| f.blocks.is_empty())
             .try_for_each(|f| {
                 let dest = destination(plan, &f.path);
-                let out = create_file(&dest)?;
+                let out = create_file(&dest, true)?;
                 finish_file(&out, f).with_context(|| format!("writing {}", dest.display()))?;
                 let _ = to_sync_empty.send((std::sync::Arc::new(out), true));
                 Ok::<(), anyhow::Error>(())
@@ -822,14 +832,14 @@ fn write_files(
     Ok(())
 }
 
-/// Create (or, once created, open again) a file being restored; only its
-/// owner can read it until `finish_file`.
-fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
+/// Create a file being restored (`new`: it must not exist yet, so a path
+/// the manifest lists twice fails), or open it again once `OpenFiles` let it
+/// go (it must still exist). Only its owner can read it until `finish_file`.
+fn create_file(path: &Path, new: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false) // opened again after `OpenFiles` let it go
+        .create_new(new)
         .mode(0o600)
         .open(path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
@@ -850,6 +860,7 @@ fn finish_file(out: &std::fs::File, f: &FileEntry) -> std::io::Result<()> {
 /// 1024 descriptors.
 struct OpenFiles {
     paths: Vec<PathBuf>,
+    created: Vec<bool>,
     open: HashMap<usize, std::sync::Arc<std::fs::File>>,
 }
 
@@ -858,6 +869,7 @@ impl OpenFiles {
 
     fn new(paths: Vec<PathBuf>) -> OpenFiles {
         OpenFiles {
+            created: vec![false; paths.len()],
             paths,
             open: HashMap::new(),
         }
@@ -876,7 +888,8 @@ impl OpenFiles {
         if self.open.len() >= Self::MAX {
             self.open.clear();
         }
-        let f = std::sync::Arc::new(create_file(&self.paths[file])?);
+        let f = std::sync::Arc::new(create_file(&self.paths[file], !self.created[file])?);
+        self.created[file] = true;
         self.open.insert(file, std::sync::Arc::clone(&f));
         Ok(f)
     }
@@ -1228,6 +1241,9 @@ mod tests {
             ("pg_tblspc/16401/x", FileKind::File),
             ("pg_tblspc/16400/PG_15_202209061", FileKind::Link),
             ("pg_tblspc/16400", FileKind::File),
+            // The same path twice.
+            ("base/5/16384", FileKind::File),
+            ("base", FileKind::Dir),
         ] {
             let mut files = good.to_vec();
             files.push(entry(path, kind));
