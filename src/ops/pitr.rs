@@ -709,7 +709,7 @@ fn write_files(
     // share is read once), pack by pack so that neighbouring blocks come in
     // one read, the packs in the order the manifest first needs them (the
     // order the backup wrote them), so that files fill from start to end.
-    // The writer creates a file with its first block (creating a thousand
+    // A file's writer creates it with its first block (creating a thousand
     // files up front held back the first block by up to 0.8 s), and once it
     // is complete gives it its mode and time and hands it to the syncer.
     let files: Vec<&FileEntry> = plan
@@ -728,7 +728,22 @@ fn write_files(
             at.push((i, (n * crate::format::FILE_BLOCK) as u64));
         }
     }
+    // Each file is written by one writer: the next file the blocks reach
+    // goes to the writer with the fewest bytes so far.
+    const WRITERS: usize = 2;
+    let mut owner = vec![usize::MAX; files.len()];
+    let mut assigned = [0u64; WRITERS];
+    for block in &blocks {
+        for &(file, _) in &targets[block] {
+            if owner[file] == usize::MAX {
+                let w = (0..WRITERS).min_by_key(|&w| assigned[w]).expect("writers");
+                owner[file] = w;
+                assigned[w] += files[file].size;
+            }
+        }
+    }
     let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
+    let done = &std::sync::atomic::AtomicU64::new(0);
     let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
     std::thread::scope(|scope| -> Result<()> {
         // Written data goes to disk while the rest is still being decoded: a
@@ -750,48 +765,60 @@ fn write_files(
             }
             Ok(())
         });
-        // Decoding runs on `threads` threads, writing on this one: two
-        // threads writing into one file (the blocks of a big table are in
-        // every pack) wait on its inode lock, and the kernel spins for it.
-        let (to_write, writes) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
-        let (targets, files, progress) = (&targets, &files, &progress);
-        let to_sync_empty = to_sync.clone();
-        let writer = scope.spawn(move || -> Result<Vec<u64>> {
-            let mut open =
-                OpenFiles::new(files.iter().map(|f| destination(plan, &f.path)).collect());
-            let mut left: Vec<u64> = files.iter().map(|f| f.size).collect();
-            let mut unsynced = vec![0u64; files.len()];
-            let mut done = 0;
-            for (id, data) in writes {
-                for &(file, offset) in &targets[&id] {
-                    let f = files[file];
-                    let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
-                    if data.len() as u64 != want {
-                        bail!(
-                            "{}: block at {offset} is {} bytes, the manifest says {want}",
-                            f.path,
-                            data.len()
-                        );
+        // Decoding runs on `threads` threads, writing on WRITERS others,
+        // each owning whole files: two threads writing into one file (the
+        // blocks of a big table are in every pack) wait on its inode lock,
+        // and the kernel spins for it.
+        let mut to_write = Vec::new();
+        let mut writers = Vec::new();
+        let (targets, files, progress, owner) = (&targets, &files, &progress, &owner);
+        for w in 0..WRITERS {
+            let (tx, writes) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(32);
+            to_write.push(tx);
+            let to_sync = to_sync.clone();
+            writers.push(scope.spawn(move || -> Result<Vec<(usize, u64)>> {
+                let mut open = OpenFiles::new(
+                    files.iter().map(|f| destination(plan, &f.path)).collect(),
+                    OpenFiles::MAX / WRITERS,
+                );
+                let mut left: Vec<u64> = files.iter().map(|f| f.size).collect();
+                let mut unsynced = vec![0u64; files.len()];
+                for (id, data) in writes {
+                    for &(file, offset) in targets[&id].iter().filter(|(f, _)| owner[*f] == w) {
+                        let f = files[file];
+                        let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
+                        if data.len() as u64 != want {
+                            bail!(
+                                "{}: block at {offset} is {} bytes, the manifest says {want}",
+                                f.path,
+                                data.len()
+                            );
+                        }
+                        let out = open.get(file)?;
+                        out.write_all_at(&data, offset)
+                            .with_context(|| format!("writing {}", f.path))?;
+                        left[file] -= want;
+                        unsynced[file] += want;
+                        if left[file] == 0 {
+                            open.close(file);
+                            finish_file(&out, f).with_context(|| format!("writing {}", f.path))?;
+                            let _ = to_sync.send((out, true));
+                        } else if unsynced[file] >= SYNC_EVERY {
+                            unsynced[file] = 0;
+                            let _ = to_sync.send((out, false));
+                        }
+                        let total = done.fetch_add(want, std::sync::atomic::Ordering::Relaxed);
+                        progress.set(total + want);
                     }
-                    let out = open.get(file)?;
-                    out.write_all_at(&data, offset)
-                        .with_context(|| format!("writing {}", f.path))?;
-                    left[file] -= want;
-                    unsynced[file] += want;
-                    if left[file] == 0 {
-                        open.close(file);
-                        finish_file(&out, f).with_context(|| format!("writing {}", f.path))?;
-                        let _ = to_sync.send((out, true));
-                    } else if unsynced[file] >= SYNC_EVERY {
-                        unsynced[file] = 0;
-                        let _ = to_sync.send((out, false));
-                    }
-                    done += want;
-                    progress.set(done);
                 }
-            }
-            Ok(left)
-        });
+                let owned = (0..files.len()).filter(|&f| owner[f] == w);
+                Ok(owned
+                    .filter(|&f| left[f] > 0)
+                    .map(|f| (f, left[f]))
+                    .collect())
+            }));
+        }
+        let to_sync_empty = to_sync;
         // Files without blocks (empty ones) are created here meanwhile.
         let empty = files
             .iter()
@@ -809,20 +836,36 @@ fn write_files(
                 if super::interrupted() {
                     return Err(std::io::Error::other("interrupted"));
                 }
-                to_write
+                // To each writer that owns a file the block goes into (a
+                // block in files of two writers is copied).
+                let mut to: Vec<usize> = targets[id].iter().map(|(f, _)| owner[*f]).collect();
+                to.sort_unstable();
+                to.dedup();
+                let last = to.pop().expect("every block has a file");
+                for w in to {
+                    to_write[w]
+                        .send((*id, data.clone()))
+                        .map_err(|_| std::io::Error::other("the writer stopped"))?;
+                }
+                to_write[last]
                     .send((*id, data))
                     .map_err(|_| std::io::Error::other("the writer stopped"))
             })
             .map_err(anyhow::Error::from)
         });
         drop(to_write);
-        // The writer's own error (a full disk) explains a stopped read best.
-        let left = writer
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the restore's writer panicked")))?;
+        // A writer's own error (a full disk) explains a stopped read best.
+        let mut left = Vec::new();
+        for writer in writers {
+            left.extend(
+                writer
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the restore's writer panicked")))?,
+            );
+        }
         read?;
-        if let Some((f, n)) = files.iter().zip(left).find(|(_, n)| *n > 0) {
-            bail!("{}: {n} of its bytes were not restored", f.path);
+        if let Some(&(f, n)) = left.first() {
+            bail!("{}: {n} of its bytes were not restored", files[f].path);
         }
         syncer
             .join()
@@ -863,16 +906,18 @@ struct OpenFiles {
     paths: Vec<PathBuf>,
     created: Vec<bool>,
     open: HashMap<usize, std::sync::Arc<std::fs::File>>,
+    max: usize,
 }
 
 impl OpenFiles {
     const MAX: usize = 128;
 
-    fn new(paths: Vec<PathBuf>) -> OpenFiles {
+    fn new(paths: Vec<PathBuf>, max: usize) -> OpenFiles {
         OpenFiles {
             created: vec![false; paths.len()],
             paths,
             open: HashMap::new(),
+            max,
         }
     }
 
@@ -886,7 +931,7 @@ impl OpenFiles {
         if let Some(f) = self.open.get(&file) {
             return Ok(std::sync::Arc::clone(f));
         }
-        if self.open.len() >= Self::MAX {
+        if self.open.len() >= self.max {
             self.open.clear();
         }
         let f = std::sync::Arc::new(create_file(&self.paths[file], !self.created[file])?);
