@@ -95,7 +95,14 @@ pub fn run(ctx: &Context, target_name: &str, opts: &ExportOptions) -> Result<(Id
         (Ok(n), Some(tmp)) => {
             let f = std::fs::File::open(&tmp)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, opts.output.as_ref().expect("partial implies output"))?;
+            let dest = opts.output.as_ref().expect("partial implies output");
+            std::fs::rename(&tmp, dest)?;
+            // The new name is durable only once its directory is synced.
+            let dir = match dest.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            std::fs::File::open(dir)?.sync_all()?;
             Ok((id, n))
         }
         (Ok(n), None) => Ok((id, n)),
