@@ -728,22 +728,16 @@ fn write_files(
             at.push((i, (n * crate::format::FILE_BLOCK) as u64));
         }
     }
-    // Each file is written by one writer: the next file the blocks reach
-    // goes to the writer with the fewest bytes so far.
-    const WRITERS: usize = 2;
-    let mut owner = vec![usize::MAX; files.len()];
-    let mut assigned = [0u64; WRITERS];
-    for block in &blocks {
-        for &(file, _) in &targets[block] {
-            if owner[file] == usize::MAX {
-                let w = (0..WRITERS).min_by_key(|&w| assigned[w]).expect("writers");
-                owner[file] = w;
-                assigned[w] += files[file].size;
-            }
-        }
-    }
+    let owner = assign_writers(&blocks, &targets, &files);
     let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
-    let done = &std::sync::atomic::AtomicU64::new(0);
+    let writing = Writing {
+        plan,
+        files: &files,
+        targets: &targets,
+        owner: &owner,
+        progress: &progress,
+        done: std::sync::atomic::AtomicU64::new(0),
+    };
     let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
     std::thread::scope(|scope| -> Result<()> {
         // Written data goes to disk while the rest is still being decoded: a
@@ -751,7 +745,6 @@ fn write_files(
         // complete (then with its metadata), on a thread of its own, not all
         // at once at the end. Each queued file holds a descriptor: with
         // `OpenFiles::MAX` that stays well under the usual limit of 1024.
-        const SYNC_EVERY: u64 = 64 << 20;
         const SYNC_QUEUE: usize = 256;
         let (to_sync, syncs) =
             std::sync::mpsc::sync_channel::<(std::sync::Arc<std::fs::File>, bool)>(SYNC_QUEUE);
@@ -771,54 +764,13 @@ fn write_files(
         // and the kernel spins for it.
         let mut to_write = Vec::new();
         let mut writers = Vec::new();
-        let (targets, files, progress, owner) = (&targets, &files, &progress, &owner);
+        let writing = &writing;
         for w in 0..WRITERS {
             let (tx, writes) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(32);
             to_write.push(tx);
             let to_sync = to_sync.clone();
-            writers.push(scope.spawn(move || -> Result<Vec<(usize, u64)>> {
-                let mut open = OpenFiles::new(
-                    files.iter().map(|f| destination(plan, &f.path)).collect(),
-                    OpenFiles::MAX / WRITERS,
-                );
-                let mut left: Vec<u64> = files.iter().map(|f| f.size).collect();
-                let mut unsynced = vec![0u64; files.len()];
-                for (id, data) in writes {
-                    for &(file, offset) in targets[&id].iter().filter(|(f, _)| owner[*f] == w) {
-                        let f = files[file];
-                        let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
-                        if data.len() as u64 != want {
-                            bail!(
-                                "{}: block at {offset} is {} bytes, the manifest says {want}",
-                                f.path,
-                                data.len()
-                            );
-                        }
-                        let out = open.get(file)?;
-                        out.write_all_at(&data, offset)
-                            .with_context(|| format!("writing {}", f.path))?;
-                        left[file] -= want;
-                        unsynced[file] += want;
-                        if left[file] == 0 {
-                            open.close(file);
-                            finish_file(&out, f).with_context(|| format!("writing {}", f.path))?;
-                            let _ = to_sync.send((out, true));
-                        } else if unsynced[file] >= SYNC_EVERY {
-                            unsynced[file] = 0;
-                            let _ = to_sync.send((out, false));
-                        }
-                        let total = done.fetch_add(want, std::sync::atomic::Ordering::Relaxed);
-                        progress.set(total + want);
-                    }
-                }
-                let owned = (0..files.len()).filter(|&f| owner[f] == w);
-                Ok(owned
-                    .filter(|&f| left[f] > 0)
-                    .map(|f| (f, left[f]))
-                    .collect())
-            }));
+            writers.push(scope.spawn(move || writing.write(w, writes, &to_sync)));
         }
-        let to_sync_empty = to_sync;
         // Files without blocks (empty ones) are created here meanwhile.
         let empty = files
             .iter()
@@ -827,10 +779,10 @@ fn write_files(
                 let dest = destination(plan, &f.path);
                 let out = create_file(&dest, true)?;
                 finish_file(&out, f).with_context(|| format!("writing {}", dest.display()))?;
-                let _ = to_sync_empty.send((std::sync::Arc::new(out), true));
+                let _ = to_sync.send((std::sync::Arc::new(out), true));
                 Ok::<(), anyhow::Error>(())
             });
-        drop(to_sync_empty);
+        drop(to_sync);
         let read = empty.and_then(|()| {
             repo.read_blobs(index, &blocks, threads, &|id, data| {
                 if super::interrupted() {
@@ -874,6 +826,107 @@ fn write_files(
     })?;
     progress.finish();
     Ok(())
+}
+
+/// Threads writing restored files: each file is written by one of them
+/// (`assign_writers`), so that no two threads write into one file.
+const WRITERS: usize = 2;
+
+/// Each file to the writer with the fewest bytes so far, in the order the
+/// blocks (in the order they are read) first reach the files. Files without
+/// blocks get none (`usize::MAX`).
+fn assign_writers(
+    blocks: &[Id],
+    targets: &HashMap<Id, Vec<(usize, u64)>>,
+    files: &[&FileEntry],
+) -> Vec<usize> {
+    let mut owner = vec![usize::MAX; files.len()];
+    let mut assigned = [0u64; WRITERS];
+    for block in blocks {
+        for &(file, _) in &targets[block] {
+            if owner[file] == usize::MAX {
+                let w = (0..WRITERS).min_by_key(|&w| assigned[w]).expect("writers");
+                owner[file] = w;
+                assigned[w] += files[file].size;
+            }
+        }
+    }
+    owner
+}
+
+/// A file being restored is synced every this many bytes written to it.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// What the writer threads of `write_files` share.
+struct Writing<'a> {
+    plan: &'a Plan,
+    files: &'a [&'a FileEntry],
+    targets: &'a HashMap<Id, Vec<(usize, u64)>>,
+    owner: &'a [usize],
+    progress: &'a super::progress::Progress,
+    done: std::sync::atomic::AtomicU64,
+}
+
+type SyncQueue = std::sync::mpsc::SyncSender<(std::sync::Arc<std::fs::File>, bool)>;
+
+impl Writing<'_> {
+    /// Writer `w`: put each block of `writes` where the manifest puts it in
+    /// the files this writer owns. A complete file gets its mode and time
+    /// and goes to the syncer. Returns the owned files with bytes left.
+    fn write(
+        &self,
+        w: usize,
+        writes: std::sync::mpsc::Receiver<(Id, Vec<u8>)>,
+        to_sync: &SyncQueue,
+    ) -> Result<Vec<(usize, u64)>> {
+        let files = self.files;
+        let mut open = OpenFiles::new(
+            files
+                .iter()
+                .map(|f| destination(self.plan, &f.path))
+                .collect(),
+            OpenFiles::MAX / WRITERS,
+        );
+        let mut left: Vec<u64> = files.iter().map(|f| f.size).collect();
+        let mut unsynced = vec![0u64; files.len()];
+        for (id, data) in writes {
+            for &(file, offset) in &self.targets[&id] {
+                if self.owner[file] != w {
+                    continue;
+                }
+                let f = files[file];
+                let want = (f.size - offset).min(crate::format::FILE_BLOCK as u64);
+                if data.len() as u64 != want {
+                    bail!(
+                        "{}: block at {offset} is {} bytes, the manifest says {want}",
+                        f.path,
+                        data.len()
+                    );
+                }
+                let out = open.get(file)?;
+                out.write_all_at(&data, offset)
+                    .with_context(|| format!("writing {}", f.path))?;
+                left[file] -= want;
+                unsynced[file] += want;
+                if left[file] == 0 {
+                    open.close(file);
+                    finish_file(&out, f).with_context(|| format!("writing {}", f.path))?;
+                    let _ = to_sync.send((out, true));
+                } else if unsynced[file] >= SYNC_EVERY {
+                    unsynced[file] = 0;
+                    let _ = to_sync.send((out, false));
+                }
+                let total = self
+                    .done
+                    .fetch_add(want, std::sync::atomic::Ordering::Relaxed);
+                self.progress.set(total + want);
+            }
+        }
+        Ok((0..files.len())
+            .filter(|&f| self.owner[f] == w && left[f] > 0)
+            .map(|f| (f, left[f]))
+            .collect())
+    }
 }
 
 /// Create a file being restored (`new`: it must not exist yet, so a path
@@ -1119,8 +1172,6 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// As root, give the restored files to the data directory's original owner
-/// (PostgreSQL refuses to run as root). Returns that owner.
 /// Make what the restore wrote since the data files durable before it
 /// reports success: backup_label (without it a crash would leave data
 /// files that PostgreSQL starts from the wrong checkpoint), the recovery
@@ -1137,6 +1188,8 @@ fn sync_restored(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// As root, give the restored files to the data directory's original owner
+/// (PostgreSQL refuses to run as root). Returns that owner.
 fn chown_if_root(plan: &Plan) -> Result<Option<nix::unistd::User>> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
@@ -1312,6 +1365,42 @@ mod tests {
             let e = check_manifest(&files, &tablespaces).unwrap_err();
             assert!(e.to_string().contains("nothing was written"), "{path}: {e}");
         }
+    }
+
+    #[test]
+    fn each_file_goes_to_the_writer_with_fewer_bytes_so_far() {
+        let block = crate::format::FILE_BLOCK as u64;
+        let file = |path: &str, blocks: &[u8]| FileEntry {
+            size: block * blocks.len() as u64,
+            blocks: blocks.iter().map(|&b| Id([b; 32])).collect(),
+            ..entry(path, FileKind::File)
+        };
+        // A big table, an index, a copy of the index's first block (one
+        // block in two files), two small files and an empty one.
+        let manifest = [
+            file("table", &[1, 2, 3, 4]),
+            file("index", &[5, 6]),
+            file("copy", &[5]),
+            file("small1", &[7]),
+            file("small2", &[8]),
+            file("empty", &[]),
+        ];
+        let files: Vec<&FileEntry> = manifest.iter().collect();
+        let mut targets: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+        let mut blocks = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            for (n, b) in f.blocks.iter().enumerate() {
+                let at = targets.entry(*b).or_default();
+                if at.is_empty() {
+                    blocks.push(*b);
+                }
+                at.push((i, n as u64 * block));
+            }
+        }
+        let owner = assign_writers(&blocks, &targets, &files);
+        // table -> 0 (4 blocks); index -> 1; copy -> 1 (2 < 4); small1 ->
+        // 1 (3 < 4); small2 -> 0 (4 = 4, the first); empty: none.
+        assert_eq!(owner, [0, 1, 1, 1, 0, usize::MAX]);
     }
 
     #[test]
