@@ -644,19 +644,7 @@ fn full_disk_fails_cleanly_and_keeps_the_repository_valid() {
     let env = Env::new();
     let mnt = env.repo_path();
     std::fs::create_dir_all(&mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _mount = testkit::TmpfsMount::new(&mnt, "3m");
     env.lifeboat(&["init"]).ok();
     env.lifeboat(&["backup", "dev"]).ok();
     // Incompressible data larger than the disk.

@@ -872,6 +872,22 @@ fn crash_mid_backup_and_corrupt_pages() {
     let rows = env.restore_rows("after-crash", &[]);
     assert_eq!(rows.len(), 20000);
 
+    // A disk that fills up half-way: the restore says so, takes back what
+    // it wrote, and does not hang with its writers stopped.
+    assert!(
+        testkit::running_as_root(),
+        "this test mounts a small tmpfs and needs root (CI runs as root): run the suite as root"
+    );
+    let small = env.restore_dir("small-disk");
+    std::fs::create_dir(&small).unwrap();
+    let _mount = testkit::TmpfsMount::new(&small, "8m");
+    let dir = small.join("pgdata");
+    let r = env
+        .lb(&["restore", "production", "--data-dir", dir.to_str().unwrap()])
+        .fails(1, "No space left on device");
+    assert!(r.stderr.contains("removed again"), "{}", r.stderr);
+    assert!(!dir.exists(), "a failed restore left {}", dir.display());
+
     // A damaged pack makes a restore fail half-way: it names the pack and
     // takes back what it wrote.
     let packs = files_under(&env.repo().join("data"));

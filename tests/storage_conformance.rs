@@ -4,7 +4,6 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use lifeboat::storage::conformance;
@@ -165,7 +164,9 @@ fn local_full_disk_is_no_space_and_leaves_nothing_behind() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mount = TmpfsMount::new(dir.path(), "1m");
+    let mnt = dir.path().join("tmpfs");
+    fs::create_dir(&mnt).unwrap();
+    let mount = lifeboat::testkit::TmpfsMount::new(&mnt, "1m");
     let store = LocalStorage::new(mount.0.clone());
 
     let err = store
@@ -194,29 +195,6 @@ fn local_full_disk_is_no_space_and_leaves_nothing_behind() {
     store
         .put("data/small", b"still works", PutMode::Create)
         .expect("space is freed after a failed put");
-}
-
-/// A tmpfs mounted at a directory, unmounted on drop (even if the test panics).
-struct TmpfsMount(std::path::PathBuf);
-
-impl TmpfsMount {
-    fn new(parent: &Path, size: &str) -> TmpfsMount {
-        let dir = parent.join("tmpfs");
-        fs::create_dir(&dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount -t tmpfs failed: {status}");
-        TmpfsMount(dir)
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// Effective uid 0, from /proc/self/status ("Uid: real effective saved fs").

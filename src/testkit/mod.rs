@@ -145,6 +145,33 @@ pub struct OsUser {
     pub home: PathBuf,
 }
 
+/// A tmpfs of `size` (as `mount -o size=` takes it: "3m") mounted on an
+/// existing directory, unmounted on drop (even if the test panics). Needs
+/// root.
+pub struct TmpfsMount(pub PathBuf);
+
+impl TmpfsMount {
+    pub fn new(dir: &Path, size: &str) -> TmpfsMount {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs on {}: {status}",
+            dir.display()
+        );
+        TmpfsMount(dir.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Whether this process runs with effective uid 0.
 pub fn running_as_root() -> bool {
     effective_uid() == Some(0)
