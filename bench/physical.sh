@@ -710,6 +710,46 @@ step_replay_local() { # the same with the segments already in pg_wal, restore_co
     M_DISTURBED=$((M_DISTURBED || dist))
     check_replayed "$d"
 }
+# The same recovery with other restore_commands, for comparison (the base backup is
+# lifeboat's, restored untimed; only where the WAL comes from differs):
+# pgBackRest's archive-get with its asynchronous prefetch (archive-async=y, its queue
+# at the default archive-get-queue-max), from pgBackRest's repository, which holds
+# every segment too (the archiver pushes into both); and `cp` from a local directory
+# of plain segments, the floor of any restore_command: PostgreSQL's own cost of
+# recovering from an archive (a shell and a command per file, each restored
+# segment written and fsynced into pg_wal before it is replayed).
+REPLAY_PGBR_DIR=$WORK/replay-pgbr
+mkdir -p "$REPLAY_PGBR_DIR"/{log,lock,spool}
+cat >"$REPLAY_PGBR_DIR/pgbackrest.conf" <<EOF
+[global]
+repo1-path=$PGBR/repo
+process-max=2
+archive-async=y
+log-level-console=warn
+log-path=$REPLAY_PGBR_DIR/log
+lock-path=$REPLAY_PGBR_DIR/lock
+spool-path=$REPLAY_PGBR_DIR/spool
+
+[bench]
+pg1-path=$RESTORES/replay-other
+EOF
+chown -R postgres: "$REPLAY_PGBR_DIR"
+step_replay_other() { # pgbr|cp
+    local d=$RESTORES/replay-other cmd
+    rm -rf "$d" "$REPLAY_PGBR_DIR/spool" && install -d -o postgres -g postgres "$REPLAY_PGBR_DIR/spool"
+    lb restore production --backup "$REPLAY_ID" --data-dir "$d" >"$WORK/logs/replay-$1-restore-$RUN.log" 2>&1
+    case $1 in
+    pgbr) cmd="pgbackrest --config=$REPLAY_PGBR_DIR/pgbackrest.conf --stanza=bench archive-get %f \"%p\"" ;;
+    cp) cmd="cp $LOCALWAL/%f \"%p\"" ;;
+    esac
+    echo "restore_command = '$cmd'" >>"$d/postgresql.auto.conf"
+    prefault
+    prep
+    measure "replay-$1-$RUN" "$WORK/start-and-wait" "$d" "$RPORT" "$SOCK"
+    check_replayed "$d"
+    [[ $1 != pgbr || -s $REPLAY_PGBR_DIR/log/bench-archive-get-async.log ]] ||
+        die "pgBackRest's archive-get did not run asynchronously (no bench-archive-get-async.log)"
+}
 step_restore_start() { # the whole of `lifeboat restore --start`: files, then recovery through wal-fetch
     local d=$RESTORES/restore-start
     rm -rf "$d"
@@ -721,6 +761,8 @@ for ((RUN = 1; RUN <= REPEAT; RUN++)); do
     log "round $RUN/$REPEAT: recovery of $REPLAY_WAL_MB MiB of WAL"
     DS=lb STEP=replay attempt step_replay_fetch
     DS=pg STEP=replay attempt step_replay_local
+    DS=pgbr STEP=replay attempt step_replay_other pgbr
+    DS=cp STEP=replay attempt step_replay_other cp
     DS=lb STEP=restore_start attempt step_restore_start
 done
 BENCH_SECS=$(($(date +%s) - BENCH_START))
@@ -760,6 +802,8 @@ LB_FETCH=$(tmed lb wal_fetch)
 PGBR_FETCH=$(tmed pgbr wal_fetch)
 REPLAY_FETCH=$(tmed lb replay)
 REPLAY_LOCAL=$(tmed pg replay)
+REPLAY_PGBR=$(tmed pgbr replay)
+REPLAY_CP=$(tmed cp replay)
 REPLAY_RESTORE=$(tmed pg replay_restore)
 RESTORE_START=$(tmed lb restore_start)
 LOCAL_TOTAL=$(awk -v a="$REPLAY_RESTORE" -v b="$REPLAY_LOCAL" 'BEGIN { printf "%.3f", a + b }')
@@ -898,15 +942,25 @@ that backup with lifeboat (not timed here, except in the last row) and times the
 with all of pgbench's transactions. Through \`wal-fetch\`, each call also starts (if none runs) a detached
 \`lifeboat wal-prefetch\` that fetches the next segments into \`pg_wal/lifeboat-prefetch\`; its CPU is in the command's
 column$([[ -n $CG_KIND ]] || echo " only if cgroups were available (they were not in this run: it counts as other processes, and the runs may show as disturbed)"). Peak RSS here is that of the waiting script, not of the server or \`wal-fetch\`.
+The last two rows restore the same lifeboat backup and take the WAL elsewhere, for comparison: pgBackRest's
+\`archive-get\` from its own repository (the archiver pushes every segment into both) with \`archive-async=y\`, its
+prefetch into a spool (default \`archive-get-queue-max\`, process-max=2); and \`cp\` from a local directory of the plain
+segments, the floor of any restore_command: a shell and a command per file, and each restored segment written and
+fsynced into pg_wal by PostgreSQL before it replays it, which a replay from pg_wal does not do.
 
 | recovery of $REPLAY_WAL_MB MiB of WAL | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, command / cluster (median) | peak RSS |
 | --- | ---: | --- | ---: | ---: |
 $(row s lb replay "restore_command = lifeboat \`wal-fetch\` (as \`restore\` writes it)")
 $(row s pg replay "segments already in pg_wal, restore_command = /bin/false")
 $(row s pg replay_restore "(the lifeboat \`restore\` of the second row, files only)")
+$(row s pgbr replay "restore_command = pgBackRest \`archive-get\` with archive-async=y (its prefetch)")
+$(row s cp replay "restore_command = \`cp\` from a local directory of plain segments (the floor of any restore_command)")
 $(row s lb restore_start "lifeboat \`restore --start\`, whole: files, then recovery through \`wal-fetch\`")
 
 End to end: \`restore --start\` $RESTORE_START s vs restore plus local replay $LOCAL_TOTAL s = $(ratio "$RESTORE_START" "$LOCAL_TOTAL") x.
+Against the other restore_commands: \`wal-fetch\` $REPLAY_FETCH s, pgBackRest's asynchronous \`archive-get\` $REPLAY_PGBR s
+($(ratio "$REPLAY_FETCH" "$REPLAY_PGBR") x), \`cp\` of plain segments $REPLAY_CP s ($(ratio "$REPLAY_FETCH" "$REPLAY_CP") x); the \`cp\` floor itself is
+$(ratio "$REPLAY_CP" "$REPLAY_LOCAL") x the replay from pg_wal.
 
 ### Targets
 
@@ -956,4 +1010,5 @@ echo "  restore       lifeboat $LB_RESTORE s, pgBackRest $PGBR_RESTORE s: $(rati
 echo "  wal-push      $(ms "$LB_PUSH") ms vs archive-push $(ms "$PGBR_PUSH") ms; wal-fetch $(ms "$LB_FETCH") ms vs archive-get $(ms "$PGBR_FETCH") ms"
 echo "  under load    lifeboat archived $(vmed lb sustain archived) of $(vmed lb sustain made) segments in $ARCHIVE_SECS s, at most $(vmax lb sustain backlog) behind: kept up $KEPT_UP_LB"
 echo "  replay        $REPLAY_WAL_MB MiB: wal-fetch $REPLAY_FETCH s vs pg_wal $REPLAY_LOCAL s: $(ratio "$REPLAY_FETCH" "$REPLAY_LOCAL") x (<= 1.2)  $V_REPLAY"
+echo "                pgBackRest archive-get (async) $REPLAY_PGBR s, cp of plain segments $REPLAY_CP s"
 echo "  peak RSS      backup $(kmib "$RSS_BACKUP"), restore $(kmib "$RSS_RESTORE"), wal-push $(kmib "$RSS_PUSH"), wal-fetch $(kmib "$RSS_FETCH") (< 128 MiB)  $V_RSS_BACKUP $V_RSS_RESTORE $V_RSS_PUSH $V_RSS_FETCH"
