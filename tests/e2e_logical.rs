@@ -55,6 +55,9 @@ fn round_trip_of_a_hard_schema_restores_every_row() {
 
     // Export without lock-in: pg_restore and psql read what lifeboat writes.
     let custom = env.dir.path().join("rt.dump");
+    // A crashed export's leftover, more open than an export writes: replaced.
+    let stale = env.dir.path().join("rt.dump.partial");
+    std::fs::write(&stale, "stale").unwrap();
     env.lifeboat(&[
         "export",
         "rt",
@@ -64,6 +67,11 @@ fn round_trip_of_a_hard_schema_restores_every_row() {
         custom.to_str().unwrap(),
     ])
     .ok();
+    // The dump is the database in the clear: its owner's only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&custom).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "export -o mode {mode:o}");
+    assert!(!stale.exists(), "no .partial left");
     env.cluster.createdb("rt_from_custom").unwrap();
     let st = std::process::Command::new(env.cluster.bin("pg_restore"))
         .args(["--exit-on-error", "-d", &env.cluster.uri("rt_from_custom")])

@@ -2,6 +2,7 @@
 //! repository, for pg_restore or psql without lifeboat.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -69,11 +70,24 @@ pub fn run(ctx: &Context, target_name: &str, opts: &ExportOptions) -> Result<(Id
         retrieval,
     )?;
     let mut reader = repo.read_stream(&index, stream)?;
-    // Write to FILE.partial and rename, so a failed export never leaves a plausible file.
+    // Write to FILE.partial and rename, so a failed export never leaves a
+    // plausible file. The dump holds the database in the clear: readable by
+    // its owner only, whatever the umask (a stale FILE.partial, which may be
+    // more open, is replaced, not reused).
     let (mut out, partial): (Box<dyn Write>, Option<PathBuf>) = match &opts.output {
         Some(p) => {
             let tmp = PathBuf::from(format!("{}.partial", p.display()));
-            let f = std::fs::File::create(&tmp)
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", tmp.display()));
+                }
+                _ => {}
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
             (Box::new(std::io::BufWriter::new(f)), Some(tmp))
         }
