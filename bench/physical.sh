@@ -718,28 +718,16 @@ step_replay_local() { # the same with the segments already in pg_wal, restore_co
 # of plain segments, the floor of any restore_command: PostgreSQL's own cost of
 # recovering from an archive (a shell and a command per file, each restored
 # segment written and fsynced into pg_wal before it is replayed).
-REPLAY_PGBR_DIR=$WORK/replay-pgbr
-mkdir -p "$REPLAY_PGBR_DIR"/{log,lock,spool}
-cat >"$REPLAY_PGBR_DIR/pgbackrest.conf" <<EOF
-[global]
-repo1-path=$PGBR/repo
-process-max=2
-archive-async=y
-log-level-console=warn
-log-path=$REPLAY_PGBR_DIR/log
-lock-path=$REPLAY_PGBR_DIR/lock
-spool-path=$REPLAY_PGBR_DIR/spool
-
-[bench]
-pg1-path=$RESTORES/replay-other
-EOF
+REPLAY_PGBR_DIR=$WORK/replay-pgbr # its logs, lock and spool; pg1-path and archive-async on its command line
+mkdir -p "$REPLAY_PGBR_DIR"/{log,lock}
+pgbr_config "$REPLAY_PGBR_DIR" "$PGBR/repo"
 chown -R postgres: "$REPLAY_PGBR_DIR"
 step_replay_other() { # pgbr|cp
     local d=$RESTORES/replay-other cmd
     rm -rf "$d" "$REPLAY_PGBR_DIR/spool" && install -d -o postgres -g postgres "$REPLAY_PGBR_DIR/spool"
     lb restore production --backup "$REPLAY_ID" --data-dir "$d" >"$WORK/logs/replay-$1-restore-$RUN.log" 2>&1
     case $1 in
-    pgbr) cmd="pgbackrest --config=$REPLAY_PGBR_DIR/pgbackrest.conf --stanza=bench archive-get %f \"%p\"" ;;
+    pgbr) cmd="pgbackrest --config=$REPLAY_PGBR_DIR/pgbackrest.conf --stanza=bench --pg1-path=$d --archive-async archive-get %f \"%p\"" ;;
     cp) cmd="cp $LOCALWAL/%f \"%p\"" ;;
     esac
     echo "restore_command = '$cmd'" >>"$d/postgresql.auto.conf"
