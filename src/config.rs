@@ -20,6 +20,13 @@
 //! globals_role_passwords = false
 //! hooks = { before_restore = ["systemctl stop app"], after_restore = ["systemctl start app"] }
 //! pg_bindir = "/usr/lib/postgresql/15/bin"
+//!
+//! [target.production]
+//! database = "postgres://backup@localhost/hyper_db"  # the primary, or a standby
+//! method = "physical"
+//! data_directory = "/var/lib/postgresql/15/main"
+//! checkpoint = "fast"                    # or "spread" (the default)
+//! primary_database = "postgres://backup@primary/hyper_db"  # optional, when database is a standby
 //! ```
 //!
 //! Unknown keys are errors, so that typos are caught. Errors are one line and
@@ -133,6 +140,10 @@ pub struct TargetConfig {
     pub fast_checkpoint: bool,
     /// Physical targets: how `wal-push` archives.
     pub archive: ArchiveSettings,
+    /// Physical targets backed up from a standby: the primary's connection
+    /// string, so that the backup can end the primary's current WAL segment
+    /// (`pg_switch_wal`) instead of waiting for its archiver to get there.
+    pub primary_database: Option<String>,
 }
 
 /// `wal-push` modes. Synchronous (the default): the segment is in every
@@ -531,6 +542,16 @@ impl fmt::Debug for TargetConfig {
             .field("data_directory", &self.data_directory)
             .field("fast_checkpoint", &self.fast_checkpoint)
             .field("archive", &self.archive)
+            .field(
+                "primary_database",
+                &self
+                    .primary_database
+                    .as_deref()
+                    .map(|p| match ConnInfo::parse(p) {
+                        Ok(info) => info.to_string(),
+                        Err(_) => redacted(p),
+                    }),
+            )
             .finish()
     }
 }
@@ -803,6 +824,7 @@ struct RawTarget {
     pg_bindir: Option<PathBuf>,
     data_directory: Option<PathBuf>,
     checkpoint: Option<Spanned<String>>,
+    primary_database: Option<Spanned<String>>,
     archive_async: Option<Spanned<bool>>,
     spool_directory: Option<Spanned<PathBuf>>,
     spool_max_size: Option<Spanned<String>>,
@@ -1170,6 +1192,23 @@ impl Checker {
             );
         }
 
+        if let Some(p) = &raw.primary_database {
+            if raw.method != Method::Physical {
+                self.error(
+                    p.span().start,
+                    format!(
+                        "target {name:?}: primary_database applies only to physical targets (backups from a standby)"
+                    ),
+                );
+            }
+            if let Err(e) = ConnInfo::parse(p.get_ref()) {
+                self.error(
+                    p.span().start,
+                    format!("target {name:?}: invalid primary_database connection string: {e}"),
+                );
+            }
+        }
+
         let defined_hint = || names_hint("defined repositories", defined);
         let mut repository = raw.repository.as_ref().map(|r| r.get_ref().clone());
         let mut repositories = Vec::new();
@@ -1299,6 +1338,7 @@ impl Checker {
             pg_bindir: raw.pg_bindir.map(|p| self.resolve(p)),
             data_directory: raw.data_directory.map(|p| self.resolve(p)),
             fast_checkpoint,
+            primary_database: raw.primary_database.map(Spanned::into_inner),
         }
     }
 

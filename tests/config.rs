@@ -470,6 +470,34 @@ fn database_is_validated_without_showing_the_password() {
 }
 
 #[test]
+fn primary_database_is_for_physical_targets_and_hides_its_password() {
+    let physical = format!(
+        "{REPO}[target.t]\ndatabase = \"host=/run/standby\"\nmethod = \"physical\"\n\
+         data_directory = \"/srv/standby\"\nprimary_database = \"postgres://u:hunter2@primary/db\"\n"
+    );
+    let config = parse(&physical);
+    let target = config.target("t").unwrap();
+    assert_eq!(
+        target.primary_database.as_deref(),
+        Some("postgres://u:hunter2@primary/db")
+    );
+    let shown = format!("{target:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("primary_database"), "{shown}");
+
+    assert_error(
+        &format!("{REPO}[target.t]\ndatabase = \"\"\nprimary_database = \"host=primary\"\n"),
+        "lifeboat.toml:5:20: target \"t\": primary_database applies only to physical targets (backups from a standby)",
+    );
+    let msg = error(&physical.replace("@primary/db", "@primary:54x32/db"));
+    assert!(
+        msg.contains("target \"t\": invalid primary_database connection string: invalid port"),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[test]
 fn schedules() {
     let with =
         |schedule: &str| format!("{REPO}[target.t]\ndatabase = \"\"\nschedule = \"{schedule}\"\n");

@@ -156,12 +156,22 @@ impl Env {
     /// free port; panics with the server's log if it fails. Returns the
     /// directory, the port and lifeboat's output.
     fn restore_started(&self, name: &str, args: &[&str]) -> (PathBuf, u16, Run) {
+        self.restore_target_started("production", name, args)
+    }
+
+    /// [`Env::restore_started`] of another target.
+    fn restore_target_started(
+        &self,
+        target: &str,
+        name: &str,
+        args: &[&str],
+    ) -> (PathBuf, u16, Run) {
         let dir = self.restore_dir(name);
         let port = free_port();
         let port_s = port.to_string();
         let mut all = vec![
             "restore",
-            "production",
+            target,
             "--data-dir",
             dir.to_str().unwrap(),
             "--start",
@@ -183,7 +193,11 @@ impl Env {
 
     /// Restore with `args`, start the server, return its rows of t.
     fn restore_rows(&self, name: &str, args: &[&str]) -> Vec<i32> {
-        let (dir, port, _) = self.restore_started(name, args);
+        self.restore_target_rows("production", name, args)
+    }
+
+    fn restore_target_rows(&self, target: &str, name: &str, args: &[&str]) -> Vec<i32> {
+        let (dir, port, _) = self.restore_target_started(target, name, args);
         let rows = self.restored_sql(port, "SELECT id FROM t ORDER BY id");
         self.stop_restored(&dir);
         rows.lines()
@@ -221,6 +235,104 @@ impl Env {
 
     fn insert(&self, id: i32) {
         self.sql(&format!("INSERT INTO t VALUES ({id}, 'row {id}')"));
+    }
+}
+
+/// A streaming standby of an [`Env`]'s cluster (`pg_basebackup -R`), in
+/// the test's directory; stopped on drop.
+struct Standby {
+    dir: PathBuf,
+    port: u16,
+    socket_dir: PathBuf,
+    pg_ctl: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+impl Standby {
+    fn start(env: &Env) -> Standby {
+        let c = &env.cluster;
+        let dir = env.dir.path().join("standby");
+        let out = c
+            .server_command("pg_basebackup")
+            .arg("-D")
+            .arg(&dir)
+            .args(["-R", "-X", "stream", "-c", "fast", "-U", "postgres", "-h"])
+            .arg(c.socket_dir())
+            .args(["-p", &c.port().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        // pg_basebackup -R put primary_conninfo there; the last setting wins.
+        let mut auto = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("postgresql.auto.conf"))
+            .unwrap();
+        writeln!(auto, "port = {port}\nhot_standby = on").unwrap();
+        let standby = Standby {
+            dir,
+            port,
+            socket_dir: c.socket_dir().to_path_buf(),
+            pg_ctl: c.bin("pg_ctl"),
+            run_as: c.run_as().map(|u| (u.uid, u.gid)),
+        };
+        let out = c
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&standby.dir)
+            .arg("-l")
+            .arg(env.dir.path().join("standby.log"))
+            .args(["-w", "start"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "standby did not start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            testkit::tail_lines(&env.dir.path().join("standby.log"), 30)
+        );
+        standby
+    }
+
+    fn uri(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@/{db}?host={}&port={}",
+            testkit::percent_encode(&self.socket_dir.to_string_lossy()),
+            self.port
+        )
+    }
+
+    /// Wait until the standby replayed everything the primary wrote so far.
+    fn catch_up(&self, env: &Env) {
+        let lsn = env.sql("SELECT pg_current_wal_lsn()");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let q = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+            if env.cluster.psql_uri(&self.uri("app"), &q).unwrap().trim() == "t" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the standby did not reach {lsn}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let mut cmd = std::process::Command::new(&self.pg_ctl);
+        cmd.arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "-w", "stop"]);
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt as _;
+            cmd.uid(uid).gid(gid);
+        }
+        let _ = cmd.output();
     }
 }
 
@@ -1139,4 +1251,72 @@ fn physical_backups_in_two_repositories() {
     // The local repository loses its packs: the restore reads them from S3.
     std::fs::remove_dir_all(env.repo().join("data")).unwrap();
     assert_eq!(env.restore_rows("fallback", &[]), [1, 2]);
+}
+
+/// A base backup from a streaming standby (the backup API on the standby,
+/// the WAL from the primary's archiver, the primary's segment ended through
+/// primary_database) restores to the latest point and to a restore point.
+/// A primary_database that is not the standby's primary is refused before
+/// anything starts.
+#[test]
+fn a_base_backup_from_a_standby_restores() {
+    let env = Env::new(true);
+    env.insert(1);
+    let standby = Standby::start(&env);
+    env.insert(2);
+    standby.catch_up(&env);
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&env.config)
+        .unwrap();
+    for (name, primary) in [
+        ("replica", Some(env.cluster.uri("postgres"))),
+        ("wrong", Some(standby.uri("postgres"))),
+        ("alone", None),
+    ] {
+        write!(
+            config,
+            "\n[target.{name}]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
+             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
+            standby.uri("postgres"),
+            standby.dir.display(),
+        )
+        .unwrap();
+        if let Some(p) = primary {
+            writeln!(config, "primary_database = \"{p}\"").unwrap();
+        }
+    }
+    drop(config);
+
+    env.lb(&["backup", "wrong"])
+        .fails(2, "primary_database names a server in recovery");
+    let r = env.lb(&["backup", "replica"]).ok();
+    assert!(r.stdout.contains("(from a standby)"), "{}", r.stdout);
+    let list = env.lb(&["list", "replica", "--json"]).ok();
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let backups = listed["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "{}", list.stdout);
+    let id = backups[0]["id"].as_str().unwrap();
+    let show = env.lb(&["show", id]).ok();
+    assert!(
+        show.stdout.contains("taken from a standby"),
+        "{}",
+        show.stdout
+    );
+    let wrong = env.lb(&["list", "wrong", "--json"]).ok();
+    let wrong: serde_json::Value = serde_json::from_str(&wrong.stdout).unwrap();
+    assert_eq!(
+        wrong["backups"],
+        serde_json::json!([]),
+        "refused, not listed"
+    );
+
+    env.sql("SELECT pg_create_restore_point('before 3')");
+    env.insert(3);
+    env.archive_now();
+    assert_eq!(env.restore_target_rows("replica", "latest", &[]), [1, 2, 3]);
+    assert_eq!(
+        env.restore_target_rows("replica", "named", &["--to-name", "before 3"]),
+        [1, 2]
+    );
 }

@@ -31,10 +31,15 @@ impl std::fmt::Display for BackupOutcome {
         if let Some(p) = &r.physical {
             return write!(
                 f,
-                "backup {} of {} done: PostgreSQL {}, {} in {} files, WAL {}..{} on timeline {}, {} new, {} stored, {:.1} s{}",
+                "backup {} of {} done: PostgreSQL {}{}, {} in {} files, WAL {}..{} on timeline {}, {} new, {} stored, {:.1} s{}",
                 self.id.short(),
                 r.target,
                 r.database.server_version,
+                if p.from_standby {
+                    " (from a standby)"
+                } else {
+                    ""
+                },
                 human_bytes(r.database.size_bytes),
                 p.files,
                 p.start_lsn,

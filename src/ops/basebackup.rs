@@ -62,7 +62,16 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     });
     let repo = repo.map_err(|_| anyhow::anyhow!("opening the repository panicked"))??;
     let (facts, mut api) = api?;
-    check_server(&facts, &data_dir)?;
+    let primary = match (&target.primary_database, facts.in_recovery) {
+        (Some(p), true) => Some(primary_facts(&tools, p)?),
+        _ => None,
+    };
+    check_server(&facts, &data_dir, primary.as_ref())?;
+    if facts.in_recovery && primary.is_none() && !ctx.quiet {
+        eprintln!(
+            "backing up from a standby: the backup ends once the primary has archived the WAL segment holding its stop point (primary_database in the target lets lifeboat end that segment at once)"
+        );
+    }
     // Debian keeps postgresql.conf and pg_hba.conf outside the data
     // directory: a restored copy could not start without them.
     let (config_files, unreadable) = config_files::outside_files(
@@ -149,6 +158,13 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let seg_size = facts.wal_segment_size;
     let first = Segment::of(timeline, start_lsn, seg_size);
     let last = Segment::of(timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg_size);
+    // A standby cannot end the segment: ask its primary, when named.
+    if let Some(p) = &target.primary_database
+        && facts.in_recovery
+        && !repo.has_wal(facts.system_identifier, &last.name(seg_size))?
+    {
+        end_primary_segment(ctx, &tools, p, Lsn(last.next().number * seg_size));
+    }
     // The index does not depend on the WAL: write it while the archiver
     // pushes the backup's last segment. If that segment never comes, the
     // indexed blocks are left for prune, as after a crash.
@@ -159,15 +175,16 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
             finish_failed.store(r.is_err(), Ordering::Relaxed);
             r
         });
-        let waited = wait_for_wal(
-            ctx,
-            &repo,
-            facts.system_identifier,
+        let needed = NeededWal {
+            system_id: facts.system_identifier,
             first,
             last,
             seg_size,
-            &|| finish_failed.load(Ordering::Relaxed),
-        );
+            from_standby: facts.in_recovery,
+        };
+        let waited = wait_for_wal(ctx, &repo, &needed, &|| {
+            finish_failed.load(Ordering::Relaxed)
+        });
         (waited, finishing.join())
     });
     let stats = finished
@@ -227,6 +244,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
             manifest,
             corrupt_pages: corrupt,
             config_files: Some(config_infos),
+            from_standby: facts.in_recovery,
         }),
         stats,
     };
@@ -234,19 +252,22 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
 }
 
 /// Refuse what cannot give a restorable backup, before anything starts.
-fn check_server(facts: &ServerFacts, data_dir: &Path) -> Result<()> {
-    if facts.in_recovery {
-        bail!(usage(
-            "the server is a standby: lifeboat does not take base backups from standbys yet; hint: point the target's database at the primary"
-        ));
-    }
+/// `primary`: what the target's `primary_database` says, when the server
+/// is a standby.
+fn check_server(facts: &ServerFacts, data_dir: &Path, primary: Option<&ServerFacts>) -> Result<()> {
     if facts.version_num < 100000 {
         bail!(usage(format!(
             "PostgreSQL {} is too old for lifeboat's physical backups (10 or later)",
             facts.version
         )));
     }
-    if facts.archive_mode == "off" || facts.archiver.trim().is_empty() {
+    if facts.in_recovery {
+        // A standby archives nothing unless archive_mode = always: the WAL
+        // comes from the primary's archiver, checked when lifeboat can see it.
+        if let Some(p) = primary {
+            check_primary(facts, p)?;
+        }
+    } else if facts.archive_mode == "off" || facts.archiver.trim().is_empty() {
         bail!(usage(
             "WAL archiving is off, so a base backup could not be restored; hint: set archive_mode = on and archive_command = 'lifeboat wal-push %p' (with --config if the configuration is not in a default place), then restart the server"
         ));
@@ -263,6 +284,63 @@ fn check_server(facts: &ServerFacts, data_dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The primary named by `primary_database` must be this standby's primary,
+/// and archive its WAL.
+fn check_primary(standby: &ServerFacts, primary: &ServerFacts) -> Result<()> {
+    if primary.in_recovery {
+        bail!(usage(
+            "primary_database names a server in recovery (a standby): it must name the primary, where pg_switch_wal runs"
+        ));
+    }
+    if primary.system_identifier != standby.system_identifier {
+        bail!(usage(format!(
+            "primary_database names another cluster (system identifier {}; the standby's is {}): it must name the standby's primary",
+            primary.system_identifier, standby.system_identifier
+        )));
+    }
+    if primary.archive_mode == "off" || primary.archiver.trim().is_empty() {
+        bail!(usage(
+            "the primary does not archive WAL, so a base backup could not be restored; hint: on the primary set archive_mode = on and archive_command = 'lifeboat wal-push %p', then restart it"
+        ));
+    }
+    Ok(())
+}
+
+/// What the server `primary_database` names says about itself.
+fn primary_facts(tools: &PgTools, conninfo: &str) -> Result<ServerFacts> {
+    let conn = super::connection_from(conninfo, "primary_database")?;
+    let mut api = BackupApi::connect(tools, &conn).map_err(|e| connect_error(&conn, e))?;
+    let facts = api
+        .facts()
+        .map_err(|e| anyhow::anyhow!("asking the primary: {e}"))?;
+    api.close();
+    Ok(facts)
+}
+
+/// Ask the primary to end its current WAL segment when it still holds WAL
+/// before `before`. A failure is only a warning: the primary's archiver
+/// gets there by itself (archive_timeout, or more writes).
+fn end_primary_segment(ctx: &Context, tools: &PgTools, conninfo: &str, before: Lsn) {
+    let switched = super::connection_from(conninfo, "primary_database").and_then(|conn| {
+        let mut api = BackupApi::connect(tools, &conn).map_err(|e| connect_error(&conn, e))?;
+        let r = api
+            .switch_wal_if_before(before)
+            .map_err(|e| anyhow::anyhow!("pg_switch_wal on the primary: {e}"));
+        api.close();
+        r
+    });
+    if let Err(e) = switched
+        && !ctx.quiet
+    {
+        let hint = if format!("{e:#}").contains("permission denied") {
+            " (hint: GRANT EXECUTE ON FUNCTION pg_switch_wal() TO the backup role, on the primary)"
+        } else {
+            ""
+        };
+        eprintln!("warning: {e:#}; waiting for the primary's archiver instead{hint}");
+    }
 }
 
 type Copied = (Vec<FileEntry>, Vec<CorruptPage>, u64);
@@ -455,18 +533,33 @@ fn session_error(session: Session<'_>, e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// The WAL segments a base backup needs, from its start to its stop.
+#[derive(Clone, Copy)]
+struct NeededWal {
+    system_id: u64,
+    first: Segment,
+    last: Segment,
+    seg_size: u64,
+    /// Taken on a standby: the primary's archiver brings the WAL.
+    from_standby: bool,
+}
+
 /// The backup is restorable only with the WAL from its start to its stop:
 /// wait until the server's archiver has pushed it into this repository, or
 /// until `abandoned` says the backup failed meanwhile.
 fn wait_for_wal(
     ctx: &Context,
     repo: &Repository,
-    system_id: u64,
-    first: Segment,
-    last: Segment,
-    seg_size: u64,
+    needed: &NeededWal,
     abandoned: &dyn Fn() -> bool,
 ) -> Result<()> {
+    let NeededWal {
+        system_id,
+        first,
+        last,
+        seg_size,
+        from_standby,
+    } = *needed;
     let started = Instant::now();
     let deadline = started + WAL_WAIT;
     let mut said = false;
@@ -486,13 +579,19 @@ fn wait_for_wal(
         }
         if Instant::now() > deadline {
             bail!(
-                "WAL segment {name}, which this backup needs, did not reach repository {} within {} minutes; the backup is not listed; hint: archive_command must run `lifeboat wal-push %p` with this configuration: check the server log for archive failures",
+                "WAL segment {name}, which this backup needs, did not reach repository {} within {} minutes; the backup is not listed; hint: {}archive_command must run `lifeboat wal-push %p` with this configuration: check the server log for archive failures",
                 repo.url(),
-                WAL_WAIT.as_secs() / 60
+                WAL_WAIT.as_secs() / 60,
+                if from_standby {
+                    "the backup is from a standby, so the primary's "
+                } else {
+                    ""
+                }
             );
         }
         if !said && !ctx.quiet {
-            eprintln!("waiting for the server to archive WAL up to {name}");
+            let server = if from_standby { "primary" } else { "server" };
+            eprintln!("waiting for the {server} to archive WAL up to {name}");
             said = true;
         }
         std::thread::sleep(wal_poll_interval(started.elapsed()));
@@ -530,8 +629,14 @@ mod tests {
         let ctx = Context::new(config, true);
         let seg_size = 16 << 20;
         let segment = Segment::of(1, Lsn(0), seg_size);
-        let err = wait_for_wal(&ctx, &repo, 1, segment, segment, seg_size, &|| true)
-            .expect_err("no WAL was archived");
+        let needed = NeededWal {
+            system_id: 1,
+            first: segment,
+            last: segment,
+            seg_size,
+            from_standby: false,
+        };
+        let err = wait_for_wal(&ctx, &repo, &needed, &|| true).expect_err("no WAL was archived");
         assert!(
             err.to_string().contains(
                 "the backup failed while waiting for WAL segment 000000010000000000000000"

@@ -236,8 +236,15 @@ pub fn print_details(out: &mut dyn Write, v: &BackupView, r: &BackupRecord) -> s
     if let Some(p) = &r.physical {
         writeln!(
             out,
-            "cluster     system identifier {}, data directory {}, {} files",
-            p.system_identifier, p.data_directory, p.files
+            "cluster     system identifier {}, data directory {}, {} files{}",
+            p.system_identifier,
+            p.data_directory,
+            p.files,
+            if p.from_standby {
+                ", taken from a standby"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             out,

@@ -221,6 +221,20 @@ impl BackupApi {
         })
     }
 
+    /// On a primary: end the current WAL segment if WAL before `before` is
+    /// still being written into it (`pg_switch_wal`), so that the archiver
+    /// can archive what a standby's backup needs. True if it switched.
+    pub fn switch_wal_if_before(&mut self, before: Lsn) -> Result<bool, ProcessError> {
+        let r = self.one_row(
+            &format!(
+                "SELECT CASE WHEN pg_current_wal_insert_lsn() < '{before}'::pg_lsn \
+                 THEN pg_switch_wal() IS NOT NULL ELSE false END"
+            ),
+            1,
+        )?;
+        Ok(r[0] == "t")
+    }
+
     /// End the session (a backup still running is aborted by the server).
     pub fn close(mut self) {
         let _ = writeln!(self.stdin, "\\q");
