@@ -187,7 +187,12 @@ impl Env {
                 r.stdout, r.stderr
             );
         }
-        assert!(r.stdout.contains("promoted"), "{}", r.stdout);
+        let up = if args.contains(&"--standby") {
+            "the standby is up"
+        } else {
+            "promoted"
+        };
+        assert!(r.stdout.contains(up), "{}", r.stdout);
         (dir, port, r)
     }
 
@@ -1319,4 +1324,87 @@ fn a_base_backup_from_a_standby_restores() {
         env.restore_target_rows("replica", "named", &["--to-name", "before 3"]),
         [1, 2]
     );
+}
+
+/// `restore --standby`: a new standby built from the repository replays the
+/// archive, stays in recovery and keeps following the archive; with
+/// --primary-conninfo it streams from the primary once the archive is
+/// replayed. A standby takes no recovery target.
+#[test]
+fn a_restore_as_a_standby_follows_the_archive_and_the_primary() {
+    let env = Env::new(false);
+    env.insert(1);
+    env.backup();
+    env.insert(2);
+    env.archive_now();
+    let rows =
+        |port: u16| env.restored_sql(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t");
+    let wait_for = |port: u16, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rows(port).trim() != want {
+            assert!(
+                Instant::now() < deadline,
+                "the standby did not reach {want}: {}",
+                rows(port)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let (dir, port, r) = env.restore_started("from-archive", &["--standby"]);
+    assert!(
+        r.stdout.contains("set up a standby on timeline latest"),
+        "{}",
+        r.stdout
+    );
+    assert!(dir.join("standby.signal").is_file());
+    assert!(!dir.join("recovery.signal").exists());
+    assert_eq!(
+        env.restored_sql(port, "SELECT pg_is_in_recovery()").trim(),
+        "t"
+    );
+    assert_eq!(rows(port).trim(), "1,2");
+    env.insert(3);
+    env.archive_now();
+    wait_for(port, "1,2,3");
+    env.stop_restored(&dir);
+
+    let primary = format!(
+        "host={} port={} user=postgres",
+        env.cluster.socket_dir().display(),
+        env.cluster.port()
+    );
+    let (dir, port, _) =
+        env.restore_started("streaming", &["--standby", "--primary-conninfo", &primary]);
+    // Not archived: only streaming brings it.
+    env.insert(4);
+    wait_for(port, "1,2,3,4");
+    assert_eq!(
+        env.restored_sql(port, "SELECT status FROM pg_stat_wal_receiver")
+            .trim(),
+        "streaming"
+    );
+    env.stop_restored(&dir);
+
+    let other = env.restore_dir("refused");
+    env.lb(&[
+        "restore",
+        "production",
+        "--data-dir",
+        other.to_str().unwrap(),
+        "--standby",
+        "--to-name",
+        "x",
+    ])
+    .fails(2, "cannot be used with");
+    env.lb(&[
+        "restore",
+        "production",
+        "--data-dir",
+        other.to_str().unwrap(),
+        "--primary-conninfo",
+        &primary,
+    ])
+    .fails(2, "--standby");
+    assert!(!other.exists());
 }

@@ -61,6 +61,15 @@ pub struct PitrOptions {
     /// Put a tablespace elsewhere: OID=DIR or NAME=DIR (repeatable)
     #[arg(long, value_name = "TS=DIR")]
     pub tablespace_map: Vec<String>,
+    /// Restore as a standby (standby.signal): it replays the archived WAL,
+    /// then goes on following the archive (and the primary, with
+    /// --primary-conninfo) and stays in recovery; no recovery target
+    #[arg(long, conflicts_with = "recovery_target")]
+    pub standby: bool,
+    /// With --standby: the new standby's primary_conninfo, to stream from the
+    /// primary once the archive is replayed
+    #[arg(long, value_name = "CONNINFO", requires = "standby")]
+    pub primary_conninfo: Option<String>,
 }
 
 /// Where recovery stops.
@@ -111,6 +120,22 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
 }
 
 impl PitrOptions {
+    /// Whether any option only a physical restore takes is given.
+    pub fn any_given(&self) -> bool {
+        self.data_dir.is_some()
+            || self.to_time.is_some()
+            || self.to_lsn.is_some()
+            || self.to_xid.is_some()
+            || self.to_name.is_some()
+            || self.timeline.is_some()
+            || self.start
+            || self.port.is_some()
+            || self.archive
+            || !self.tablespace_map.is_empty()
+            || self.standby
+            || self.primary_conninfo.is_some()
+    }
+
     pub fn recovery_target(&self) -> Result<RecoveryTarget> {
         Ok(if let Some(t) = &self.to_time {
             RecoveryTarget::Time(parse_time(t)?)
@@ -203,12 +228,37 @@ pub fn run(
             names.join(", ")
         );
     }
-    println!(
-        "  2. recover to {} on timeline {} ({})",
-        plan.target, plan.timeline, plan.reachable
-    );
+    if opts.standby {
+        println!(
+            "  2. set up a standby on timeline {}: it replays the archived WAL ({}), then follows the archive{}; archiving {}",
+            plan.timeline,
+            plan.reachable,
+            if opts.primary_conninfo.is_some() {
+                " and streams from the primary"
+            } else {
+                ""
+            },
+            if opts.archive {
+                "kept on for when it is promoted"
+            } else {
+                "off (--archive keeps it on for when it is promoted)"
+            }
+        );
+    } else {
+        println!(
+            "  2. recover to {} on timeline {} ({})",
+            plan.target, plan.timeline, plan.reachable
+        );
+    }
     if opts.start {
-        println!("  3. start the server, wait until it promoted");
+        println!(
+            "  3. start the server, wait until it {}",
+            if opts.standby {
+                "is consistent and accepts read-only connections"
+            } else {
+                "promoted"
+            }
+        );
     }
     for w in &plan.warnings {
         eprintln!("warning: {w}");
@@ -454,9 +504,12 @@ pub fn plan(
             _ => timeline.clone(),
         },
         // "latest" as PostgreSQL means it would also take a timeline that
-        // forked off before this backup, and then refuse to start.
+        // forked off before this backup, and then refuse to start. A
+        // standby follows later promotions with "latest" when no newer
+        // timeline is archived yet.
         recovery_timeline: match timeline.as_str() {
             "current" => timeline,
+            "latest" if opts.standby && histories.keys().all(|t| *t <= recovery_tli) => timeline,
             _ => recovery_tli.to_string(),
         },
         data_dir,
@@ -1124,6 +1177,9 @@ fn write_recovery(
         "recovery_target_timeline = {}\n",
         config_files::quote(tli)
     ));
+    if let Some(c) = &opts.primary_conninfo {
+        conf.push_str(&format!("primary_conninfo = {}\n", config_files::quote(c)));
+    }
     match &plan.target {
         RecoveryTarget::Latest => {}
         RecoveryTarget::Time(t) => conf.push_str(&format!(
@@ -1158,7 +1214,12 @@ fn write_recovery(
         .open(&auto)
         .with_context(|| format!("writing {}", auto.display()))?;
     f.write_all(conf.as_bytes())?;
-    std::fs::write(plan.data_dir.join("recovery.signal"), "")?;
+    let signal = if opts.standby {
+        "standby.signal"
+    } else {
+        "recovery.signal"
+    };
+    std::fs::write(plan.data_dir.join(signal), "")?;
     Ok(())
 }
 
@@ -1284,13 +1345,15 @@ fn start_and_wait(
     info.set("port", port.to_string());
     let conn = Connection::new(&info).map_err(|e| anyhow::anyhow!(e))?;
     let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    // A standby accepts connections once consistent, and stays in recovery.
+    let done = if opts.standby { "t" } else { "f" };
     loop {
         match tools.query(&conn, "SELECT pg_is_in_recovery()") {
             Ok(rows)
                 if rows
                     .first()
                     .and_then(|r| r.first())
-                    .is_some_and(|v| v == "f") =>
+                    .is_some_and(|v| v == done) =>
             {
                 break;
             }

@@ -224,9 +224,9 @@ pub fn run(
     if target.method == crate::config::Method::Physical {
         return physical(ctx, target_name, opts);
     }
-    if opts.physical.data_dir.is_some() {
+    if opts.physical.any_given() {
         bail!(usage(format!(
-            "target {target_name:?} is logical: --data-dir and the recovery targets are for physical targets; hint: --into URL restores into another database"
+            "target {target_name:?} is logical: --data-dir, the recovery targets, --start and --standby are for physical targets; hint: --into URL restores into another database"
         )));
     }
     // Bad input first: before looking for the backup in the repositories.
@@ -290,10 +290,19 @@ fn physical(
             o.data_dir.display(),
             o.seconds
         );
-        match o.started {
-            Some(conn) => println!("the server is up and promoted: connect with {conn}"),
-            None => println!(
+        match (o.started, opts.physical.standby) {
+            (Some(conn), false) => {
+                println!("the server is up and promoted: connect with {conn}")
+            }
+            (Some(conn), true) => println!(
+                "the standby is up, consistent and replaying (read-only): connect with {conn}"
+            ),
+            (None, false) => println!(
                 "start it with: pg_ctl -D {} start (it recovers to the target, then promotes)",
+                o.data_dir.display()
+            ),
+            (None, true) => println!(
+                "start it with: pg_ctl -D {} start (a standby: it stays in recovery until promoted with pg_ctl promote)",
                 o.data_dir.display()
             ),
         }
