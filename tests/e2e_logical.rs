@@ -637,6 +637,17 @@ fn bad_input_gets_one_line_errors_and_exit_codes() {
     // A secret that would land on a command line is refused.
     env.lifeboat(&["restore", "dev", "--into", "dbname=x sslpassword=hunter2"])
         .fails(2, "process list");
+    // Options of physical restores are refused, not ignored.
+    for opts in [
+        &["--start"][..],
+        &["--to-time", "2026-11-25 14:03:00"],
+        &["--standby"],
+    ] {
+        let mut args = vec!["restore", "dev"];
+        args.extend(opts);
+        env.lifeboat(&args)
+            .fails(2, "--start and --standby are for physical targets");
+    }
     // Unknown backup id.
     env.lifeboat(&["show", "ffffffff"])
         .fails(2, "no backup matches");
