@@ -41,13 +41,21 @@ const PREFETCH_THREADS: usize = 2;
 /// The prefetcher stops when nothing was asked of it this long.
 const PREFETCH_IDLE: Duration = Duration::from_secs(30);
 /// A segment found not archived (the end of the archive) is looked for
-/// again after this long, in case the archiver has got that far since.
+/// again after this long, in case the archiver has got that far since; a
+/// tenth of the time it has been missing, up to [`RETRY_MISSING_MAX`], for a
+/// standby that follows the archive for days (recovery asks for it every
+/// `wal_retrieve_retry_interval` anyway).
 const RETRY_MISSING: Duration = Duration::from_secs(1);
+const RETRY_MISSING_MAX: Duration = Duration::from_secs(10);
 /// How long `wal-fetch` waits for the prefetcher's answer before it fetches
 /// the file itself.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the prefetcher looks for requests, and `wal-fetch` for answers.
 const POLL: Duration = Duration::from_millis(2);
+/// How often the prefetcher looks at most once nothing happened for a
+/// while: a standby's prefetcher lives as long as the standby, and most of
+/// that time recovery waits for the next segment to be archived.
+const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// Restore one WAL file to `dest`. `Ok(false)` if it was never archived.
 pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Result<bool> {
@@ -434,8 +442,8 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
     let had_server = server.exists();
     let mut active = Instant::now();
     let mut last_seen = None;
-    // The first segment ahead found not archived, and when.
-    let mut end: Option<(Segment, Instant)> = None;
+    // The first segment ahead found not archived.
+    let mut end: Option<EndOfArchive> = None;
     // What was fetched ahead, for as long as recovery has not got past it: a
     // segment `wal-fetch` took from the spool is not fetched again (it would
     // be a wasted 16 MiB, and left in the spool when it lands after the
@@ -469,7 +477,7 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         let mut jobs: Vec<Job> = asked.into_iter().map(|(n, a)| Job::Asked(n, a)).collect();
         jobs.extend(coming.into_iter().map(Job::Ahead));
         if jobs.is_empty() {
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll_interval(active.elapsed()));
             continue;
         }
         let not_archived = Mutex::new(None::<Segment>);
@@ -525,16 +533,53 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
             Ok(())
         })?;
         if let Some(s) = not_archived.into_inner().expect("not archived") {
-            end = Some((s, Instant::now()));
+            let now = Instant::now();
+            let since = end.filter(|e| e.segment == s).map_or(now, |e| e.since);
+            end = Some(EndOfArchive {
+                segment: s,
+                checked: now,
+                since,
+            });
         }
         fetched_ahead.extend(got_ahead.into_inner().expect("got ahead"));
     }
 }
 
+/// The first segment ahead that was not archived when last looked for.
+#[derive(Clone, Copy)]
+struct EndOfArchive {
+    segment: Segment,
+    /// Last looked for.
+    checked: Instant,
+    /// First found missing.
+    since: Instant,
+}
+
+impl EndOfArchive {
+    /// Not to be looked for again yet.
+    fn fresh(&self) -> bool {
+        self.checked.elapsed() < retry_missing_after(self.checked.duration_since(self.since))
+    }
+}
+
+/// How long after looking for a missing segment to look again, when it has
+/// been missing for `missing_for`.
+fn retry_missing_after(missing_for: Duration) -> Duration {
+    (missing_for / 10).clamp(RETRY_MISSING, RETRY_MISSING_MAX)
+}
+
+/// How long the prefetcher sleeps when there is nothing to do, after
+/// `idle_for` without a request or progress of recovery: a twentieth of
+/// that, between [`POLL`] and [`IDLE_POLL`], so an answer comes at most 5 %
+/// later than recovery's own pace.
+fn poll_interval(idle_for: Duration) -> Duration {
+    (idle_for / 20).clamp(POLL, IDLE_POLL)
+}
+
 /// The segments to fetch ahead: the next [`PREFETCH_AHEAD`] after the one
 /// recovery got last, on its timeline, that are not in the spool, stopping
-/// at the end of the archive found less than [`RETRY_MISSING`] ago.
-fn ahead(spool: &Spool, last: Option<&str>, end: Option<(Segment, Instant)>) -> Vec<String> {
+/// at the end of the archive unless it is time to look for it again.
+fn ahead(spool: &Spool, last: Option<&str>, end: Option<EndOfArchive>) -> Vec<String> {
     let seg_size: Option<u64> = spool.read("segment-size").and_then(|s| s.parse().ok());
     let last = seg_size.and_then(|size| {
         let s = WalFile::parse(last?)?.segment(size)?;
@@ -547,13 +592,36 @@ fn ahead(spool: &Spool, last: Option<&str>, end: Option<(Segment, Instant)>) -> 
                 number,
             })
             .take_while(|s| {
-                !end.is_some_and(|(e, at)| {
-                    e.timeline == s.timeline && s.number >= e.number && at.elapsed() < RETRY_MISSING
+                !end.is_some_and(|e| {
+                    e.segment.timeline == s.timeline && s.number >= e.segment.number && e.fresh()
                 })
             })
             .map(|s| s.name(size))
             .filter(|n| !spool.path(n).exists())
             .collect(),
         None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_the_archive_is_looked_for_less_often_the_longer_it_lasts() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_missing_after(s(0)), s(1));
+        assert_eq!(retry_missing_after(s(5)), s(1));
+        assert_eq!(retry_missing_after(s(30)), s(3));
+        assert_eq!(retry_missing_after(s(3600)), s(10));
+    }
+
+    #[test]
+    fn an_idle_prefetcher_polls_slowly() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_interval(Duration::ZERO), POLL);
+        assert_eq!(poll_interval(ms(20)), POLL);
+        assert_eq!(poll_interval(ms(200)), ms(10));
+        assert_eq!(poll_interval(ms(2000)), IDLE_POLL);
     }
 }
