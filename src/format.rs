@@ -240,7 +240,8 @@ pub struct PhysicalInfo {
     /// paths outside the data directory as they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_files: Option<Vec<ConfigFileInfo>>,
-    /// Taken from a standby (its backup_label says `BACKUP FROM: standby`).
+    /// Taken on a standby (the server was in recovery; its backup_label says
+    /// `BACKUP FROM: standby`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_standby: bool,
 }

@@ -62,12 +62,21 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     });
     let repo = repo.map_err(|_| anyhow::anyhow!("opening the repository panicked"))??;
     let (facts, mut api) = api?;
+    // A primary that cannot be asked only costs the wait for its archiver.
     let primary = match (&target.primary_database, facts.in_recovery) {
-        (Some(p), true) => Some(primary_facts(&tools, p)?),
+        (Some(p), true) => match primary_facts(&tools, p) {
+            Ok(f) => Some((p.as_str(), f)),
+            Err(e) => {
+                eprintln!(
+                    "warning: primary_database: {e:#}; the backup goes on and waits for the primary's archiver"
+                );
+                None
+            }
+        },
         _ => None,
     };
-    check_server(&facts, &data_dir, primary.as_ref())?;
-    if facts.in_recovery && primary.is_none() && !ctx.quiet {
+    check_server(&facts, &data_dir, primary.as_ref().map(|p| &p.1))?;
+    if facts.in_recovery && target.primary_database.is_none() && !ctx.quiet {
         eprintln!(
             "backing up from a standby: the backup ends once the primary has archived the WAL segment holding its stop point (primary_database in the target lets lifeboat end that segment at once)"
         );
@@ -119,11 +128,17 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         }
     };
     let stop = api
-        .stop()
+        .stop(facts.in_recovery)
         .map_err(|e| anyhow::anyhow!("stopping the backup: {e}"))?;
     api.close();
     let timeline = backup_api::label_timeline(&stop.backup_label)
         .context("the server's backup_label has no START TIMELINE")?;
+    if let Some(t) = stop.stop_timeline.filter(|t| *t != timeline) {
+        let e = anyhow::anyhow!(
+            "the standby moved from timeline {timeline} to {t} during the backup (its upstream server was promoted): the backup is not listed; hint: run it again"
+        );
+        return Err(session_error(session, e));
+    }
 
     let mut streams = Vec::new();
     streams.push(write_small(
@@ -159,8 +174,7 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     let first = Segment::of(timeline, start_lsn, seg_size);
     let last = Segment::of(timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg_size);
     // A standby cannot end the segment: ask its primary, when named.
-    if let Some(p) = &target.primary_database
-        && facts.in_recovery
+    if let Some((p, _)) = primary
         && !repo.has_wal(facts.system_identifier, &last.name(seg_size))?
     {
         end_primary_segment(ctx, &tools, p, Lsn(last.next().number * seg_size));
@@ -361,7 +375,8 @@ fn copy_files(
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 4);
-    super::for_each_parallel(entries, threads, |i, e| {
+    let copy_one = |i: usize| -> Result<()> {
+        let e = &entries[i];
         let entry = match &e.kind {
             Kind::Dir => Some(meta_entry(e, FileKind::Dir, None)),
             Kind::Link(t) => Some(meta_entry(e, FileKind::Link, Some(t.clone()))),
@@ -376,13 +391,28 @@ fn copy_files(
         };
         *slots[i].lock().expect("slot") = entry;
         Ok(())
-    })?;
+    };
+    let (rest, last) = copy_order(entries);
+    super::for_each_parallel(&rest, threads, |_, &i| copy_one(i))?;
+    for i in last {
+        copy_one(i)?;
+    }
     let manifest = slots
         .into_iter()
         .filter_map(|m| m.into_inner().expect("slot"))
         .collect();
     let (pages, count) = corrupt.into_inner().expect("corrupt pages");
     Ok((manifest, pages, count))
+}
+
+/// Copied after every other file, as pg_basebackup does: recovery of a
+/// backup taken on a standby ends its backup at the copied control file's
+/// minimum recovery point, which must cover every page copied before it.
+const CONTROL_FILE: &str = "global/pg_control";
+
+/// The entries' indexes: those copied in parallel, then the control file.
+fn copy_order(entries: &[Entry]) -> (Vec<usize>, Vec<usize>) {
+    (0..entries.len()).partition(|&i| entries[i].path != CONTROL_FILE)
 }
 
 fn meta_entry(e: &Entry, kind: FileKind, link: Option<String>) -> FileEntry {
@@ -643,6 +673,64 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_control_file_is_copied_last() {
+        let entry = |path: &str| Entry {
+            path: path.into(),
+            kind: Kind::File,
+            mode: 0o600,
+            size: 8192,
+            mtime: 0,
+            source: path.into(),
+        };
+        let entries: Vec<Entry> = [
+            "base/1/1259",
+            "global/1262",
+            "global/pg_control",
+            "pg_xact/0000",
+        ]
+        .into_iter()
+        .map(entry)
+        .collect();
+        assert_eq!(copy_order(&entries), (vec![0, 1, 3], vec![2]));
+    }
+
+    fn facts(system_identifier: u64, in_recovery: bool, archive_mode: &str) -> ServerFacts {
+        ServerFacts {
+            version_num: 150000,
+            version: "15.0".into(),
+            system_identifier,
+            in_recovery,
+            data_directory: "/srv/pg".into(),
+            data_checksums: false,
+            block_size: 8192,
+            wal_segment_size: 16 << 20,
+            archive_mode: archive_mode.into(),
+            archiver: "lifeboat wal-push %p".into(),
+            tablespaces: Vec::new(),
+            config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn primary_database_must_be_the_standbys_archiving_primary() {
+        let standby = facts(7, true, "on");
+        check_primary(&standby, &facts(7, false, "on")).expect("its primary");
+        for (primary, says) in [
+            (facts(7, true, "on"), "names a server in recovery"),
+            (
+                facts(8, false, "on"),
+                "names another cluster (system identifier 8; the standby's is 7)",
+            ),
+            (facts(7, false, "off"), "the primary does not archive WAL"),
+        ] {
+            let err = check_primary(&standby, &primary)
+                .expect_err(says)
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct StopInfo {
     pub tablespace_map: String,
     pub time: chrono::DateTime<chrono::Utc>,
     pub next_xid: Option<u64>,
+    /// On a standby: the timeline of the stop point (`min_recovery_end_timeline`),
+    /// if the server said.
+    pub stop_timeline: Option<u32>,
 }
 
 pub struct BackupApi {
@@ -181,8 +184,10 @@ impl BackupApi {
     }
 
     /// Stop the backup without waiting for the archiver (lifeboat waits for
-    /// the WAL to arrive in its own repository instead).
-    pub fn stop(&mut self) -> Result<StopInfo, ProcessError> {
+    /// the WAL to arrive in its own repository instead). `time` is the
+    /// server's clock, or on a standby the primary's commit time of the last
+    /// transaction replayed if that is later (the clocks may differ).
+    pub fn stop(&mut self, in_recovery: bool) -> Result<StopInfo, ProcessError> {
         let call = if self.version_num >= 150000 {
             "pg_backup_stop(false)"
         } else {
@@ -192,7 +197,8 @@ impl BackupApi {
             &format!(
                 "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex'), \
                  encode(convert_to(coalesce(spcmapfile, ''), 'UTF8'), 'hex'), \
-                 to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                 to_char(greatest(clock_timestamp(), pg_last_xact_replay_timestamp()) AT TIME ZONE 'UTC', \
+                 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
                  FROM {call}"
             ),
             4,
@@ -210,6 +216,16 @@ impl BackupApi {
             .one_row(next_xid, 1)
             .ok()
             .and_then(|r| r[0].parse().ok());
+        let stop_timeline = if in_recovery {
+            self.one_row(
+                "SELECT min_recovery_end_timeline FROM pg_control_recovery()",
+                1,
+            )
+            .ok()
+            .and_then(|r| r[0].parse().ok())
+        } else {
+            None
+        };
         Ok(StopInfo {
             lsn: r[0].parse().map_err(unexpected)?,
             backup_label: text(&r[1])?,
@@ -218,6 +234,7 @@ impl BackupApi {
                 .parse()
                 .map_err(|e: chrono::ParseError| unexpected(e.to_string()))?,
             next_xid,
+            stop_timeline,
         })
     }
 
