@@ -254,6 +254,11 @@ pub fn restored_path(data_dir: &Path, original: &Path) -> PathBuf {
 /// restored copy (`data_directory` would start the copy on production's data,
 /// `external_pid_file` would overwrite production's pid file).
 const ORIGINAL_ONLY: &[&str] = &["data_directory", "external_pid_file", "config_file"];
+/// Settings that make a standby connect to its primary: a copy restored
+/// from a standby's backup must not stream from production or take over the
+/// standby's replication slot. `primary_conninfo` may hold a password, so
+/// its value is neither printed nor kept in the comment.
+const UPSTREAM_ONLY: &[&str] = &["primary_conninfo", "primary_slot_name"];
 /// Directories a server writes into: one outside the data directory is the
 /// original's (its logs, its statistics before 15), so the copy uses its own
 /// default inside the data directory.
@@ -342,6 +347,18 @@ pub fn rewrite(
         let value = Path::new(&d.value);
         // Some(None): comment out; Some(Some(v)): set to v.
         let replaced: Option<Option<PathBuf>> = if ORIGINAL_ONLY.contains(&name) {
+            Some(None)
+        } else if UPSTREAM_ONLY.contains(&name) {
+            if name == "primary_conninfo" {
+                out.text.extend_from_slice(
+                    b"# lifeboat restore: was primary_conninfo = (not kept: it may hold a password)\n",
+                );
+                out.changes.push(
+                    "primary_conninfo commented out (the copy does not stream from the original's primary)"
+                        .into(),
+                );
+                continue;
+            }
             Some(None)
         } else if WRITTEN_DIRS.contains(&name) && value.is_absolute() {
             let moved = normalize(value)
@@ -568,6 +585,39 @@ mod tests {
             .filter(|d| d.name == n)
             .map(|d| d.value)
             .collect()
+    }
+
+    #[test]
+    fn a_restored_copy_does_not_follow_the_original_primary() {
+        // What pg_basebackup -R writes into a standby's postgresql.auto.conf.
+        let auto = "primary_conninfo = 'user=replicator password=hunter2 host=primary port=5432'\n\
+                    primary_slot_name = 'standby1'\nwork_mem = '8MB'\n";
+        let r = Relocation {
+            old_data_dir: Path::new("/srv/standby"),
+            new_data_dir: Path::new("/srv/copy"),
+            kept: None,
+        };
+        let out = rewrite(
+            auto.as_bytes(),
+            Path::new("/srv/standby/postgresql.auto.conf"),
+            Path::new("/srv/copy/postgresql.auto.conf"),
+            &r,
+        );
+        assert!(values(&out.text, "primary_conninfo").is_empty());
+        assert!(values(&out.text, "primary_slot_name").is_empty());
+        assert_eq!(values(&out.text, "work_mem"), ["8MB"]);
+        let text = String::from_utf8(out.text).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("# lifeboat restore: was primary_conninfo = (not kept"),
+            "{text}"
+        );
+        assert_eq!(out.changes.len(), 2, "{:?}", out.changes);
+        assert!(
+            out.changes.iter().all(|c| !c.contains("hunter2")),
+            "{:?}",
+            out.changes
+        );
     }
 
     #[test]
