@@ -1297,6 +1297,7 @@ fn a_base_backup_from_a_standby_restores() {
         .fails(2, "primary_database names a server in recovery");
     let r = env.lb(&["backup", "replica"]).ok();
     assert!(r.stdout.contains("(from a standby)"), "{}", r.stdout);
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
     let list = env.lb(&["list", "replica", "--json"]).ok();
     let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     let backups = listed["backups"].as_array().unwrap();
@@ -1319,7 +1320,25 @@ fn a_base_backup_from_a_standby_restores() {
     env.sql("SELECT pg_create_restore_point('before 3')");
     env.insert(3);
     env.archive_now();
-    assert_eq!(env.restore_target_rows("replica", "latest", &[]), [1, 2, 3]);
+    // The standby's primary_conninfo and slot (pg_basebackup -R) are not
+    // the copy's: commented out, the password not kept.
+    let (dir, port, r) = env.restore_target_started("replica", "latest", &[]);
+    assert!(
+        r.stderr.contains("primary_conninfo commented out"),
+        "{}",
+        r.stderr
+    );
+    let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        !auto.lines().any(|l| l.starts_with("primary_conninfo")),
+        "{auto}"
+    );
+    assert_eq!(
+        env.restored_sql(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+            .trim(),
+        "1,2,3"
+    );
+    env.stop_restored(&dir);
     assert_eq!(
         env.restore_target_rows("replica", "named", &["--to-name", "before 3"]),
         [1, 2]
@@ -1374,8 +1393,17 @@ fn a_restore_as_a_standby_follows_the_archive_and_the_primary() {
         env.cluster.socket_dir().display(),
         env.cluster.port()
     );
-    let (dir, port, _) =
-        env.restore_started("streaming", &["--standby", "--primary-conninfo", &primary]);
+    env.sql("SELECT pg_create_physical_replication_slot('copy')");
+    let (dir, port, _) = env.restore_started(
+        "streaming",
+        &[
+            "--standby",
+            "--primary-conninfo",
+            &primary,
+            "--primary-slot-name",
+            "copy",
+        ],
+    );
     // Not archived: only streaming brings it.
     env.insert(4);
     wait_for(port, "1,2,3,4");
@@ -1383,6 +1411,10 @@ fn a_restore_as_a_standby_follows_the_archive_and_the_primary() {
         env.restored_sql(port, "SELECT status FROM pg_stat_wal_receiver")
             .trim(),
         "streaming"
+    );
+    assert_eq!(
+        env.sql("SELECT active FROM pg_replication_slots WHERE slot_name = 'copy'"),
+        "t"
     );
     env.stop_restored(&dir);
 

@@ -70,6 +70,9 @@ pub struct PitrOptions {
     /// primary once the archive is replayed
     #[arg(long, value_name = "CONNINFO", requires = "standby")]
     pub primary_conninfo: Option<String>,
+    /// With --standby: the replication slot on the primary it streams from
+    #[arg(long, value_name = "SLOT", requires = "primary_conninfo")]
+    pub primary_slot_name: Option<String>,
 }
 
 /// Where recovery stops.
@@ -134,6 +137,7 @@ impl PitrOptions {
             || !self.tablespace_map.is_empty()
             || self.standby
             || self.primary_conninfo.is_some()
+            || self.primary_slot_name.is_some()
     }
 
     pub fn recovery_target(&self) -> Result<RecoveryTarget> {
@@ -1179,6 +1183,12 @@ fn write_recovery(
     ));
     if let Some(c) = &opts.primary_conninfo {
         conf.push_str(&format!("primary_conninfo = {}\n", config_files::quote(c)));
+    }
+    if let Some(slot) = &opts.primary_slot_name {
+        conf.push_str(&format!(
+            "primary_slot_name = {}\n",
+            config_files::quote(slot)
+        ));
     }
     match &plan.target {
         RecoveryTarget::Latest => {}
