@@ -277,7 +277,12 @@ impl Standby {
             .append(true)
             .open(dir.join("postgresql.auto.conf"))
             .unwrap();
-        writeln!(auto, "port = {port}\nhot_standby = on").unwrap();
+        // archive_cleanup_command: a standby's own, that no copy may run.
+        writeln!(
+            auto,
+            "port = {port}\nhot_standby = on\narchive_cleanup_command = 'true'"
+        )
+        .unwrap();
         let standby = Standby {
             dir,
             port,
@@ -1323,16 +1328,15 @@ fn a_base_backup_from_a_standby_restores() {
     // The standby's primary_conninfo and slot (pg_basebackup -R) are not
     // the copy's: commented out, the password not kept.
     let (dir, port, r) = env.restore_target_started("replica", "latest", &[]);
-    assert!(
-        r.stderr.contains("primary_conninfo commented out"),
-        "{}",
-        r.stderr
-    );
     let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
-    assert!(
-        !auto.lines().any(|l| l.starts_with("primary_conninfo")),
-        "{auto}"
-    );
+    for setting in ["primary_conninfo", "archive_cleanup_command"] {
+        assert!(
+            r.stderr.contains(&format!("{setting} commented out")),
+            "{}",
+            r.stderr
+        );
+        assert!(!auto.lines().any(|l| l.starts_with(setting)), "{auto}");
+    }
     assert_eq!(
         env.restored_sql(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
             .trim(),

@@ -254,11 +254,37 @@ pub fn restored_path(data_dir: &Path, original: &Path) -> PathBuf {
 /// restored copy (`data_directory` would start the copy on production's data,
 /// `external_pid_file` would overwrite production's pid file).
 const ORIGINAL_ONLY: &[&str] = &["data_directory", "external_pid_file", "config_file"];
-/// Settings that make a standby connect to its primary: a copy restored
-/// from a standby's backup must not stream from production or take over the
-/// standby's replication slot. `primary_conninfo` may hold a password, so
-/// its value is neither printed nor kept in the comment.
-const UPSTREAM_ONLY: &[&str] = &["primary_conninfo", "primary_slot_name"];
+/// The original's recovery and replication settings: a copy restored from a
+/// standby's backup must not stream from production or take over the
+/// standby's slot, run its archive_cleanup_command (which may delete from a
+/// shared archive) or wait out its apply delay, and a recovery target left
+/// by an earlier restore (the server backed up was itself restored) would
+/// stop the new recovery at the old target. The restore writes its own
+/// after these.
+const RECOVERY_ONLY: &[&str] = &[
+    "primary_conninfo",
+    "primary_slot_name",
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "recovery_min_apply_delay",
+    "recovery_target",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_lsn",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "recovery_target_action",
+];
+/// Of those, the ones whose value may hold a password: neither printed nor
+/// kept in the comment.
+const HIDDEN_VALUE: &[&str] = &[
+    "primary_conninfo",
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+];
 /// Directories a server writes into: one outside the data directory is the
 /// original's (its logs, its statistics before 15), so the copy uses its own
 /// default inside the data directory.
@@ -348,15 +374,16 @@ pub fn rewrite(
         // Some(None): comment out; Some(Some(v)): set to v.
         let replaced: Option<Option<PathBuf>> = if ORIGINAL_ONLY.contains(&name) {
             Some(None)
-        } else if UPSTREAM_ONLY.contains(&name) {
-            if name == "primary_conninfo" {
+        } else if RECOVERY_ONLY.contains(&name) {
+            if HIDDEN_VALUE.contains(&name) {
                 out.text.extend_from_slice(
-                    b"# lifeboat restore: was primary_conninfo = (not kept: it may hold a password)\n",
+                    format!(
+                        "# lifeboat restore: was {name} = (not kept: it may hold a password)\n"
+                    )
+                    .as_bytes(),
                 );
-                out.changes.push(
-                    "primary_conninfo commented out (the copy does not stream from the original's primary)"
-                        .into(),
-                );
+                out.changes
+                    .push(format!("{name} commented out (its value not shown)"));
                 continue;
             }
             Some(None)
@@ -588,10 +615,15 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_copy_does_not_follow_the_original_primary() {
+    fn a_restored_copy_keeps_none_of_the_originals_recovery_settings() {
         // What pg_basebackup -R writes into a standby's postgresql.auto.conf.
+        // And what an earlier lifeboat restore of the backed-up server added.
         let auto = "primary_conninfo = 'user=replicator password=hunter2 host=primary port=5432'\n\
-                    primary_slot_name = 'standby1'\nwork_mem = '8MB'\n";
+                    primary_slot_name = 'standby1'\nwork_mem = '8MB'\n\
+                    restore_command = 'lifeboat wal-fetch %f %p'\n\
+                    recovery_target_time = '2026-11-25 14:03:00+00'\n\
+                    recovery_target_action = 'promote'\n\
+                    archive_cleanup_command = 'pg_archivecleanup /mnt/archive %r'\n";
         let r = Relocation {
             old_data_dir: Path::new("/srv/standby"),
             new_data_dir: Path::new("/srv/copy"),
@@ -603,8 +635,9 @@ mod tests {
             Path::new("/srv/copy/postgresql.auto.conf"),
             &r,
         );
-        assert!(values(&out.text, "primary_conninfo").is_empty());
-        assert!(values(&out.text, "primary_slot_name").is_empty());
+        for gone in RECOVERY_ONLY {
+            assert!(values(&out.text, gone).is_empty(), "{gone}");
+        }
         assert_eq!(values(&out.text, "work_mem"), ["8MB"]);
         let text = String::from_utf8(out.text).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
@@ -612,7 +645,7 @@ mod tests {
             text.contains("# lifeboat restore: was primary_conninfo = (not kept"),
             "{text}"
         );
-        assert_eq!(out.changes.len(), 2, "{:?}", out.changes);
+        assert_eq!(out.changes.len(), 6, "{:?}", out.changes);
         assert!(
             out.changes.iter().all(|c| !c.contains("hunter2")),
             "{:?}",
