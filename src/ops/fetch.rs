@@ -371,13 +371,15 @@ impl Spool {
         out
     }
 
-    /// Remove what was fetched and asked for: recovery is over.
+    /// Remove what was fetched and asked for, and where recovery was: it is
+    /// over, or (a standby that streams) does not need the archive for now;
+    /// a later prefetcher starts from where recovery asks next.
     fn clear(&self) {
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 let base = n.split('.').next().unwrap_or_default();
-                if WalFile::parse(base).is_some() {
+                if WalFile::parse(base).is_some() || n == "last" {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -459,6 +461,13 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
             last_seen = last;
             if let Some(last) = &last_seen {
                 fetched_ahead.retain(|n| n > last);
+                // Recovery got there (the archiver caught up): look ahead again.
+                let seg_size = spool.read("segment-size").and_then(|s| s.parse().ok());
+                if let (Some(e), Some(size)) = (end, seg_size)
+                    && last.as_str() >= e.segment.name(size).as_str()
+                {
+                    end = None;
+                }
             }
         }
         let asked = spool.requests();
