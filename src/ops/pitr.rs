@@ -499,6 +499,12 @@ pub fn plan(
         }
     }
     let bytes = files.iter().map(|f| f.size).sum();
+    let newer_elsewhere = histories.keys().any(|t| *t > recovery_tli);
+    if opts.standby && timeline == "latest" && newer_elsewhere {
+        warnings.push(format!(
+            "the archive has a timeline newer than {recovery_tli} that does not descend from this backup: the standby follows timeline {recovery_tli} only (recovery_target_timeline = '{recovery_tli}'), not later promotions"
+        ));
+    }
     Ok(Plan {
         backup_id: chosen.0,
         record: chosen.1,
@@ -513,7 +519,7 @@ pub fn plan(
         // timeline is archived yet.
         recovery_timeline: match timeline.as_str() {
             "current" => timeline,
-            "latest" if opts.standby && histories.keys().all(|t| *t <= recovery_tli) => timeline,
+            "latest" if opts.standby && !newer_elsewhere => timeline,
             _ => recovery_tli.to_string(),
         },
         data_dir,
@@ -1181,6 +1187,10 @@ fn write_recovery(
         "recovery_target_timeline = {}\n",
         config_files::quote(tli)
     ));
+    if opts.standby {
+        // Else --start could not connect to it, and nobody could read it.
+        conf.push_str("hot_standby = on\n");
+    }
     if let Some(c) = &opts.primary_conninfo {
         conf.push_str(&format!("primary_conninfo = {}\n", config_files::quote(c)));
     }
@@ -1358,15 +1368,13 @@ fn start_and_wait(
     // A standby accepts connections once consistent, and stays in recovery.
     let done = if opts.standby { "t" } else { "f" };
     loop {
-        match tools.query(&conn, "SELECT pg_is_in_recovery()") {
-            Ok(rows)
-                if rows
-                    .first()
-                    .and_then(|r| r.first())
-                    .is_some_and(|v| v == done) =>
-            {
-                break;
-            }
+        let answer = tools.query(&conn, "SELECT pg_is_in_recovery()");
+        match answer.as_ref().ok().and_then(|rows| rows.first()?.first()) {
+            Some(v) if v == done => break,
+            Some(_) if opts.standby => bail!(
+                "the restored standby promoted itself (a promote_trigger_file or recovery target in its configuration?); it is running on port {port}, log: {}",
+                log.display()
+            ),
             _ => {}
         }
         let pid_file = plan.data_dir.join("postmaster.pid");
