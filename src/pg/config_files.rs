@@ -253,15 +253,23 @@ pub fn restored_path(data_dir: &Path, original: &Path) -> PathBuf {
 /// Settings that name the original cluster's own files: commented out in a
 /// restored copy (`data_directory` would start the copy on production's data,
 /// `external_pid_file` would overwrite production's pid file).
-const ORIGINAL_ONLY: &[&str] = &["data_directory", "external_pid_file", "config_file"];
+const ORIGINAL_ONLY: &[&str] = &[
+    "data_directory",
+    "external_pid_file",
+    "config_file",
+    "promote_trigger_file",
+];
 /// The original's recovery and replication settings: a copy restored from a
 /// standby's backup must not stream from production or take over the
 /// standby's slot, run its archive_cleanup_command (which may delete from a
-/// shared archive) or wait out its apply delay, and a recovery target left
-/// by an earlier restore (the server backed up was itself restored) would
-/// stop the new recovery at the old target. The restore writes its own
-/// after these.
-const RECOVERY_ONLY: &[&str] = &[
+/// shared archive) or wait out its apply delay; a recovery target left by an
+/// earlier restore (the server backed up was itself restored) would stop the
+/// new recovery at the old target; and a copy has none of the original's
+/// synchronous standbys, so with `synchronous_standby_names` every commit
+/// would wait forever. The restore writes its own recovery settings after
+/// these.
+const NOT_FOR_THE_COPY: &[&str] = &[
+    "synchronous_standby_names",
     "primary_conninfo",
     "primary_slot_name",
     "restore_command",
@@ -374,7 +382,7 @@ pub fn rewrite(
         // Some(None): comment out; Some(Some(v)): set to v.
         let replaced: Option<Option<PathBuf>> = if ORIGINAL_ONLY.contains(&name) {
             Some(None)
-        } else if RECOVERY_ONLY.contains(&name) {
+        } else if NOT_FOR_THE_COPY.contains(&name) {
             if HIDDEN_VALUE.contains(&name) {
                 out.text.extend_from_slice(
                     format!(
@@ -623,7 +631,8 @@ mod tests {
                     restore_command = 'lifeboat wal-fetch %f %p'\n\
                     recovery_target_time = '2026-11-25 14:03:00+00'\n\
                     recovery_target_action = 'promote'\n\
-                    archive_cleanup_command = 'pg_archivecleanup /mnt/archive %r'\n";
+                    archive_cleanup_command = 'pg_archivecleanup /mnt/archive %r'\n\
+                    synchronous_standby_names = 'standby1'\n";
         let r = Relocation {
             old_data_dir: Path::new("/srv/standby"),
             new_data_dir: Path::new("/srv/copy"),
@@ -635,7 +644,7 @@ mod tests {
             Path::new("/srv/copy/postgresql.auto.conf"),
             &r,
         );
-        for gone in RECOVERY_ONLY {
+        for gone in NOT_FOR_THE_COPY {
             assert!(values(&out.text, gone).is_empty(), "{gone}");
         }
         assert_eq!(values(&out.text, "work_mem"), ["8MB"]);
@@ -645,7 +654,7 @@ mod tests {
             text.contains("# lifeboat restore: was primary_conninfo = (not kept"),
             "{text}"
         );
-        assert_eq!(out.changes.len(), 6, "{:?}", out.changes);
+        assert_eq!(out.changes.len(), 7, "{:?}", out.changes);
         assert!(
             out.changes.iter().all(|c| !c.contains("hunter2")),
             "{:?}",
