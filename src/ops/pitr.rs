@@ -243,7 +243,7 @@ pub fn run(
                 ""
             },
             if opts.archive {
-                "kept on for when it is promoted"
+                "as the backup had it (--archive), for when it is promoted"
             } else {
                 "off (--archive keeps it on for when it is promoted)"
             }
