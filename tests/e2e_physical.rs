@@ -1447,5 +1447,17 @@ fn a_restore_as_a_standby_follows_the_archive_and_the_primary() {
         &primary,
     ])
     .fails(2, "--standby");
+    let r = env
+        .lb(&[
+            "restore",
+            "production",
+            "--data-dir",
+            other.to_str().unwrap(),
+            "--standby",
+            "--primary-conninfo",
+            "host=primary password=hunter2 port",
+        ])
+        .fails(2, "--primary-conninfo: ");
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
     assert!(!other.exists());
 }

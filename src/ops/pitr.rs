@@ -333,6 +333,9 @@ pub fn plan(
         usage("a physical restore needs --data-dir DIR (a new or empty directory)")
     })?;
     let target = opts.recovery_target()?;
+    if let Some(c) = &opts.primary_conninfo {
+        ConnInfo::parse(c).map_err(|e| usage(format!("--primary-conninfo: {e}")))?;
+    }
     let backups: Vec<(Id, BackupRecord)> = repo
         .list_backups()?
         .into_iter()
