@@ -40,6 +40,14 @@ const PREFETCH_AHEAD: u64 = 8;
 const PREFETCH_THREADS: usize = 2;
 /// The prefetcher stops when nothing was asked of it this long.
 const PREFETCH_IDLE: Duration = Duration::from_secs(30);
+/// A prefetcher this old stops once recovery waits at the end of the archive
+/// (a standby following it): the next `wal-fetch` starts one that reads the
+/// configuration and runs the binary as they are now, after an upgrade or a
+/// change of repository.
+const PREFETCH_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Recovery is waiting at the end of the archive when it got no new segment
+/// for this long.
+const WAITING_FOR: Duration = Duration::from_secs(60);
 /// A segment found not archived (the end of the archive) is looked for
 /// again after this long, in case the archiver has got that far since; a
 /// tenth of the time it has been missing, up to [`RETRY_MISSING_MAX`], for a
@@ -443,6 +451,9 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
     let server = pgdata.join("postmaster.pid");
     let had_server = server.exists();
     let mut active = Instant::now();
+    let born = active;
+    // When recovery last took a new segment.
+    let mut progressed = active;
     let mut last_seen = None;
     // The first segment ahead found not archived.
     let mut end: Option<EndOfArchive> = None;
@@ -458,6 +469,7 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         let last = spool.read("last");
         if last != last_seen {
             active = Instant::now();
+            progressed = active;
             last_seen = last;
             if let Some(last) = &last_seen {
                 fetched_ahead.retain(|n| n > last);
@@ -474,7 +486,13 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         if !asked.is_empty() {
             active = Instant::now();
         }
-        if active.elapsed() > PREFETCH_IDLE || (had_server && !server.exists()) {
+        let done = time_to_stop(
+            born.elapsed(),
+            active.elapsed(),
+            progressed.elapsed(),
+            !asked.is_empty(),
+        );
+        if done || (had_server && !server.exists()) {
             return Ok(());
         }
         let room = PREFETCH_THREADS.saturating_sub(asked.len());
@@ -571,6 +589,14 @@ impl EndOfArchive {
     }
 }
 
+/// Whether the prefetcher stops, `age` after it started, `idle` since the
+/// last request or progress, `waiting` since recovery last took a new
+/// segment, with requests pending or not: nothing asked for a while, or old
+/// and waiting at the end of the archive with nobody to answer.
+fn time_to_stop(age: Duration, idle: Duration, waiting: Duration, asked: bool) -> bool {
+    idle > PREFETCH_IDLE || (age > PREFETCH_MAX_AGE && waiting > WAITING_FOR && !asked)
+}
+
 /// How long after looking for a missing segment to look again, when it has
 /// been missing for `missing_for`.
 fn retry_missing_after(missing_for: Duration) -> Duration {
@@ -623,6 +649,19 @@ mod tests {
         assert_eq!(retry_missing_after(s(5)), s(1));
         assert_eq!(retry_missing_after(s(30)), s(3));
         assert_eq!(retry_missing_after(s(3600)), s(10));
+    }
+
+    #[test]
+    fn an_old_prefetcher_stops_while_recovery_waits_for_the_archive() {
+        let s = Duration::from_secs;
+        // A standby asking every 5 s, a new segment a minute ago.
+        assert!(!time_to_stop(s(600), s(5), s(61), false));
+        assert!(time_to_stop(s(3601), s(5), s(61), false));
+        // Not while a request is pending, nor while recovery moves on.
+        assert!(!time_to_stop(s(3601), s(0), s(61), true));
+        assert!(!time_to_stop(s(3601), s(1), s(10), false));
+        // Nothing asked for 30 s: whatever the age.
+        assert!(time_to_stop(s(1), s(31), s(31), false));
     }
 
     #[test]
