@@ -273,16 +273,11 @@ impl Standby {
         );
         let port = free_port();
         // pg_basebackup -R put primary_conninfo there; the last setting wins.
-        let mut auto = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join("postgresql.auto.conf"))
-            .unwrap();
         // archive_cleanup_command: a standby's own, that no copy may run.
-        writeln!(
-            auto,
-            "port = {port}\nhot_standby = on\narchive_cleanup_command = 'true'"
-        )
-        .unwrap();
+        append(
+            &dir.join("postgresql.auto.conf"),
+            &format!("port = {port}\nhot_standby = on\narchive_cleanup_command = 'true'\n"),
+        );
         let standby = Standby {
             dir,
             port,
@@ -344,6 +339,15 @@ impl Drop for Standby {
         }
         let _ = cmd.output();
     }
+}
+
+/// Append `text` to the file at `path`.
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn free_port() -> u16 {
@@ -499,20 +503,17 @@ fn a_cluster_configured_outside_its_data_directory_restores_and_starts() {
         std::fs::rename(data.join(f), etc.join(f)).unwrap();
     }
     let pid_file = env.dir.path().join("production.pid");
-    let mut conf = std::fs::OpenOptions::new()
-        .append(true)
-        .open(etc.join("postgresql.conf"))
-        .unwrap();
-    write!(
-        conf,
-        "\ndata_directory = '{}'\nhba_file = '{}'\nident_file = '{}'\n\
+    append(
+        &etc.join("postgresql.conf"),
+        &format!(
+            "\ndata_directory = '{}'\nhba_file = '{}'\nident_file = '{}'\n\
          external_pid_file = '{}'\ninclude_dir = 'conf.d'\ninclude_dir = 'empty.d'\n",
-        data.display(),
-        etc.join("pg_hba.conf").display(),
-        etc.join("pg_ident.conf").display(),
-        pid_file.display()
-    )
-    .unwrap();
+            data.display(),
+            etc.join("pg_hba.conf").display(),
+            etc.join("pg_ident.conf").display(),
+            pid_file.display()
+        ),
+    );
     std::fs::write(
         etc.join("conf.d/lifeboat-test.conf"),
         "lifeboat_test.marker = 'from conf.d'\n",
@@ -1275,28 +1276,28 @@ fn a_base_backup_from_a_standby_restores() {
     let standby = Standby::start(&env);
     env.insert(2);
     standby.catch_up(&env);
-    let mut config = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&env.config)
-        .unwrap();
     for (name, primary) in [
         ("replica", Some(env.cluster.uri("postgres"))),
         ("wrong", Some(standby.uri("postgres"))),
         ("alone", None),
+        (
+            "unreachable",
+            Some("postgres://postgres@127.0.0.1:1/postgres".to_string()),
+        ),
     ] {
-        write!(
-            config,
-            "\n[target.{name}]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
-             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
-            standby.uri("postgres"),
-            standby.dir.display(),
-        )
-        .unwrap();
-        if let Some(p) = primary {
-            writeln!(config, "primary_database = \"{p}\"").unwrap();
-        }
+        let primary = primary
+            .map(|p| format!("primary_database = \"{p}\"\n"))
+            .unwrap_or_default();
+        append(
+            &env.config,
+            &format!(
+                "\n[target.{name}]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
+                 data_directory = \"{}\"\ncheckpoint = \"fast\"\n{primary}",
+                standby.uri("postgres"),
+                standby.dir.display(),
+            ),
+        );
     }
-    drop(config);
 
     env.lb(&["backup", "wrong"])
         .fails(2, "primary_database names a server in recovery");
@@ -1321,6 +1322,52 @@ fn a_base_backup_from_a_standby_restores() {
         serde_json::json!([]),
         "refused, not listed"
     );
+
+    // Without primary_database, or with one that cannot be reached, the
+    // backup waits for the primary's archiver and ends once it archived the
+    // segment (here: a switch on the primary made after the backup said what
+    // it waits for).
+    for (target, first_says) in [
+        (
+            "alone",
+            "backing up from a standby: the backup ends once the primary has archived",
+        ),
+        (
+            "unreachable",
+            "warning: primary_database: cannot connect to user=postgres host=127.0.0.1 port=1",
+        ),
+    ] {
+        env.insert(10);
+        standby.catch_up(&env);
+        let mut child = lifeboat_cmd_at(&env.dir.path().join("lifeboat"))
+            .arg("--config")
+            .arg(&env.config)
+            .args(["backup", target])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        loop {
+            let mut line = String::new();
+            let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+            said.push_str(&line);
+            assert!(n > 0, "{target}: the backup ended before waiting: {said}");
+            if line.contains("waiting for the primary to archive WAL up to") {
+                break;
+            }
+        }
+        assert!(said.contains(first_says), "{target}: {said}");
+        env.archive_now();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        env.sql("DELETE FROM t WHERE id = 10");
+    }
 
     env.sql("SELECT pg_create_restore_point('before 3')");
     env.insert(3);
