@@ -521,13 +521,18 @@ impl TargetConfig {
     }
 }
 
-/// Shows `database` without its password.
+/// A connection string without its password, parsed or not.
+fn shown(conninfo: &str) -> String {
+    match ConnInfo::parse(conninfo) {
+        Ok(info) => info.to_string(),
+        Err(_) => redacted(conninfo),
+    }
+}
+
+/// Shows `database` and `primary_database` without their passwords.
 impl fmt::Debug for TargetConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let database = match self.conninfo() {
-            Ok(info) => info.to_string(),
-            Err(_) => redacted(&self.database),
-        };
+        let database = shown(&self.database);
         f.debug_struct("TargetConfig")
             .field("database", &database)
             .field("method", &self.method)
@@ -544,13 +549,7 @@ impl fmt::Debug for TargetConfig {
             .field("archive", &self.archive)
             .field(
                 "primary_database",
-                &self
-                    .primary_database
-                    .as_deref()
-                    .map(|p| match ConnInfo::parse(p) {
-                        Ok(info) => info.to_string(),
-                        Err(_) => redacted(p),
-                    }),
+                &self.primary_database.as_deref().map(shown),
             )
             .finish()
     }

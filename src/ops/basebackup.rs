@@ -322,10 +322,14 @@ fn check_primary(standby: &ServerFacts, primary: &ServerFacts) -> Result<()> {
     Ok(())
 }
 
+fn connect_primary(tools: &PgTools, conninfo: &str) -> Result<BackupApi> {
+    let conn = super::connection_from(conninfo, "primary_database")?;
+    BackupApi::connect(tools, &conn).map_err(|e| connect_error(&conn, e))
+}
+
 /// What the server `primary_database` names says about itself.
 fn primary_facts(tools: &PgTools, conninfo: &str) -> Result<ServerFacts> {
-    let conn = super::connection_from(conninfo, "primary_database")?;
-    let mut api = BackupApi::connect(tools, &conn).map_err(|e| connect_error(&conn, e))?;
+    let mut api = connect_primary(tools, conninfo)?;
     let facts = api
         .facts()
         .map_err(|e| anyhow::anyhow!("asking the primary: {e}"))?;
@@ -337,8 +341,7 @@ fn primary_facts(tools: &PgTools, conninfo: &str) -> Result<ServerFacts> {
 /// before `before`. A failure is only a warning: the primary's archiver
 /// gets there by itself (archive_timeout, or more writes).
 fn end_primary_segment(ctx: &Context, tools: &PgTools, conninfo: &str, before: Lsn) {
-    let switched = super::connection_from(conninfo, "primary_database").and_then(|conn| {
-        let mut api = BackupApi::connect(tools, &conn).map_err(|e| connect_error(&conn, e))?;
+    let switched = connect_primary(tools, conninfo).and_then(|mut api| {
         let r = api
             .switch_wal_if_before(before)
             .map_err(|e| anyhow::anyhow!("pg_switch_wal on the primary: {e}"));
