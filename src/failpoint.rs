@@ -2,13 +2,17 @@
 //! only (the tests run the debug binary): with `LIFEBOAT_CRASH_AT=NAME` the
 //! process sends itself SIGKILL when it reaches point NAME, which is a kill -9
 //! at an exact place; with `LIFEBOAT_PAUSE_AT=NAME:SECONDS` it sleeps there.
-//! Release builds compile `hit` to nothing.
+//! With `LIFEBOAT_FAIL_AT=NAME[,NAME...]`, `fails(NAME)` is true: the caller
+//! then acts as if the system had refused what it was about to do.
+//! Release builds compile `hit` to nothing and `fails` to false.
 //!
 //! Points: `pack:N` (after the N-th pack of a session is durable),
 //! `backup:before-index`, `backup:before-record`, `backup:after-record`,
 //! `backup:locked`, `prune:locked`, `prune:after-forget`, `prune:after-index`,
 //! `prune:after-index-delete`, `prune:pack-delete:N` (after N packs deleted),
-//! `copy:before-index`, `copy:before-records`.
+//! `copy:before-index`, `copy:before-records`. Failures:
+//! `restore:o-direct-open` and `restore:o-direct-write` (`EINVAL`, as from a
+//! file system without `O_DIRECT`).
 
 pub fn hit(name: &str) {
     #[cfg(debug_assertions)]
@@ -27,4 +31,16 @@ pub fn hit(name: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = name;
+}
+
+pub fn fails(name: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("LIFEBOAT_FAIL_AT").is_ok_and(|v| v.split(',').any(|p| p == name))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        false
+    }
 }

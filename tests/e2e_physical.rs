@@ -92,9 +92,15 @@ impl Env {
     }
 
     fn lb(&self, args: &[&str]) -> Run {
+        self.lb_env(args, &[])
+    }
+
+    /// [`Env::lb`] with more environment variables.
+    fn lb_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
         // The copy: restore writes its own path into restore_command.
         let mut cmd = lifeboat_cmd_at(&self.dir.path().join("lifeboat"));
         cmd.arg("--config").arg(&self.config).args(args);
+        cmd.envs(vars.iter().copied());
         let o = cmd.output().expect("run lifeboat");
         Run {
             code: o.status.code().unwrap_or(-1),
@@ -482,6 +488,85 @@ fn a_tablespace_restores_into_its_mapped_directory() {
     env.stop_restored(&dir);
     assert_eq!(std::fs::read_dir(&location).unwrap().count(), before);
     assert_eq!(env.sql("SELECT count(*) FROM tt"), "1000");
+}
+
+/// Restored files are written with O_DIRECT where the file system takes it,
+/// through the page cache where it does not (refused when opening, or at the
+/// first write): the files are the same either way, and the copy starts.
+#[test]
+fn restored_files_are_the_same_with_or_without_o_direct() {
+    let env = Env::new(false);
+    // Several MiB, so that a file gets more than one run of writes.
+    env.sql(
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('x', 200) AS v \
+         FROM generate_series(1, 30000) g",
+    );
+    env.insert(1);
+    env.backup();
+    env.archive_now();
+    // Whether the file system of the test's directory takes O_DIRECT at all.
+    let takes_direct = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+            .open(env.dir.path().join("o-direct-probe"))
+            .is_ok()
+    };
+    let restore = |name: &str, fail_at: &str| -> PathBuf {
+        let dir = env.restore_dir(name);
+        let mut vars = Vec::new();
+        if !fail_at.is_empty() {
+            vars.push(("LIFEBOAT_FAIL_AT", fail_at));
+        }
+        let r = env
+            .lb_env(
+                &["restore", "production", "--data-dir", dir.to_str().unwrap()],
+                &vars,
+            )
+            .ok();
+        assert_eq!(
+            r.stderr.contains("refused O_DIRECT"),
+            !fail_at.is_empty() || !takes_direct,
+            "{fail_at}: {}",
+            r.stderr
+        );
+        dir
+    };
+    let direct = restore("direct", "");
+    let data_files = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut all: Vec<(PathBuf, Vec<u8>)> = ["base", "global", "pg_xact"]
+            .iter()
+            .flat_map(|sub| files_under(&dir.join(sub)))
+            .map(|p| {
+                (
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let expected = data_files(&direct);
+    let largest = expected.iter().map(|(_, b)| b.len()).max().unwrap();
+    assert!(largest > 4 << 20, "the largest file has {largest} bytes");
+    for fail_at in ["restore:o-direct-open", "restore:o-direct-write"] {
+        let dir = restore(fail_at.rsplit(':').next().unwrap(), fail_at);
+        let got = data_files(&dir);
+        assert_eq!(got.len(), expected.len(), "{fail_at}: files");
+        for ((p, a), (q, b)) in got.iter().zip(&expected) {
+            assert_eq!(p, q, "{fail_at}");
+            assert!(a == b, "{fail_at}: {} differs", p.display());
+        }
+    }
+    let (dir, port, _) = env.restore_started("started", &[]);
+    assert_eq!(
+        env.restored_sql(port, "SELECT count(*) FROM big").trim(),
+        "30000"
+    );
+    env.stop_restored(&dir);
 }
 
 /// A cluster whose configuration lives outside its data directory, as on

@@ -13,6 +13,7 @@ pub mod pitr;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+pub mod restore_files;
 pub mod retrieve;
 pub mod spool;
 pub mod verify;

@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use super::restore_files::{MAX_OPEN, Output, create_file};
 use super::{Context, human_bytes, usage};
 use crate::codec::Id;
 use crate::format::{BackupRecord, FileEntry, FileKind, PhysicalInfo};
@@ -796,7 +796,9 @@ fn write_files(
     }
     let owner = assign_writers(&blocks, &targets, &files);
     let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
+    let direct_ok = std::sync::atomic::AtomicBool::new(true);
     let writing = Writing {
+        direct_ok: &direct_ok,
         plan,
         files: &files,
         targets: &targets,
@@ -806,11 +808,13 @@ fn write_files(
     };
     let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
     std::thread::scope(|scope| -> Result<()> {
-        // Written data goes to disk while the rest is still being decoded: a
-        // file is synced every SYNC_EVERY bytes written to it and once it is
-        // complete (then with its metadata), on a thread of its own, not all
-        // at once at the end. Each queued file holds a descriptor: with
-        // `OpenFiles::MAX` that stays well under the usual limit of 1024.
+        // Written data goes to disk while the rest is still being decoded
+        // (`restore_files`: most of it with O_DIRECT as it is written; a file
+        // through the page cache is synced every SYNC_EVERY bytes): each
+        // file is synced once complete (then with its metadata), on a thread
+        // of its own, not all at once at the end. Each queued file holds a
+        // descriptor: with MAX_OPEN that stays well under the usual limit of
+        // 1024.
         const SYNC_QUEUE: usize = 256;
         let (to_sync, syncs) =
             std::sync::mpsc::sync_channel::<(std::sync::Arc<std::fs::File>, bool)>(SYNC_QUEUE);
@@ -843,7 +847,7 @@ fn write_files(
             .filter(|f| f.blocks.is_empty())
             .try_for_each(|f| {
                 let dest = destination(plan, &f.path);
-                let out = create_file(&dest, true)?;
+                let out = create_file(&dest, true, false)?;
                 finish_file(&out, f).with_context(|| format!("writing {}", dest.display()))?;
                 let _ = to_sync.send((std::sync::Arc::new(out), true));
                 Ok::<(), anyhow::Error>(())
@@ -891,6 +895,12 @@ fn write_files(
             .context("writing the restored files")
     })?;
     progress.finish();
+    if !direct_ok.load(std::sync::atomic::Ordering::Relaxed) && !ctx.quiet {
+        eprintln!(
+            "note: the file system of {} refused O_DIRECT: the files were written through the page cache",
+            plan.data_dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -920,9 +930,6 @@ fn assign_writers(
     owner
 }
 
-/// A file being restored is synced every this many bytes written to it.
-const SYNC_EVERY: u64 = 64 << 20;
-
 /// What the writer threads of `write_files` share.
 struct Writing<'a> {
     plan: &'a Plan,
@@ -931,6 +938,8 @@ struct Writing<'a> {
     owner: &'a [usize],
     progress: &'a super::progress::Progress,
     done: std::sync::atomic::AtomicU64,
+    /// Cleared once the file system refused `O_DIRECT` (`restore_files`).
+    direct_ok: &'a std::sync::atomic::AtomicBool,
 }
 
 type SyncQueue = std::sync::mpsc::SyncSender<(std::sync::Arc<std::fs::File>, bool)>;
@@ -946,16 +955,18 @@ impl Writing<'_> {
         to_sync: &SyncQueue,
     ) -> Result<Vec<(usize, u64)>> {
         let files = self.files;
-        let mut open = OpenFiles::new(
+        let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
+        let mut out = Output::new(
             files
                 .iter()
                 .map(|f| destination(self.plan, &f.path))
                 .collect(),
-            OpenFiles::MAX / WRITERS,
+            &sizes,
+            MAX_OPEN / WRITERS,
+            self.direct_ok,
         );
-        let mut left: Vec<u64> = files.iter().map(|f| f.size).collect();
-        let mut unsynced = vec![0u64; files.len()];
-        for (id, data) in writes {
+        let mut left = sizes.clone();
+        let written = writes.iter().try_for_each(|(id, data)| -> Result<()> {
             for &(file, offset) in &self.targets[&id] {
                 if self.owner[file] != w {
                     continue;
@@ -969,43 +980,33 @@ impl Writing<'_> {
                         data.len()
                     );
                 }
-                let out = open.get(file)?;
-                out.write_all_at(&data, offset)
+                let sync = out
+                    .write(file, offset, &data)
                     .with_context(|| format!("writing {}", f.path))?;
                 left[file] -= want;
-                unsynced[file] += want;
                 if left[file] == 0 {
-                    open.close(file);
-                    finish_file(&out, f).with_context(|| format!("writing {}", f.path))?;
-                    let _ = to_sync.send((out, true));
-                } else if unsynced[file] >= SYNC_EVERY {
-                    unsynced[file] = 0;
-                    let _ = to_sync.send((out, false));
+                    let done = out
+                        .complete(file)
+                        .and_then(|done| finish_file(&done, f).map(|()| done))
+                        .with_context(|| format!("writing {}", f.path))?;
+                    let _ = to_sync.send((done, true));
+                } else if sync {
+                    let _ = to_sync.send((out.handle(file)?, false));
                 }
                 let total = self
                     .done
                     .fetch_add(want, std::sync::atomic::Ordering::Relaxed);
                 self.progress.set(total + want);
             }
-        }
+            Ok(())
+        });
+        written?;
+        out.flush_all().context("writing the restored files")?;
         Ok((0..files.len())
             .filter(|&f| self.owner[f] == w && left[f] > 0)
             .map(|f| (f, left[f]))
             .collect())
     }
-}
-
-/// Create a file being restored (`new`: it must not exist yet, so a path
-/// the manifest lists twice fails), or open it again once `OpenFiles` let it
-/// go (it must still exist). Only its owner can read it until `finish_file`.
-fn create_file(path: &Path, new: bool) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(new)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// A restored file's mode and modification time as the backup recorded them.
@@ -1015,49 +1016,6 @@ fn finish_file(out: &std::fs::File, f: &FileEntry) -> std::io::Result<()> {
     let mtime = std::time::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0) as u64);
     let _ = out.set_modified(mtime);
     Ok(())
-}
-
-/// Files being restored, opened on demand and kept open for the blocks that
-/// follow (blocks come pack by pack, and a pack holds the blocks of a few
-/// files at a time); at most `MAX` at once, well under the usual limit of
-/// 1024 descriptors.
-struct OpenFiles {
-    paths: Vec<PathBuf>,
-    created: Vec<bool>,
-    open: HashMap<usize, std::sync::Arc<std::fs::File>>,
-    max: usize,
-}
-
-impl OpenFiles {
-    const MAX: usize = 128;
-
-    fn new(paths: Vec<PathBuf>, max: usize) -> OpenFiles {
-        OpenFiles {
-            created: vec![false; paths.len()],
-            paths,
-            open: HashMap::new(),
-            max,
-        }
-    }
-
-    /// A complete file: no more blocks come for it.
-    fn close(&mut self, file: usize) {
-        self.open.remove(&file);
-    }
-
-    /// Shared with the syncing thread, hence the `Arc`.
-    fn get(&mut self, file: usize) -> std::io::Result<std::sync::Arc<std::fs::File>> {
-        if let Some(f) = self.open.get(&file) {
-            return Ok(std::sync::Arc::clone(f));
-        }
-        if self.open.len() >= self.max {
-            self.open.clear();
-        }
-        let f = std::sync::Arc::new(create_file(&self.paths[file], !self.created[file])?);
-        self.created[file] = true;
-        self.open.insert(file, std::sync::Arc::clone(&f));
-        Ok(f)
-    }
 }
 
 /// Write the configuration files the backup kept from outside the data
