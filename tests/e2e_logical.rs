@@ -642,6 +642,7 @@ fn bad_input_gets_one_line_errors_and_exit_codes() {
         &["--start"][..],
         &["--to-time", "2026-11-25 14:03:00"],
         &["--standby"],
+        &["--direct-io", "never"],
     ] {
         let mut args = vec!["restore", "dev"];
         args.extend(opts);

@@ -490,9 +490,11 @@ fn a_tablespace_restores_into_its_mapped_directory() {
     assert_eq!(env.sql("SELECT count(*) FROM tt"), "1000");
 }
 
-/// Restored files are written with O_DIRECT where the file system takes it,
-/// through the page cache where it does not (refused when opening, or at the
-/// first write): the files are the same either way, and the copy starts.
+/// Restored files are written through the page cache, or with O_DIRECT
+/// (`--direct-io always`; by default only when the restore is larger than
+/// half the memory) where the file system takes it, falling back to the page
+/// cache where it does not (refused when opening, or at the first write):
+/// the files are the same every way, and the copy starts.
 #[test]
 fn restored_files_are_the_same_with_or_without_o_direct() {
     let env = Env::new(false);
@@ -514,27 +516,31 @@ fn restored_files_are_the_same_with_or_without_o_direct() {
             .open(env.dir.path().join("o-direct-probe"))
             .is_ok()
     };
-    let restore = |name: &str, fail_at: &str| -> PathBuf {
+    let restore = |name: &str, direct_io: &str, fail_at: &str| -> PathBuf {
         let dir = env.restore_dir(name);
+        let mut args = vec!["restore", "production", "--data-dir", dir.to_str().unwrap()];
+        if !direct_io.is_empty() {
+            args.extend(["--direct-io", direct_io]);
+        }
         let mut vars = Vec::new();
         if !fail_at.is_empty() {
             vars.push(("LIFEBOAT_FAIL_AT", fail_at));
         }
-        let r = env
-            .lb_env(
-                &["restore", "production", "--data-dir", dir.to_str().unwrap()],
-                &vars,
-            )
-            .ok();
+        let r = env.lb_env(&args, &vars).ok();
+        assert_eq!(
+            r.stdout.contains("with O_DIRECT (--direct-io always)"),
+            direct_io == "always",
+            "{}",
+            r.stdout
+        );
         assert_eq!(
             r.stderr.contains("refused O_DIRECT"),
-            !fail_at.is_empty() || !takes_direct,
-            "{fail_at}: {}",
+            direct_io == "always" && (!fail_at.is_empty() || !takes_direct),
+            "{name}: {}",
             r.stderr
         );
         dir
     };
-    let direct = restore("direct", "");
     let data_files = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut all: Vec<(PathBuf, Vec<u8>)> = ["base", "global", "pg_xact"]
             .iter()
@@ -549,19 +555,24 @@ fn restored_files_are_the_same_with_or_without_o_direct() {
         all.sort();
         all
     };
-    let expected = data_files(&direct);
+    // A small restore: through the page cache by default.
+    let expected = data_files(&restore("default", "", ""));
     let largest = expected.iter().map(|(_, b)| b.len()).max().unwrap();
     assert!(largest > 4 << 20, "the largest file has {largest} bytes");
-    for fail_at in ["restore:o-direct-open", "restore:o-direct-write"] {
-        let dir = restore(fail_at.rsplit(':').next().unwrap(), fail_at);
-        let got = data_files(&dir);
-        assert_eq!(got.len(), expected.len(), "{fail_at}: files");
+    for (name, direct_io, fail_at) in [
+        ("never", "never", ""),
+        ("direct", "always", ""),
+        ("refused-open", "always", "restore:o-direct-open"),
+        ("refused-write", "always", "restore:o-direct-write"),
+    ] {
+        let got = data_files(&restore(name, direct_io, fail_at));
+        assert_eq!(got.len(), expected.len(), "{name}: files");
         for ((p, a), (q, b)) in got.iter().zip(&expected) {
-            assert_eq!(p, q, "{fail_at}");
-            assert!(a == b, "{fail_at}: {} differs", p.display());
+            assert_eq!(p, q, "{name}");
+            assert!(a == b, "{name}: {} differs", p.display());
         }
     }
-    let (dir, port, _) = env.restore_started("started", &[]);
+    let (dir, port, _) = env.restore_started("started", &["--direct-io", "always"]);
     assert_eq!(
         env.restored_sql(port, "SELECT count(*) FROM big").trim(),
         "30000"

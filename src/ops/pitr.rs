@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::restore_files::{MAX_OPEN, Output, create_file};
+use super::restore_files::{DirectIo, MAX_OPEN, Output, create_file, memory_available};
 use super::{Context, human_bytes, usage};
 use crate::codec::Id;
 use crate::format::{BackupRecord, FileEntry, FileKind, PhysicalInfo};
@@ -73,6 +73,10 @@ pub struct PitrOptions {
     /// With --standby: the replication slot on the primary it streams from
     #[arg(long, value_name = "SLOT", requires = "primary_conninfo")]
     pub primary_slot_name: Option<String>,
+    /// Write the data files with O_DIRECT, around the page cache: "auto"
+    /// (default) when the restore is larger than half the memory available
+    #[arg(long, value_name = "WHEN")]
+    pub direct_io: Option<DirectIo>,
 }
 
 /// Where recovery stops.
@@ -138,6 +142,7 @@ impl PitrOptions {
             || self.standby
             || self.primary_conninfo.is_some()
             || self.primary_slot_name.is_some()
+            || self.direct_io.is_some()
     }
 
     pub fn recovery_target(&self) -> Result<RecoveryTarget> {
@@ -214,13 +219,21 @@ pub fn run(
         p.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
         plan.data_dir.display()
     );
+    let direct = opts
+        .direct_io
+        .unwrap_or_default()
+        .decide(plan.bytes, memory_available());
     println!(
-        "  1. write {} files ({})",
+        "  1. write {} files ({}){}",
         plan.files
             .iter()
             .filter(|f| f.kind == FileKind::File)
             .count(),
-        human_bytes(plan.bytes)
+        human_bytes(plan.bytes),
+        direct
+            .as_ref()
+            .map(|why| format!(" with O_DIRECT ({why})"))
+            .unwrap_or_default()
     );
     for (oid, dir) in &plan.tablespaces {
         println!("     tablespace {oid} into {}", dir.display());
@@ -283,7 +296,7 @@ pub fn run(
         .chain(plan.tablespaces.values().cloned())
         .collect();
     let existed: Vec<bool> = dirs.iter().map(|d| d.exists()).collect();
-    let written = write_files(ctx, &repo, &index, &plan, jobs)
+    let written = write_files(ctx, &repo, &index, &plan, jobs, direct.is_some())
         .and_then(|()| place_config_files(ctx, &repo, &index, &plan))
         .and_then(|()| write_recovery(ctx, &repo, &index, target_name, &plan, opts));
     if let Err(e) = written {
@@ -733,6 +746,7 @@ fn write_files(
     index: &Index,
     plan: &Plan,
     jobs: u32,
+    direct: bool,
 ) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -796,7 +810,7 @@ fn write_files(
     }
     let owner = assign_writers(&blocks, &targets, &files);
     let progress = super::progress::Progress::bytes("restore", Some(plan.bytes), ctx.quiet);
-    let direct_ok = std::sync::atomic::AtomicBool::new(true);
+    let direct_ok = std::sync::atomic::AtomicBool::new(direct);
     let writing = Writing {
         direct_ok: &direct_ok,
         plan,
@@ -809,8 +823,8 @@ fn write_files(
     let threads = (jobs.max(1) as usize).max(repo.storage().concurrency());
     std::thread::scope(|scope| -> Result<()> {
         // Written data goes to disk while the rest is still being decoded
-        // (`restore_files`: most of it with O_DIRECT as it is written; a file
-        // through the page cache is synced every SYNC_EVERY bytes): each
+        // (`restore_files`: with O_DIRECT as it is written, or through the
+        // page cache and synced every SYNC_EVERY bytes): each
         // file is synced once complete (then with its metadata), on a thread
         // of its own, not all at once at the end. Each queued file holds a
         // descriptor: with MAX_OPEN that stays well under the usual limit of
@@ -895,7 +909,7 @@ fn write_files(
             .context("writing the restored files")
     })?;
     progress.finish();
-    if !direct_ok.load(std::sync::atomic::Ordering::Relaxed) && !ctx.quiet {
+    if direct && !direct_ok.load(std::sync::atomic::Ordering::Relaxed) && !ctx.quiet {
         eprintln!(
             "note: the file system of {} refused O_DIRECT: the files were written through the page cache",
             plan.data_dir.display()

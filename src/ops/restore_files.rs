@@ -2,19 +2,29 @@
 //! (`pitr::assign_writers`) and gives each block to its `Output`, which puts
 //! it where the manifest says.
 //!
-//! Files whose size is a multiple of `ALIGN` (every relation segment, the
-//! bulk of a data directory) are written with `O_DIRECT`, their blocks
-//! gathered into runs of up to `RUN` consecutive bytes in page-aligned
-//! buffers. Going through the page cache instead costs a kernel copy of every
-//! byte into pages it must first find, then the writeback at `fsync`: on the
-//! 2-core VMs of bench/physical.sh, 1.5 GB cost 3.7-5.1 CPU-seconds that way
-//! and 0.2 with `O_DIRECT` (`dd`, 1 MiB writes), and the restore was bound by
-//! it. It also leaves the page cache of the host's other servers alone. The
-//! other files (small ones, configuration) go through the page cache. A file
-//! system that refuses `O_DIRECT` (`EINVAL`, at open or at a write) gets the
-//! page cache for the rest of the restore. Every file is still synced once
-//! complete (`fsync` also flushes the device's cache and the file's
-//! metadata).
+//! Through the page cache by default, or with `O_DIRECT` when the restore is
+//! larger than half the memory available (`DirectIo`). With `O_DIRECT`,
+//! files whose size is a multiple of `ALIGN` (every relation segment, the
+//! bulk of a data directory) are written in runs of up to `RUN` consecutive
+//! bytes from page-aligned buffers; the others (small ones, configuration)
+//! still go through the page cache.
+//!
+//! Why not always: the page cache costs a kernel copy of every byte into
+//! pages it must first find, then the writeback at `fsync` (on the 2-core VMs
+//! of bench/physical.sh, 1.5 GB cost 3.7-5.1 CPU-seconds that way, 0.2 with
+//! `O_DIRECT`, and a restore of the files alone took 1.4-1.9 s instead of
+//! 2.9-6 s). But the recovery that follows reads and rewrites much of what
+//! was restored: there it found the pages in the cache, and without them it
+//! pays the same cost again (measured: redo 3.8-5.0 s instead of 2.1-2.3 s,
+//! the end-of-recovery checkpoint 1.9-2.5 s instead of 0.6-0.8 s, the whole
+//! `restore --start` 8.1-9.6 s instead of 5.5-6.3 s). When the restore does
+//! not fit in the cache, the cache cannot help the recovery, and writing
+//! around it spares the copy and the other servers' cached data.
+//!
+//! A file system that refuses `O_DIRECT` (`EINVAL`, at open or at a write)
+//! gets the page cache for the rest of the restore. Every file is still
+//! synced once complete (`fsync` also flushes the device's cache and the
+//! file's metadata).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,6 +32,41 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// When a physical restore writes with `O_DIRECT` (`restore --direct-io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DirectIo {
+    /// When the restore is larger than half the memory available
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl DirectIo {
+    /// Whether a restore of `bytes` writes with `O_DIRECT`, and why (for
+    /// the plan it prints), given the memory available (`MemAvailable`).
+    pub fn decide(self, bytes: u64, available: Option<u64>) -> Option<String> {
+        match self {
+            DirectIo::Always => Some("--direct-io always".into()),
+            DirectIo::Never => None,
+            DirectIo::Auto => available.filter(|&a| bytes > a / 2).map(|a| {
+                format!(
+                    "larger than half the memory available, {}",
+                    super::human_bytes(a)
+                )
+            }),
+        }
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+pub fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 /// Alignment of `O_DIRECT` writes (memory, file offset and length): 4096
 /// suits devices with 512-byte and with 4096-byte logical blocks.
@@ -368,6 +413,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn auto_writes_directly_only_what_does_not_fit_in_half_the_memory() {
+        let gib = 1u64 << 30;
+        assert_eq!(DirectIo::Auto.decide(gib, Some(24 * gib)), None);
+        assert_eq!(DirectIo::Auto.decide(12 * gib, Some(24 * gib)), None);
+        let why = DirectIo::Auto.decide(13 * gib, Some(24 * gib)).unwrap();
+        assert!(why.contains("half the memory available, 24.0 GiB"), "{why}");
+        assert_eq!(DirectIo::Auto.decide(gib, None), None);
+        assert!(DirectIo::Always.decide(1, Some(24 * gib)).is_some());
+        assert_eq!(DirectIo::Never.decide(100 * gib, Some(gib)), None);
+        assert!(memory_available().is_some_and(|m| m > 0));
     }
 
     #[test]
