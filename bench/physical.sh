@@ -12,7 +12,7 @@
 # rewrites the whole file, keeps this section, bench/prune.sh's and bench/s3.sh's, and
 # the notes). Prints a short summary.
 #
-#   bash bench/physical.sh                   # the full run (about 13 minutes on 2 cores)
+#   bash bench/physical.sh                   # the full run (about 25 minutes on 2 cores)
 #   bash bench/physical.sh --scale 2 --repeat 1 --out /tmp/smoke.md --quiet-wait 0   # a quick smoke run
 #
 # Options:
@@ -429,12 +429,12 @@ prefault() {
     dd if=/dev/zero of="$WORK/prefault" bs=1M count=$(((PGDATA_SIZE >> 20) + 64)) conv=fsync status=none
     rm -f "$WORK/prefault"
 }
-step_lb_restore() {
+step_lb_restore() { # [ARGS...]: more restore options (DS=lbd: --direct-io always)
     local d=$RESTORES/lb
     empty_dir "$d"
     prefault
     prep
-    measure "lb-restore-$RUN" "$LB" --quiet --config "$LBC" restore production --backup "$LB_FULL_ID" --data-dir "$d"
+    measure "$DS-restore-$RUN" "$LB" --quiet --config "$LBC" restore production --backup "$LB_FULL_ID" --data-dir "$d" "$@"
     value restored "$(du_b "$d")"
     rm -rf "$d"
 }
@@ -484,6 +484,7 @@ for ((RUN = 1; RUN <= REPEAT; RUN++)); do
         DS=pgbr attempt step_pgbr_restore
         DS=lb attempt step_lb_restore
     fi
+    DS=lbd attempt step_lb_restore --direct-io always
 
     log "  pgbench -n -T $CHANGE_SECS -c 2"
     pgbench -n -T "$CHANGE_SECS" -c 2 bench >"$WORK/logs/pgbench-change-$RUN.log" 2>&1
@@ -738,11 +739,12 @@ step_replay_other() { # pgbr|cp
     [[ $1 != pgbr || -s $REPLAY_PGBR_DIR/log/bench-archive-get-async.log ]] ||
         die "pgBackRest's archive-get did not run asynchronously (no bench-archive-get-async.log)"
 }
-step_restore_start() { # the whole of `lifeboat restore --start`: files, then recovery through wal-fetch
+step_restore_start() { # [ARGS...]: the whole of `lifeboat restore --start`: files, then recovery through wal-fetch
     local d=$RESTORES/restore-start
     rm -rf "$d"
+    prefault
     prep
-    measure "restore-start-$RUN" "$LB" --quiet --config "$LBC" restore production --backup "$REPLAY_ID" --data-dir "$d" --start --port "$RPORT"
+    measure "$DS-restore-start-$RUN" "$LB" --quiet --config "$LBC" restore production --backup "$REPLAY_ID" --data-dir "$d" --start --port "$RPORT" "$@"
     check_replayed "$d"
 }
 for ((RUN = 1; RUN <= REPEAT; RUN++)); do
@@ -752,10 +754,12 @@ for ((RUN = 1; RUN <= REPEAT; RUN++)); do
     DS=pgbr STEP=replay attempt step_replay_other pgbr
     DS=cp STEP=replay attempt step_replay_other cp
     DS=lb STEP=restore_start attempt step_restore_start
+    DS=lbd STEP=restore_start attempt step_restore_start --direct-io always
 done
 BENCH_SECS=$(($(date +%s) - BENCH_START))
 
 # ------------------------------------------------------------ report
+MEM_AVAILABLE=$(awk '/^MemAvailable:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 DISTURBED=$(awk -F'\t' -v d="$DISTURBED_COL" '$d == 1' "$RESULTS" | wc -l)
 times() { # DS STEP [ms]: every run in order, * = disturbed (and redone)
     awk -F'\t' -v ds="$1" -v st="$2" -v d="$DISTURBED_COL" -v ms="${3:-}" '$1 == ds && $2 == st {
@@ -884,11 +888,16 @@ The tools take turns going first, and before each restore a file as large as the
 and deleted (untimed): on this VM, page cache in memory the guest never used before fills several times slower, and
 the first restore of a round paid for it (lifeboat's restores took 5-7 s instead of 2-3 s before this was done).
 Restored: lifeboat $(mib "$(vmed lb restore restored)"), pgBackRest $(mib "$(vmed pgbr restore restored)") (\`du -sb\`).
+The last row, after the other two in every round, writes the data files with \`O_DIRECT\` (\`--direct-io always\`; by
+default lifeboat does that only for a restore larger than half the memory available, $MEM_AVAILABLE here): recorded
+to show what filling the page cache costs on this machine. The recovery then finds none of the files in the cache:
+see the last two rows of "WAL replay".
 
 | restore | wall s (median) | runs in order (s; \`*\` disturbed, redone) | CPU s, command / cluster (median) | peak RSS |
 | --- | ---: | --- | ---: | ---: |
 $(row s lb restore "lifeboat \`restore --data-dir\`")
 $(row s pgbr restore "pgBackRest \`restore --pg1-path\`")
+$(row s lbd restore "lifeboat \`restore --data-dir --direct-io always\` (recorded; no target)")
 
 ### WAL archiving
 
@@ -944,6 +953,7 @@ $(row s pg replay_restore "(the lifeboat \`restore\` of the second row, files on
 $(row s pgbr replay "restore_command = pgBackRest \`archive-get\` with archive-async=y (its prefetch)")
 $(row s cp replay "restore_command = \`cp\` from a local directory of plain segments (the floor of any restore_command)")
 $(row s lb restore_start "lifeboat \`restore --start\`, whole: files, then recovery through \`wal-fetch\`")
+$(row s lbd restore_start "the same with \`--direct-io always\` (the files around the page cache)")
 
 End to end: \`restore --start\` $RESTORE_START s vs restore plus local replay $LOCAL_TOTAL s = $(ratio "$RESTORE_START" "$LOCAL_TOTAL") x.
 Against the other restore_commands: \`wal-fetch\` $REPLAY_FETCH s, pgBackRest's asynchronous \`archive-get\` $REPLAY_PGBR s
