@@ -638,16 +638,18 @@ fn bad_input_gets_one_line_errors_and_exit_codes() {
     env.lifeboat(&["restore", "dev", "--into", "dbname=x sslpassword=hunter2"])
         .fails(2, "process list");
     // Options of physical restores are refused, not ignored.
-    for opts in [
-        &["--start"][..],
-        &["--to-time", "2026-11-25 14:03:00"],
-        &["--standby"],
-        &["--direct-io", "never"],
+    for (opts, named) in [
+        (
+            &["--start"][..],
+            "logical: --start is for physical targets only",
+        ),
+        (&["--to-time", "2026-11-25 14:03:00"], "--to-time is for"),
+        (&["--standby", "--start"], "--start, --standby are for"),
+        (&["--direct-io", "never"], "--direct-io is for"),
     ] {
         let mut args = vec!["restore", "dev"];
         args.extend(opts);
-        env.lifeboat(&args)
-            .fails(2, "--start and --standby are for physical targets");
+        env.lifeboat(&args).fails(2, named);
     }
     // Unknown backup id.
     env.lifeboat(&["show", "ffffffff"])

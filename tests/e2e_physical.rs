@@ -1602,5 +1602,26 @@ fn a_restore_as_a_standby_follows_the_archive_and_the_primary() {
         ])
         .fails(2, "--primary-conninfo: ");
     assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    // A password there works, with a warning that does not repeat it.
+    let with_password = format!("{primary} password=hunter2");
+    let r = env
+        .lb(&[
+            "restore",
+            "production",
+            "--data-dir",
+            other.to_str().unwrap(),
+            "--standby",
+            "--primary-conninfo",
+            &with_password,
+            "--dry-run",
+        ])
+        .ok();
+    assert!(
+        r.stderr
+            .contains("warning: the password in --primary-conninfo is visible"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("hunter2") && !r.stderr.contains("hunter2"));
     assert!(!other.exists());
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::restore_files::{DirectIo, MAX_OPEN, Output, create_file, memory_available};
+use super::restore_files::{self, DirectIo, MAX_OPEN, Output, create_file, memory_available};
 use super::{Context, human_bytes, usage};
 use crate::codec::Id;
 use crate::format::{BackupRecord, FileEntry, FileKind, PhysicalInfo};
@@ -127,22 +127,27 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
 }
 
 impl PitrOptions {
-    /// Whether any option only a physical restore takes is given.
-    pub fn any_given(&self) -> bool {
-        self.data_dir.is_some()
-            || self.to_time.is_some()
-            || self.to_lsn.is_some()
-            || self.to_xid.is_some()
-            || self.to_name.is_some()
-            || self.timeline.is_some()
-            || self.start
-            || self.port.is_some()
-            || self.archive
-            || !self.tablespace_map.is_empty()
-            || self.standby
-            || self.primary_conninfo.is_some()
-            || self.primary_slot_name.is_some()
-            || self.direct_io.is_some()
+    /// The options given that only a physical restore takes.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--data-dir", self.data_dir.is_some()),
+            ("--to-time", self.to_time.is_some()),
+            ("--to-lsn", self.to_lsn.is_some()),
+            ("--to-xid", self.to_xid.is_some()),
+            ("--to-name", self.to_name.is_some()),
+            ("--timeline", self.timeline.is_some()),
+            ("--start", self.start),
+            ("--port", self.port.is_some()),
+            ("--archive", self.archive),
+            ("--tablespace-map", !self.tablespace_map.is_empty()),
+            ("--standby", self.standby),
+            ("--primary-conninfo", self.primary_conninfo.is_some()),
+            ("--primary-slot-name", self.primary_slot_name.is_some()),
+            ("--direct-io", self.direct_io.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
     }
 
     pub fn recovery_target(&self) -> Result<RecoveryTarget> {
@@ -223,16 +228,21 @@ pub fn run(
         .direct_io
         .unwrap_or_default()
         .decide(plan.bytes, memory_available());
+    let files = plan.files.iter().filter(|f| f.kind == FileKind::File);
+    let (aligned, aligned_bytes) = files
+        .clone()
+        .filter(|f| restore_files::takes_direct(f.size))
+        .fold((0, 0), |(n, b), f| (n + 1, b + f.size));
     println!(
         "  1. write {} files ({}){}",
-        plan.files
-            .iter()
-            .filter(|f| f.kind == FileKind::File)
-            .count(),
+        files.count(),
         human_bytes(plan.bytes),
         direct
             .as_ref()
-            .map(|why| format!(" with O_DIRECT ({why})"))
+            .map(|why| format!(
+                ", {aligned} of them ({}) with O_DIRECT ({why})",
+                human_bytes(aligned_bytes)
+            ))
             .unwrap_or_default()
     );
     for (oid, dir) in &plan.tablespaces {
@@ -346,8 +356,14 @@ pub fn plan(
         usage("a physical restore needs --data-dir DIR (a new or empty directory)")
     })?;
     let target = opts.recovery_target()?;
+    let mut warnings = Vec::new();
     if let Some(c) = &opts.primary_conninfo {
-        ConnInfo::parse(c).map_err(|e| usage(format!("--primary-conninfo: {e}")))?;
+        let info = ConnInfo::parse(c).map_err(|e| usage(format!("--primary-conninfo: {e}")))?;
+        if info.password().is_some() {
+            warnings.push(
+                "the password in --primary-conninfo is visible to every user of this host in the process list while lifeboat runs, and is written to postgresql.auto.conf; hint: put it in the ~/.pgpass of the server's operating-system user instead".to_string(),
+            );
+        }
     }
     let backups: Vec<(Id, BackupRecord)> = repo
         .list_backups()?
@@ -365,7 +381,6 @@ pub fn plan(
     let archive = repo.list_wal(system_id)?;
     let seg_size = phys(newest).wal_segment_size;
     let histories = repo.read_histories(system_id, &archive)?;
-    let mut warnings = Vec::new();
 
     let chosen = match backup {
         Some(prefix) => {
@@ -911,7 +926,7 @@ fn write_files(
     progress.finish();
     if direct && !direct_ok.load(std::sync::atomic::Ordering::Relaxed) && !ctx.quiet {
         eprintln!(
-            "note: the file system of {} refused O_DIRECT: the files were written through the page cache",
+            "note: a file system of the restore (of {} or a tablespace) refused O_DIRECT: the files written after that went through the page cache",
             plan.data_dir.display()
         );
     }

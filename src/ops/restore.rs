@@ -224,9 +224,16 @@ pub fn run(
     if target.method == crate::config::Method::Physical {
         return physical(ctx, target_name, opts);
     }
-    if opts.physical.any_given() {
+    let physical_only = opts.physical.given();
+    if !physical_only.is_empty() {
         bail!(usage(format!(
-            "target {target_name:?} is logical: --data-dir, the recovery targets, --start and --standby are for physical targets; hint: --into URL restores into another database"
+            "target {target_name:?} is logical: {} {} for physical targets only; hint: --into URL restores into another database",
+            physical_only.join(", "),
+            if physical_only.len() == 1 {
+                "is"
+            } else {
+                "are"
+            }
         )));
     }
     // Bad input first: before looking for the backup in the repositories.

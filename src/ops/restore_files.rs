@@ -60,12 +60,34 @@ impl DirectIo {
     }
 }
 
-/// `MemAvailable` of /proc/meminfo, in bytes.
+/// The memory this process could fill with page cache: `MemAvailable` of
+/// /proc/meminfo, or less in a container whose cgroup (v2) has a memory
+/// limit (`memory.max` less `memory.current`: the page cache is charged to
+/// the cgroup too).
 pub fn memory_available() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let host = kib * 1024;
+    Some(cgroup_room().map_or(host, |room| room.min(host)))
+}
+
+/// `memory.max - memory.current` of this process's cgroup (v2), when it has
+/// a limit.
+fn cgroup_room() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    cgroup_room_of(&read("memory.max")?, &read("memory.current")?)
+}
+
+/// `max` ("max" when there is no limit) less `current`, as the cgroup files
+/// hold them.
+fn cgroup_room_of(max: &str, current: &str) -> Option<u64> {
+    let max: u64 = max.trim().parse().ok()?;
+    let current: u64 = current.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
 }
 
 /// Alignment of `O_DIRECT` writes (memory, file offset and length): 4096
@@ -84,6 +106,12 @@ const RUNS: usize = 8;
 /// A buffered file is synced every this many bytes written to it, so that
 /// the writeback starts before the file is complete.
 pub const SYNC_EVERY: u64 = 64 << 20;
+
+/// Whether a file of `size` bytes is written with `O_DIRECT` when the
+/// restore is: only whole pages can be.
+pub fn takes_direct(size: u64) -> bool {
+    size > 0 && size.is_multiple_of(ALIGN as u64)
+}
 
 /// A buffer whose bytes start at an `ALIGN`-aligned address, as `O_DIRECT`
 /// wants them.
@@ -157,10 +185,7 @@ impl<'a> Output<'a> {
         direct_ok: &'a AtomicBool,
     ) -> Output<'a> {
         Output {
-            direct: sizes
-                .iter()
-                .map(|&s| s > 0 && s % ALIGN as u64 == 0)
-                .collect(),
+            direct: sizes.iter().map(|&s| takes_direct(s)).collect(),
             unsynced: vec![0; paths.len()],
             open: OpenFiles::new(paths, max_open, direct_ok),
             direct_ok,
@@ -277,13 +302,16 @@ impl<'a> Output<'a> {
 /// the manifest lists twice fails), or open it again once `OpenFiles` let it
 /// go (it must still exist). Only its owner can read it until the restore
 /// gives it its mode. `direct`: with `O_DIRECT`; `EINVAL` (the file system
-/// has none) comes back as is.
+/// has none) comes back as is, and Linux has created the file by then (it
+/// checks `O_DIRECT` after the file is made).
 pub fn create_file(path: &Path, new: bool, direct: bool) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(new).mode(0o600);
     if direct {
         if crate::failpoint::fails("restore:o-direct-open") {
+            // As the kernel does it: the file is there, the open failed.
+            options.open(path)?;
             return Err(std::io::Error::from_raw_os_error(nix::libc::EINVAL));
         }
         options.custom_flags(nix::fcntl::OFlag::O_DIRECT.bits());
@@ -341,12 +369,14 @@ impl<'a> OpenFiles<'a> {
         }
         let path = &self.paths[file];
         let new = !self.created[file];
-        let f = match create_file(path, new, direct) {
+        let (f, direct) = match create_file(path, new, direct) {
             Err(e) if direct && e.raw_os_error() == Some(nix::libc::EINVAL) => {
                 self.direct_ok.store(false, Ordering::Relaxed);
-                create_file(path, new, false)?
+                // A new file was created by the failed open (else it would
+                // have failed with EEXIST), or not, depending on the kernel.
+                (create_file(path, new && !path.exists(), false)?, false)
             }
-            result => result?,
+            result => (result?, direct),
         };
         let f = Arc::new(f);
         self.created[file] = true;
@@ -359,60 +389,114 @@ impl<'a> OpenFiles<'a> {
 mod tests {
     use super::*;
 
-    /// Blocks of two files, in an order with gaps and interleaving, land
-    /// where they belong, directly or not, with runs that fill up and runs
-    /// cut short; the files' bytes are the same either way.
+    const BLOCK: usize = 64 * 1024;
+    /// a: 56 blocks (3.5 runs), b: 3 blocks and a last one of 12 KiB,
+    /// c: not a multiple of ALIGN (buffered whatever the setting).
+    const SIZES: [u64; 3] = [56 * BLOCK as u64, 3 * BLOCK as u64 + 12288, 5000];
+
+    fn content(file: usize, offset: u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| ((offset as usize + i) * 31 + file * 7) as u8)
+            .collect()
+    }
+
+    /// The blocks of `SIZES` in an order with a run that fills up (a's
+    /// first 20 blocks in order), gaps and interleaving (the rest of a, odd
+    /// blocks down, then even ones up, with b in between), and runs cut
+    /// short.
+    fn order() -> Vec<(usize, u64)> {
+        let at = |n: u64| n * BLOCK as u64;
+        let mut order: Vec<(usize, u64)> = (0..20).map(|n| (0, at(n))).collect();
+        order.extend((21..56).rev().step_by(2).map(|n| (0, at(n))));
+        order.extend((0..4).map(|n| (1, at(n))));
+        order.extend((20..56).step_by(2).map(|n| (0, at(n))));
+        order.push((2, 0));
+        order
+    }
+
+    /// Writes `order()` into DIR/f0..f2, calling `between(step)` before each
+    /// block, and checks the files' bytes.
+    fn restore_into(dir: &Path, direct_ok: &AtomicBool, between: &dyn Fn(usize)) {
+        std::fs::create_dir(dir).unwrap();
+        let paths: Vec<PathBuf> = (0..3).map(|f| dir.join(format!("f{f}"))).collect();
+        let mut out = Output::new(paths.clone(), &SIZES, 2, direct_ok);
+        let mut left = SIZES;
+        for (step, (file, offset)) in order().into_iter().enumerate() {
+            between(step);
+            let len = (SIZES[file] - offset).min(BLOCK as u64) as usize;
+            out.write(file, offset, &content(file, offset, len))
+                .unwrap();
+            left[file] -= len as u64;
+            if left[file] == 0 {
+                out.complete(file).unwrap().sync_all().unwrap();
+            }
+        }
+        assert_eq!(left, [0, 0, 0]);
+        assert!(out.runs.is_empty(), "complete files leave no runs");
+        for (f, path) in paths.iter().enumerate() {
+            let got = std::fs::read(path).unwrap();
+            assert_eq!(got.len() as u64, SIZES[f], "{}", path.display());
+            assert!(
+                got == content(f, 0, SIZES[f] as usize),
+                "{} differs",
+                path.display()
+            );
+        }
+    }
+
+    /// Whether the file system of `dir` takes O_DIRECT writes.
+    fn fs_takes_direct(dir: &Path) -> bool {
+        let probe = dir.join("probe");
+        let buf = AlignedBuf::new(ALIGN);
+        let ok = create_file(&probe, true, true)
+            .and_then(|f| f.write_all_at(&buf.buf[buf.start..buf.start + ALIGN], 0))
+            .is_ok();
+        std::fs::remove_file(&probe).unwrap();
+        ok
+    }
+
     #[test]
     fn blocks_in_any_order_make_the_same_files_directly_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let block = 64 * 1024;
-        // a: 40 blocks (2.5 runs), b: 3 blocks and a last one of 12 KiB,
-        // c: not a multiple of ALIGN (buffered whatever the setting).
-        let sizes = [40 * block as u64, 3 * block as u64 + 12288, 5000];
-        let content = |file: usize, offset: u64, len: usize| -> Vec<u8> {
-            (0..len)
-                .map(|i| ((offset as usize + i) * 31 + file * 7) as u8)
-                .collect()
-        };
-        let mut order: Vec<(usize, u64)> = Vec::new();
-        for n in (1..40u64).rev().step_by(2) {
-            order.push((0, n * block as u64));
-        }
-        for n in 0..4u64 {
-            order.push((1, n * block as u64));
-        }
-        for n in (0..40u64).step_by(2) {
-            order.push((0, n * block as u64));
-        }
-        order.push((2, 0));
-        for direct in [true, false] {
-            let sub = dir.path().join(if direct { "direct" } else { "buffered" });
-            std::fs::create_dir(&sub).unwrap();
-            let paths: Vec<PathBuf> = (0..3).map(|f| sub.join(format!("f{f}"))).collect();
-            let direct_ok = AtomicBool::new(direct);
-            let mut out = Output::new(paths.clone(), &sizes, 2, &direct_ok);
-            let mut left = sizes;
-            for &(file, offset) in &order {
-                let len = (sizes[file] - offset).min(block as u64) as usize;
-                out.write(file, offset, &content(file, offset, len))
-                    .unwrap();
-                left[file] -= len as u64;
-                if left[file] == 0 {
-                    out.complete(file).unwrap().sync_all().unwrap();
+        let direct_ok = AtomicBool::new(true);
+        restore_into(&dir.path().join("direct"), &direct_ok, &|_| {});
+        // Else the test would have checked the buffered path twice.
+        assert_eq!(
+            direct_ok.load(Ordering::Relaxed),
+            fs_takes_direct(dir.path()),
+            "O_DIRECT given up on a file system that takes it, or kept on one that does not"
+        );
+        restore_into(
+            &dir.path().join("buffered"),
+            &AtomicBool::new(false),
+            &|_| {},
+        );
+    }
+
+    /// Another writer found that the file system refuses O_DIRECT while this
+    /// one had runs of several files pending: they go through the page
+    /// cache, nothing lost or doubled.
+    #[test]
+    fn giving_up_o_direct_with_runs_pending_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for at in [5, 25, 40, 50] {
+            let direct_ok = AtomicBool::new(true);
+            restore_into(&dir.path().join(format!("at{at}")), &direct_ok, &|step| {
+                if step == at {
+                    direct_ok.store(false, Ordering::Relaxed);
                 }
-            }
-            assert_eq!(left, [0, 0, 0]);
-            assert!(out.runs.is_empty(), "complete files leave no runs");
-            for (f, path) in paths.iter().enumerate() {
-                let got = std::fs::read(path).unwrap();
-                assert_eq!(got.len() as u64, sizes[f], "{}", path.display());
-                assert!(
-                    got == content(f, 0, sizes[f] as usize),
-                    "{} differs",
-                    path.display()
-                );
-            }
+            });
         }
+    }
+
+    #[test]
+    fn a_cgroup_limit_bounds_the_memory_available() {
+        assert_eq!(cgroup_room_of("max\n", "123\n"), None);
+        assert_eq!(
+            cgroup_room_of("4294967296\n", "1073741824\n"),
+            Some(3 << 30)
+        );
+        assert_eq!(cgroup_room_of("100\n", "200\n"), Some(0));
     }
 
     #[test]
