@@ -1480,6 +1480,14 @@ fn a_base_backup_from_a_standby_restores() {
         );
         assert!(!auto.lines().any(|l| l.starts_with(setting)), "{auto}");
     }
+    // Kept in a comment, for the DBA: where the original streamed from.
+    assert!(
+        auto.lines().any(
+            |l| l.starts_with("# lifeboat restore: was primary_conninfo = '")
+                && l.contains("port=")
+        ),
+        "{auto}"
+    );
     assert_eq!(
         env.restored_sql(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
             .trim(),

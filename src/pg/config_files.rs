@@ -286,7 +286,8 @@ const NOT_FOR_THE_COPY: &[&str] = &[
     "recovery_target_action",
 ];
 /// Of those, the ones whose value may hold a password: neither printed nor
-/// kept in the comment.
+/// kept in the comment (`primary_conninfo` is, with its password hidden, when
+/// it parses).
 const HIDDEN_VALUE: &[&str] = &[
     "primary_conninfo",
     "restore_command",
@@ -383,6 +384,21 @@ pub fn rewrite(
         let replaced: Option<Option<PathBuf>> = if ORIGINAL_ONLY.contains(&name) {
             Some(None)
         } else if NOT_FOR_THE_COPY.contains(&name) {
+            // A connection string is kept with its password hidden (the
+            // DBA sees where the original streamed from); a command is not
+            // kept at all: nothing says where in it a password would be.
+            let shown = (name == "primary_conninfo")
+                .then(|| super::conninfo::ConnInfo::parse(&d.value).ok())
+                .flatten()
+                .map(|c| quote(&c.to_string()));
+            if let Some(shown) = shown {
+                out.text.extend_from_slice(
+                    format!("# lifeboat restore: was {name} = {shown}\n").as_bytes(),
+                );
+                out.changes
+                    .push(format!("{name} commented out (was {shown})"));
+                continue;
+            }
             if HIDDEN_VALUE.contains(&name) {
                 out.text.extend_from_slice(
                     format!(
@@ -651,7 +667,13 @@ mod tests {
         let text = String::from_utf8(out.text).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(
-            text.contains("# lifeboat restore: was primary_conninfo = (not kept"),
+            text.contains(
+                "# lifeboat restore: was primary_conninfo = 'user=replicator password=******** host=primary port=5432'\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# lifeboat restore: was restore_command = (not kept"),
             "{text}"
         );
         assert_eq!(out.changes.len(), 7, "{:?}", out.changes);
@@ -660,6 +682,28 @@ mod tests {
             "{:?}",
             out.changes
         );
+    }
+
+    #[test]
+    fn a_primary_conninfo_that_does_not_parse_is_not_kept() {
+        let auto = "primary_conninfo = 'host=primary password=hunter2 port'\n";
+        let r = Relocation {
+            old_data_dir: Path::new("/srv/standby"),
+            new_data_dir: Path::new("/srv/copy"),
+            kept: None,
+        };
+        let out = rewrite(
+            auto.as_bytes(),
+            Path::new("/srv/standby/postgresql.auto.conf"),
+            Path::new("/srv/copy/postgresql.auto.conf"),
+            &r,
+        );
+        let text = String::from_utf8(out.text).unwrap();
+        assert_eq!(
+            text,
+            "# lifeboat restore: was primary_conninfo = (not kept: it may hold a password)\n"
+        );
+        assert!(out.changes.iter().all(|c| !c.contains("hunter2")));
     }
 
     #[test]
