@@ -228,6 +228,24 @@ impl Env {
         self.cluster.psql_uri(&self.restored_uri(port), q).unwrap()
     }
 
+    /// [`Env::archive_now`] on a restored server started with `--archive`.
+    fn restored_archive_now(&self, port: u16) -> String {
+        let sql = |q: &str| {
+            let out = self.restored_sql(port, q);
+            out.trim().to_string()
+        };
+        let seg = sql("SELECT pg_walfile_name(pg_switch_wal())");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < seg {
+            assert!(
+                Instant::now() < deadline,
+                "the restored server did not archive {seg}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seg
+    }
+
     fn stop_restored(&self, dir: &Path) {
         let out = self
             .cluster
@@ -895,29 +913,7 @@ fn timelines_duplicates_and_failing_pushes() {
             "CHECKPOINT; INSERT INTO t VALUES (-2, 'on the new timeline')",
         )
         .unwrap();
-    let seg = env
-        .cluster
-        .psql_uri(&uri, "SELECT pg_walfile_name(pg_switch_wal())")
-        .unwrap();
-    let seg = seg.trim().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = env
-            .cluster
-            .psql_uri(
-                &uri,
-                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-            )
-            .unwrap();
-        if last.trim() >= seg.as_str() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new primary did not archive {seg}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let seg = env.restored_archive_now(port);
     env.stop_restored(&dir);
     assert!(seg.starts_with("00000002"), "new timeline {tli}: {seg}");
     let list = env.lb(&["list", "production"]).ok();
@@ -1004,7 +1000,54 @@ fn timelines_duplicates_and_failing_pushes() {
     assert!(tl["newest_archived"].is_string(), "{tl}");
 }
 
-/// Every archived file name in the repository.
+/// Three generations: a restore to a named point, promoted with --archive
+/// (generation 2), backed up as a target of its own, then restored to its
+/// latest (generation 3). Generation 2's configuration still held the first
+/// restore's recovery settings when it was backed up: the second restore
+/// comments them out, or its recovery would stop at the old target.
+#[test]
+fn a_restored_server_backed_up_restores_to_its_own_latest() {
+    let env = Env::new(false);
+    env.insert(1);
+    env.backup();
+    env.insert(2);
+    env.sql("SELECT pg_create_restore_point('gen1')");
+    env.insert(3);
+    env.archive_now();
+    let (gen2, port, _) = env.restore_started("gen2", &["--to-name", "gen1", "--archive"]);
+    let auto = std::fs::read_to_string(gen2.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("recovery_target_name = 'gen1'"), "{auto}");
+    append(
+        &env.config,
+        &format!(
+            "\n[target.second]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
+             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
+            env.restored_uri(port),
+            gen2.display(),
+        ),
+    );
+    env.restored_sql(port, "INSERT INTO t VALUES (20, 'generation 2')");
+    let r = env.lb(&["backup", "second"]).ok();
+    assert!(r.stdout.contains("on timeline 2"), "{}", r.stdout);
+    env.restored_sql(port, "INSERT INTO t VALUES (21, 'after its backup')");
+    env.restored_archive_now(port);
+    env.stop_restored(&gen2);
+
+    let (gen3, port, r) = env.restore_target_started("second", "gen3", &[]);
+    assert!(
+        r.stderr
+            .contains("recovery_target_name = 'gen1' commented out"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        env.restored_sql(port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+            .trim(),
+        "1,2,20,21"
+    );
+    env.stop_restored(&gen3);
+}
+
 /// A segment's first page header's xlp_pageaddr: where the segment starts.
 fn segment_start(seg: &str) -> [u8; 8] {
     let log = u64::from_str_radix(&seg[8..16], 16).unwrap();
@@ -1024,6 +1067,7 @@ fn next_segment(seg: &str) -> String {
     format!("{}{log:08X}{number:08X}", &seg[..8])
 }
 
+/// Every archived file name in the repository.
 fn wal_files(env: &Env) -> Vec<String> {
     files_under(&env.repo().join("wal"))
         .iter()
