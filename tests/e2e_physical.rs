@@ -1623,51 +1623,34 @@ fn a_restore_as_a_standby_follows_the_archive_and_the_primary() {
     env.stop_restored(&dir);
 
     let other = env.restore_dir("refused");
-    env.lb(&[
-        "restore",
-        "production",
-        "--data-dir",
-        other.to_str().unwrap(),
-        "--standby",
-        "--to-name",
-        "x",
-    ])
-    .fails(2, "cannot be used with");
-    env.lb(&[
-        "restore",
-        "production",
-        "--data-dir",
-        other.to_str().unwrap(),
-        "--primary-conninfo",
-        &primary,
-    ])
-    .fails(2, "--standby");
-    let r = env
-        .lb(&[
+    let restore_other = |args: &[&str]| {
+        let mut all = vec![
             "restore",
             "production",
             "--data-dir",
             other.to_str().unwrap(),
-            "--standby",
-            "--primary-conninfo",
-            "host=primary password=hunter2 port",
-        ])
-        .fails(2, "--primary-conninfo: ");
+        ];
+        all.extend(args);
+        env.lb(&all)
+    };
+    restore_other(&["--standby", "--to-name", "x"]).fails(2, "cannot be used with");
+    restore_other(&["--primary-conninfo", &primary]).fails(2, "--standby");
+    let r = restore_other(&[
+        "--standby",
+        "--primary-conninfo",
+        "host=primary password=hunter2 port",
+    ])
+    .fails(2, "--primary-conninfo: ");
     assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
     // A password there works, with a warning that does not repeat it.
     let with_password = format!("{primary} password=hunter2");
-    let r = env
-        .lb(&[
-            "restore",
-            "production",
-            "--data-dir",
-            other.to_str().unwrap(),
-            "--standby",
-            "--primary-conninfo",
-            &with_password,
-            "--dry-run",
-        ])
-        .ok();
+    let r = restore_other(&[
+        "--standby",
+        "--primary-conninfo",
+        &with_password,
+        "--dry-run",
+    ])
+    .ok();
     assert!(
         r.stderr
             .contains("warning: the password in --primary-conninfo is visible"),

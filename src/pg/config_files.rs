@@ -384,30 +384,25 @@ pub fn rewrite(
         let replaced: Option<Option<PathBuf>> = if ORIGINAL_ONLY.contains(&name) {
             Some(None)
         } else if NOT_FOR_THE_COPY.contains(&name) {
-            // A connection string is kept with its password hidden (the
-            // DBA sees where the original streamed from); a command is not
-            // kept at all: nothing says where in it a password would be.
-            let shown = (name == "primary_conninfo")
-                .then(|| super::conninfo::ConnInfo::parse(&d.value).ok())
-                .flatten()
-                .map(|c| quote(&c.to_string()));
-            if let Some(shown) = shown {
-                out.text.extend_from_slice(
-                    format!("# lifeboat restore: was {name} = {shown}\n").as_bytes(),
-                );
-                out.changes
-                    .push(format!("{name} commented out (was {shown})"));
-                continue;
-            }
             if HIDDEN_VALUE.contains(&name) {
+                // A connection string is kept with its password hidden (the
+                // DBA sees where the original streamed from); a command is
+                // not kept at all: nothing says where in it a password is.
+                let shown = (name == "primary_conninfo")
+                    .then(|| super::conninfo::ConnInfo::parse(&d.value).ok())
+                    .flatten()
+                    .map(|c| quote(&c.to_string()));
+                let (kept, change) = match &shown {
+                    Some(v) => (v.as_str(), format!("was {v}")),
+                    None => (
+                        "(not kept: it may hold a password)",
+                        "its value not shown".to_string(),
+                    ),
+                };
                 out.text.extend_from_slice(
-                    format!(
-                        "# lifeboat restore: was {name} = (not kept: it may hold a password)\n"
-                    )
-                    .as_bytes(),
+                    format!("# lifeboat restore: was {name} = {kept}\n").as_bytes(),
                 );
-                out.changes
-                    .push(format!("{name} commented out (its value not shown)"));
+                out.changes.push(format!("{name} commented out ({change})"));
                 continue;
             }
             Some(None)
@@ -638,6 +633,21 @@ mod tests {
             .collect()
     }
 
+    /// `rewrite` of a standby's postgresql.auto.conf restored as a copy.
+    fn rewrite_standby_auto(auto: &str) -> Rewritten {
+        let r = Relocation {
+            old_data_dir: Path::new("/srv/standby"),
+            new_data_dir: Path::new("/srv/copy"),
+            kept: None,
+        };
+        rewrite(
+            auto.as_bytes(),
+            Path::new("/srv/standby/postgresql.auto.conf"),
+            Path::new("/srv/copy/postgresql.auto.conf"),
+            &r,
+        )
+    }
+
     #[test]
     fn a_restored_copy_keeps_none_of_the_originals_recovery_settings() {
         // What pg_basebackup -R writes into a standby's postgresql.auto.conf.
@@ -649,17 +659,7 @@ mod tests {
                     recovery_target_action = 'promote'\n\
                     archive_cleanup_command = 'pg_archivecleanup /mnt/archive %r'\n\
                     synchronous_standby_names = 'standby1'\n";
-        let r = Relocation {
-            old_data_dir: Path::new("/srv/standby"),
-            new_data_dir: Path::new("/srv/copy"),
-            kept: None,
-        };
-        let out = rewrite(
-            auto.as_bytes(),
-            Path::new("/srv/standby/postgresql.auto.conf"),
-            Path::new("/srv/copy/postgresql.auto.conf"),
-            &r,
-        );
+        let out = rewrite_standby_auto(auto);
         for gone in NOT_FOR_THE_COPY {
             assert!(values(&out.text, gone).is_empty(), "{gone}");
         }
@@ -687,17 +687,7 @@ mod tests {
     #[test]
     fn a_primary_conninfo_that_does_not_parse_is_not_kept() {
         let auto = "primary_conninfo = 'host=primary password=hunter2 port'\n";
-        let r = Relocation {
-            old_data_dir: Path::new("/srv/standby"),
-            new_data_dir: Path::new("/srv/copy"),
-            kept: None,
-        };
-        let out = rewrite(
-            auto.as_bytes(),
-            Path::new("/srv/standby/postgresql.auto.conf"),
-            Path::new("/srv/copy/postgresql.auto.conf"),
-            &r,
-        );
+        let out = rewrite_standby_auto(auto);
         let text = String::from_utf8(out.text).unwrap();
         assert_eq!(
             text,
