@@ -87,9 +87,14 @@ enum Command {
     /// Check that every backup's objects exist (and with --read-data, are intact)
     Verify {
         target: Option<String>,
-        /// Read, authenticate and re-hash every stored byte
+        /// Read every stored byte: hash every pack and authenticate every
+        /// blob (at the speed of reading them)
         #[arg(long)]
         read_data: bool,
+        /// With --read-data: also decompress every blob and re-hash it to its
+        /// id (CPU-bound: every byte of plaintext)
+        #[arg(long, requires = "read_data")]
+        decompress: bool,
         #[arg(long)]
         json: bool,
     },
@@ -365,8 +370,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify {
             target,
             read_data,
+            decompress,
             json,
-        } => ops::verify::run(&ctx, target.as_deref(), read_data, json, &mut out)?,
+        } => {
+            let depth = match (read_data, decompress) {
+                (false, _) => crate::repo::ReadData::No,
+                (true, false) => crate::repo::ReadData::Stored,
+                (true, true) => crate::repo::ReadData::Plaintext,
+            };
+            ops::verify::run(&ctx, target.as_deref(), depth, json, &mut out)?
+        }
         Command::WalPush { path, opts } => {
             ops::wal::push(&ctx, &path, &opts)?;
         }

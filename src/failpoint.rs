@@ -12,7 +12,8 @@
 //! `prune:after-index-delete`, `prune:pack-delete:N` (after N packs deleted),
 //! `copy:before-index`, `copy:before-records`. Failures:
 //! `restore:o-direct-open` and `restore:o-direct-write` (`EINVAL`, as from a
-//! file system without `O_DIRECT`).
+//! file system without `O_DIRECT`); `encode:flip-plaintext` (every blob
+//! stored with its first byte flipped after its id was taken).
 
 pub fn hit(name: &str) {
     #[cfg(debug_assertions)]

@@ -1,4 +1,4 @@
-//! `lifeboat verify [TARGET] [--read-data] [--json]`: is every backup
+//! `lifeboat verify [TARGET] [--read-data [--decompress]] [--json]`: is every backup
 //! restorable, and how old is each target's newest good backup?
 
 use std::io::Write;
@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::progress::Progress;
 use super::{Context, human_bytes};
-use crate::repo::VerifyReport;
+use crate::repo::{ReadData, VerifyReport};
 
 #[derive(Serialize)]
 struct RepositoryReport<'a> {
@@ -33,7 +33,7 @@ struct TargetHealth {
 pub fn run(
     ctx: &Context,
     target: Option<&str>,
-    read_data: bool,
+    depth: ReadData,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -42,8 +42,9 @@ pub fn run(
     let mut reports = Vec::new();
     for name in &names {
         let repo = ctx.open_repository(name)?;
-        let progress = Progress::bytes(&format!("verifying {name}"), None, ctx.quiet || !read_data);
-        let mut report = repo.verify(read_data, &|n| progress.set(n))?;
+        let hidden = ctx.quiet || depth == ReadData::No;
+        let progress = Progress::bytes(&format!("verifying {name}"), None, hidden);
+        let mut report = repo.verify(depth, &|n| progress.set(n))?;
         progress.finish();
         if let Some(t) = target {
             let ids: Vec<_> = report
@@ -135,9 +136,11 @@ fn print_report(
             "  read {}: {}",
             human_bytes(r.bytes_read),
             if r.content_checked {
-                "every blob decrypted, authenticated and re-hashed"
+                "pack hashes and trailers checked; every blob authenticated, decompressed and re-hashed to its id"
+            } else if r.blobs_authenticated {
+                "pack hashes and trailers checked; every blob authenticated (--decompress also re-hashes the plaintext)"
             } else {
-                "pack hashes and trailers checked; blob contents NOT checked: this host has no identity (it can write backups but not read them); run verify --read-data where the identity is"
+                "pack hashes and trailers checked; blobs NOT authenticated: this host has no identity (it can write backups but not read them); run verify --read-data where the identity is"
             }
         )?;
     } else {

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{LockGuard, RepoError, Repository, Result};
+use super::{LockGuard, ReadData, RepoError, Repository, Result};
 use crate::codec::Id;
 use crate::format::{self, BackupRecord, CopiedFrom, PackEntry};
 use crate::storage::{ErrorKind, PutMode, Tier};
@@ -145,7 +145,7 @@ impl Repository {
             let bytes = self.get_object(&f.path)?;
             // Read back as a WAL object before it is copied: a damaged one
             // must not spread.
-            self.check_wal(system_id, &f.name)?;
+            self.check_wal(system_id, &f.name, ReadData::Plaintext)?;
             match dst
                 .storage
                 .put_tier(&f.path, &bytes, PutMode::Create, Tier::Wal)

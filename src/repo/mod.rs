@@ -36,7 +36,7 @@ pub use pins::Pins;
 pub use prune::{CleanupLimits, CleanupPlan, CleanupReport};
 pub use read::StreamReader;
 pub use unlock_cache::UnlockCache;
-pub use verify::{BackupHealth, Problem, VerifyReport};
+pub use verify::{BackupHealth, Problem, ReadData, VerifyReport};
 pub use wal::{
     ArchivedFile, Pushed, SegmentRange, WalArchive, WalWalk, latest_descendant, timeline_chain,
     walk_wal,

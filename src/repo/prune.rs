@@ -669,7 +669,9 @@ mod tests {
                 .blobs,
             new.blobs
         );
-        let report = repo.verify(true, &|_| {}).unwrap();
+        let report = repo
+            .verify(crate::repo::ReadData::Plaintext, &|_| {})
+            .unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 

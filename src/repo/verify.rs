@@ -1,6 +1,8 @@
-//! Checking a repository: every backup's objects exist with the right size and,
-//! with `read_data`, every byte authenticates and re-hashes to its id. Every
-//! problem is reported (not only the first), with the backups it affects.
+//! Checking a repository: every backup's objects exist with the right size;
+//! with [`ReadData::Stored`] every stored byte is read and authenticated, with
+//! [`ReadData::Plaintext`] every blob is also decompressed and re-hashed to its
+//! id. Every problem is reported (not only the first), with the backups it
+//! affects.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -8,8 +10,25 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::{Damage, Repository, Result};
-use crate::codec::{Id, SessionKey};
+use crate::codec::{CodecError, Id, SessionKey};
 use crate::format::{self, BackupRecord, BlobEntry, PackEntry};
+
+/// How much of the stored data `verify` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadData {
+    /// Presence and sizes only.
+    #[default]
+    No,
+    /// Every stored byte (`--read-data`): each pack's hash against its name
+    /// and its trailer against the index; with the identity, every blob
+    /// authenticated (AEAD) and its declared length checked. Proves the
+    /// stored bytes are the ones written, at the speed of reading them.
+    Stored,
+    /// `Stored`, and every blob decompressed and re-hashed to its id
+    /// (`--read-data --decompress`): also proves that what was written is
+    /// the content the backups name. CPU-bound: every byte of plaintext.
+    Plaintext,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -42,7 +61,9 @@ pub struct VerifyReport {
     pub leftover_packs: usize,
     /// Whether packs were read in full.
     pub read_data: bool,
-    /// Whether blob contents were decrypted and re-hashed (needs the identity).
+    /// Whether every blob was authenticated (needs the identity).
+    pub blobs_authenticated: bool,
+    /// Whether every blob was also decompressed and re-hashed to its id.
     pub content_checked: bool,
     pub bytes_read: u64,
     /// Packs in an archive storage class (S3 Glacier) that `read_data` could
@@ -51,10 +72,18 @@ pub struct VerifyReport {
 }
 
 impl Repository {
-    pub fn verify(&self, read_data: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport> {
+    pub fn verify(&self, depth: ReadData, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport> {
+        // What the blobs get: without the identity, nothing beyond the packs.
+        let blobs = if self.can_read_content() {
+            depth
+        } else {
+            ReadData::No
+        };
+        let read_data = depth != ReadData::No;
         let mut report = VerifyReport {
             read_data,
-            content_checked: read_data && self.can_read_content(),
+            blobs_authenticated: blobs != ReadData::No,
+            content_checked: blobs == ReadData::Plaintext,
             ..VerifyReport::default()
         };
         let mut problems: Vec<Problem> = Vec::new();
@@ -181,7 +210,7 @@ impl Repository {
             }
         }
         if read_data {
-            let (bytes, bad) = self.read_packs(&to_read, report.content_checked, progress);
+            let (bytes, bad) = self.read_packs(&to_read, blobs, progress);
             report.bytes_read = bytes;
             for (pack, problem) in bad {
                 problems.push(Problem {
@@ -192,7 +221,7 @@ impl Repository {
             }
         }
 
-        let (wal_problems, wal_bytes) = self.verify_wal(&scan.records, read_data)?;
+        let (wal_problems, wal_bytes) = self.verify_wal(&scan.records, depth)?;
         problems.extend(wal_problems);
         report.bytes_read += wal_bytes;
 
@@ -218,11 +247,11 @@ impl Repository {
     /// Physical backups: the WAL from each backup's start must be archived
     /// without a gap up to its stop (or it cannot be restored at all) and on
     /// to the newest archived segment (or the window has a hole). With
-    /// `read_data`, every archived file is read and authenticated too.
+    /// `depth` other than `No`, every archived file is read too.
     fn verify_wal(
         &self,
         records: &[(Id, BackupRecord)],
-        read_data: bool,
+        depth: ReadData,
     ) -> Result<(Vec<Problem>, u64)> {
         use crate::pg::wal::{Lsn, Segment};
         let mut problems = Vec::new();
@@ -276,10 +305,10 @@ impl Repository {
                 });
             }
         }
-        if read_data {
+        if depth != ReadData::No {
             for (system_id, (archive, _)) in &clusters {
                 for f in &archive.files {
-                    match self.check_wal(*system_id, &f.name) {
+                    match self.check_wal(*system_id, &f.name, depth) {
                         Ok(n) => bytes += n,
                         Err(e) if e.is_damage() => problems.push(Problem {
                             object: f.path.clone(),
@@ -295,11 +324,11 @@ impl Repository {
     }
 
     /// Read packs in full on a few threads: hash, envelope, trailer against the
-    /// index and, if `content`, every blob decrypted and re-hashed.
+    /// index and, as `blobs` says, every blob authenticated or also re-hashed.
     fn read_packs(
         &self,
         packs: &[&PackEntry],
-        content: bool,
+        blobs: ReadData,
         progress: &(dyn Fn(u64) + Sync),
     ) -> (u64, Vec<(Id, String)>) {
         let queue = Mutex::new(packs.iter());
@@ -321,7 +350,7 @@ impl Repository {
                         let Some(entry) = queue.lock().expect("queue").next() else {
                             return;
                         };
-                        let (n, result) = self.check_pack(entry, content, &mut keys, &mut plain);
+                        let (n, result) = self.check_pack(entry, blobs, &mut keys, &mut plain);
                         let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                         progress(total);
                         if let Err(problem) = result {
@@ -339,7 +368,7 @@ impl Repository {
     fn check_pack(
         &self,
         entry: &PackEntry,
-        content: bool,
+        blobs: ReadData,
         keys: &mut HashMap<Vec<u8>, SessionKey>,
         plain: &mut Vec<u8>,
     ) -> (u64, std::result::Result<(), String>) {
@@ -371,7 +400,7 @@ impl Repository {
             if listed != held {
                 return Err("its trailer and the index disagree about its blobs".to_string());
             }
-            if !content {
+            if blobs == ReadData::No {
                 return Ok(());
             }
             let key = match keys.get(env.wrapped_key) {
@@ -390,34 +419,51 @@ impl Repository {
             for b in held {
                 let end = b.offset + u64::from(b.length);
                 let Some(stored) = bytes.get_mut(b.offset as usize..end as usize) else {
-                    return Err(format!("blob {} lies outside the pack", b.id.short()));
+                    return Err(format!("blob {}: lies outside the pack", b.id.short()));
                 };
-                let failed = |_| format!("blob {}: authentication failed", b.id.short());
+                let failed = |e: CodecError| match e {
+                    CodecError::Authentication => {
+                        format!("blob {}: authentication failed", b.id.short())
+                    }
+                    e => format!("blob {}: {e}", b.id.short()),
+                };
                 let matches = |plain: &[u8]| {
                     plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
                 };
-                let ok = match b.group {
-                    None => {
+                let raw_length = b.raw_length as usize;
+                let ok = match (b.group, blobs) {
+                    (None, ReadData::Stored) => {
+                        group_at = None;
+                        key.authenticate_blob_in_place(b.ty, &b.id, stored, raw_length)
+                            .map_err(failed)?;
+                        true
+                    }
+                    (None, _) => {
                         plain.clear();
                         group_at = None;
-                        key.decrypt_blob_in_place(
-                            b.ty,
-                            &b.id,
-                            stored,
-                            b.raw_length as usize,
-                            plain,
-                        )
-                        .map_err(failed)?;
+                        key.decrypt_blob_in_place(b.ty, &b.id, stored, raw_length, plain)
+                            .map_err(failed)?;
                         matches(plain)
                     }
-                    Some(g) => {
+                    (Some(g), _) => {
+                        // The group's members share its stored bytes: decoded
+                        // at its first member, which is where they lie.
                         if group_at != Some(b.offset) {
-                            plain.clear();
-                            key.decrypt_group_in_place(b.ty, stored, g.size as usize, plain)
-                                .map_err(failed)?;
+                            let size = g.size as usize;
+                            if blobs == ReadData::Stored {
+                                key.authenticate_group_in_place(b.ty, stored, size)
+                            } else {
+                                plain.clear();
+                                key.decrypt_group_in_place(b.ty, stored, size, plain)
+                            }
+                            .map_err(failed)?;
                             group_at = Some(b.offset);
                         }
-                        matches(g.member(plain, b.raw_length).unwrap_or_default())
+                        if u64::from(g.start) + u64::from(b.raw_length) > u64::from(g.size) {
+                            return Err(format!("blob {}: lies outside its group", b.id.short()));
+                        }
+                        blobs == ReadData::Stored
+                            || matches(g.member(plain, b.raw_length).unwrap_or_default())
                     }
                 };
                 if !ok {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use chrono::Utc;
 
-use super::{RepoError, Repository, Result};
+use super::{ReadData, RepoError, Repository, Result};
 use crate::codec::{self, BlobEncoder, BlobType, Id, SessionKey};
 use crate::format::{self, BlobEntry, WalTrailer};
 use crate::pg::wal::{Lsn, Segment, TimelineSwitch, WalFile, parse_history};
@@ -206,53 +206,84 @@ impl Repository {
     /// Everything is authenticated and re-hashed before it is returned.
     pub fn fetch_wal(&self, system_id: u64, name: &str) -> Result<Option<Vec<u8>>> {
         let path = wal_object(system_id, name);
-        let (trailer, mut bytes) = match self.read_wal_object(&path, name) {
-            Ok(x) => x,
-            Err(RepoError::Missing { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        match self.read_wal_object(&path, name) {
+            Ok((trailer, bytes)) => self.decode_wal(&path, &trailer, bytes).map(Some),
+            Err(RepoError::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decrypt and decompress a WAL object read by `read_wal_object`, and
+    /// check the result against its trailer.
+    fn decode_wal(&self, path: &str, trailer: &WalTrailer, mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(trailer.size as usize);
+        // Decrypted where it lies: the object is ours, no copy needed.
+        self.each_wal_blob(path, trailer, &mut bytes, |key, b, stored| {
+            key.decrypt_blob_in_place(b.ty, &b.id, stored, b.raw_length as usize, &mut out)
+        })?;
+        // One hash of the whole file, not one per piece as well: the sealed
+        // trailer names both, and the whole file's covers every piece.
+        if out.len() as u64 != trailer.size || self.meta.blob_id(&out) != trailer.content {
+            return Err(self.corrupt(path, "content does not match the archived file"));
+        }
+        Ok(out)
+    }
+
+    /// Unwrap a WAL object's session key and hand each of its blobs, bounds
+    /// checked, to `f`.
+    fn each_wal_blob(
+        &self,
+        path: &str,
+        trailer: &WalTrailer,
+        bytes: &mut [u8],
+        mut f: impl FnMut(&SessionKey, &BlobEntry, &mut [u8]) -> codec::Result<()>,
+    ) -> Result<()> {
         let env =
-            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(&path, e.to_string()))?;
+            format::parse_pack_envelope(bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
         let key = SessionKey::unwrap(env.wrapped_key, self.identities()?).map_err(|e| match e {
             codec::CodecError::NoMatchingIdentity => RepoError::WrongIdentity { url: self.url() },
-            e => self.corrupt(&path, format!("session key: {e}")),
+            e => self.corrupt(path, format!("session key: {e}")),
         })?;
         let blobs_start = env.blobs_start;
-        let mut out = Vec::with_capacity(trailer.size as usize);
         for b in &trailer.blobs {
             let end = b.offset.checked_add(u64::from(b.length));
             let stored = match end {
                 Some(end) if b.offset >= blobs_start && end <= bytes.len() as u64 => {
                     &mut bytes[b.offset as usize..end as usize]
                 }
-                _ => return Err(self.corrupt(&path, "blob outside the object")),
+                _ => return Err(self.corrupt(path, "blob outside the object")),
             };
-            // Decrypted where it lies: the object is ours, no copy needed.
-            key.decrypt_blob_in_place(b.ty, &b.id, stored, b.raw_length as usize, &mut out)
-                .map_err(|_| self.corrupt(&path, "authentication failed (altered or truncated)"))?;
+            f(&key, b, stored).map_err(|e| match e {
+                codec::CodecError::Authentication => {
+                    self.corrupt(path, "authentication failed (altered or truncated)")
+                }
+                e => self.corrupt(path, e.to_string()),
+            })?;
         }
-        // One hash of the whole file, not one per piece as well: the sealed
-        // trailer names both, and the whole file's covers every piece.
-        if out.len() as u64 != trailer.size || self.meta.blob_id(&out) != trailer.content {
-            return Err(self.corrupt(&path, "content does not match the archived file"));
-        }
-        Ok(Some(out))
+        Ok(())
     }
 
-    /// Read one archived file: with the identity, decrypt and re-hash all of
-    /// it; without, authenticate its trailer. Returns the bytes read.
-    pub fn check_wal(&self, system_id: u64, name: &str) -> Result<u64> {
+    /// Read one archived file as deep as `depth` says: its trailer is always
+    /// authenticated; with the identity, `Stored` authenticates every piece
+    /// and `Plaintext` also decompresses and re-hashes the whole file.
+    /// Returns the bytes read.
+    pub fn check_wal(&self, system_id: u64, name: &str, depth: ReadData) -> Result<u64> {
         let path = wal_object(system_id, name);
-        if self.can_read_content() {
-            let bytes = self
-                .fetch_wal(system_id, name)?
-                .ok_or_else(|| RepoError::Missing {
-                    url: self.url(),
-                    what: path.clone(),
-                })?;
-            return Ok(bytes.len() as u64);
+        let (trailer, mut bytes) = self.read_wal_object(&path, name)?;
+        let n = bytes.len() as u64;
+        match depth {
+            _ if !self.can_read_content() => {}
+            ReadData::No => {}
+            ReadData::Stored => {
+                self.each_wal_blob(&path, &trailer, &mut bytes, |key, b, stored| {
+                    key.authenticate_blob_in_place(b.ty, &b.id, stored, b.raw_length as usize)
+                })?
+            }
+            ReadData::Plaintext => {
+                self.decode_wal(&path, &trailer, bytes)?;
+            }
         }
-        Ok(self.read_wal_object(&path, name)?.1.len() as u64)
+        Ok(n)
     }
 
     /// Whether a file is archived (without reading it).

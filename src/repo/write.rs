@@ -700,7 +700,9 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, blocks.concat());
-        let report = repo.verify(true, &|_| {}).unwrap();
+        let report = repo
+            .verify(crate::repo::ReadData::Plaintext, &|_| {})
+            .unwrap();
         assert!(report.content_checked);
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
