@@ -292,38 +292,31 @@ impl SessionKey {
         check_group_len(out.len() - start, size)
     }
 
-    /// Authenticate one stored blob without decompressing it: the tag must
-    /// verify under this key and the blob's id, and the payload must say it
-    /// holds `raw_len` bytes (a raw payload's length, a zstd frame's header).
-    /// What `verify --read-data` does: it proves the stored bytes are the
-    /// ones written, at the speed of reading them. `stored` is decrypted where
-    /// it lies (garbage afterwards).
-    pub fn authenticate_blob_in_place(
+    /// Authenticate one stored blob without decrypting or decompressing it:
+    /// its tag must verify under this key and the blob's id, and its payload
+    /// must say it holds `raw_len` bytes (a raw payload's length, a zstd
+    /// frame header's content size; only that header is deciphered). What
+    /// `verify --read-data` does: it proves the stored bytes are the ones
+    /// written, at about the speed of reading them.
+    pub fn authenticate_blob(
         &self,
         ty: BlobType,
         id: &Id,
-        stored: &mut [u8],
+        stored: &[u8],
         raw_len: usize,
     ) -> Result<()> {
         check_raw_len(raw_len)?;
-        check_payload(
-            aead_decrypt_in_place(&self.0, stored, &blob_aad(ty, id))?,
-            raw_len,
-        )
+        let mut head = [0u8; PAYLOAD_HEAD];
+        let (n, len) = aead_authenticate(&self.0, stored, &blob_aad(ty, id), &mut head)?;
+        check_payload(&head[..n], len, raw_len)
     }
 
-    /// [`SessionKey::authenticate_blob_in_place`] for a group of `size` bytes.
-    pub fn authenticate_group_in_place(
-        &self,
-        ty: BlobType,
-        stored: &mut [u8],
-        size: usize,
-    ) -> Result<()> {
+    /// [`SessionKey::authenticate_blob`] for a group of `size` bytes.
+    pub fn authenticate_group(&self, ty: BlobType, stored: &[u8], size: usize) -> Result<()> {
         check_raw_len(size)?;
-        check_payload(
-            aead_decrypt_in_place(&self.0, stored, &group_aad(ty, size))?,
-            size,
-        )
+        let mut head = [0u8; PAYLOAD_HEAD];
+        let (n, len) = aead_authenticate(&self.0, stored, &group_aad(ty, size), &mut head)?;
+        check_payload(&head[..n], len, size)
     }
 
     fn decrypt(&self, aad: &[u8], stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
@@ -377,12 +370,17 @@ fn unpack(payload: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
     }
 }
 
-/// What [`unpack`] would produce, checked without producing it: the
-/// encoding flag, and the length (a raw payload's own, a zstd frame's
-/// declared content size).
-fn check_payload(payload: &[u8], raw_len: usize) -> Result<()> {
-    let declared = match payload.split_first() {
-        Some((0, raw)) => raw.len() as u64,
+/// Bytes of a payload enough for its flag and a zstd frame header (at most
+/// 18 bytes).
+const PAYLOAD_HEAD: usize = 32;
+
+/// What [`unpack`] would produce, checked without producing it from the
+/// payload's first bytes `head` and its length `len`: the encoding flag, and
+/// the plaintext length (a raw payload's own, a zstd frame's declared content
+/// size).
+fn check_payload(head: &[u8], len: usize, raw_len: usize) -> Result<()> {
+    let declared = match head.split_first() {
+        Some((0, _)) => len as u64 - 1,
         Some((1, z)) => zstd::zstd_safe::get_frame_content_size(z)
             .ok()
             .flatten()
@@ -627,6 +625,47 @@ fn aead_decrypt_in_place<'a>(
         )
         .map_err(|_| CodecError::Authentication)?;
     Ok(ct)
+}
+
+/// `aead_decrypt_in_place`'s check without the decryption: the Poly1305 tag
+/// over `aad` and the ciphertext, computed as XChaCha20-Poly1305 does (RFC
+/// 8439 section 2.8 with XChaCha20's extended nonce), and compared in
+/// constant time. Only the first `head.len()` bytes of the plaintext are
+/// deciphered, into `head`. Returns how many, and the plaintext's length.
+fn aead_authenticate(
+    key: &SecretBytes,
+    stored: &[u8],
+    aad: &[u8],
+    head: &mut [u8],
+) -> Result<(usize, usize)> {
+    use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+    use poly1305::universal_hash::{KeyInit as _, UniversalHash};
+    use zeroize::Zeroize;
+    if stored.len() < NONCE_LEN + TAG_LEN {
+        return Err(CodecError::Authentication);
+    }
+    let (nonce, rest) = stored.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut cipher = chacha20::XChaCha20::new((&key.0).into(), nonce.into());
+    // The one-time Poly1305 key is the first 32 bytes of the key stream; the
+    // message is enciphered from block 1 on.
+    let mut mac_key = [0u8; 32];
+    cipher.apply_keystream(&mut mac_key);
+    let mut mac = poly1305::Poly1305::new((&mac_key).into());
+    mac_key.zeroize();
+    mac.update_padded(aad);
+    mac.update_padded(ct);
+    let mut lengths = poly1305::Block::default();
+    lengths[..8].copy_from_slice(&(aad.len() as u64).to_le_bytes());
+    lengths[8..].copy_from_slice(&(ct.len() as u64).to_le_bytes());
+    mac.update(&[lengths]);
+    mac.verify(tag.into())
+        .map_err(|_| CodecError::Authentication)?;
+    let n = head.len().min(ct.len());
+    cipher.seek(64u64);
+    head[..n].copy_from_slice(&ct[..n]);
+    cipher.apply_keystream(&mut head[..n]);
+    Ok((n, ct.len()))
 }
 
 fn zstd_decompress(z: &[u8]) -> Result<Vec<u8>> {
@@ -899,28 +938,30 @@ mod tests {
         // Stored compressed, and stored raw (nothing to gain).
         let mut random = vec![0u8; 3000];
         blake3::Hasher::new().finalize_xof().fill(&mut random);
-        for data in [packed, random] {
+        for data in [packed, random, b"tiny".to_vec()] {
             let id = mk().blob_id(&data);
             let stored = sk.encrypt_blob(BlobType::Data, &id, &data, 3);
-            let auth =
-                |ty, id: &Id, len| sk.authenticate_blob_in_place(ty, id, &mut stored.clone(), len);
-            auth(BlobType::Data, &id, data.len()).unwrap();
-            // A length the index does not agree with, another id.
+            let auth = |ty, id: &Id, stored: &[u8], len| sk.authenticate_blob(ty, id, stored, len);
+            auth(BlobType::Data, &id, &stored, data.len()).unwrap();
+            // A length the index does not agree with, another id, any byte.
             assert!(matches!(
-                auth(BlobType::Data, &id, data.len() + 1),
+                auth(BlobType::Data, &id, &stored, data.len() + 1),
                 Err(CodecError::Malformed(m)) if m.contains("expected")
             ));
             let other = mk().blob_id(b"other");
             assert!(matches!(
-                auth(BlobType::Data, &other, data.len()),
+                auth(BlobType::Data, &other, &stored, data.len()),
                 Err(CodecError::Authentication)
             ));
-            let mut flipped = stored.clone();
-            flipped[stored.len() / 2] ^= 1;
-            assert!(matches!(
-                sk.authenticate_blob_in_place(BlobType::Data, &id, &mut flipped, data.len()),
-                Err(CodecError::Authentication)
-            ));
+            for at in [0, NONCE_LEN, stored.len() / 2, stored.len() - 1] {
+                let mut flipped = stored.clone();
+                flipped[at] ^= 1;
+                assert!(matches!(
+                    auth(BlobType::Data, &id, &flipped, data.len()),
+                    Err(CodecError::Authentication)
+                ));
+            }
+            assert!(auth(BlobType::Data, &id, &stored[..stored.len() - 1], data.len()).is_err());
         }
         // A group: its size, and only as a group.
         let (a, b) = (b"first ".repeat(300), b"second ".repeat(300));
@@ -931,17 +972,51 @@ mod tests {
             &mut stored,
             Effort::Fast,
         );
-        sk.authenticate_group_in_place(BlobType::Data, &mut stored.clone(), size)
+        sk.authenticate_group(BlobType::Data, &stored, size)
             .unwrap();
         assert!(
-            sk.authenticate_group_in_place(BlobType::Data, &mut stored.clone(), size - 1)
+            sk.authenticate_group(BlobType::Data, &stored, size - 1)
                 .is_err()
         );
         let id = mk().blob_id(&a);
         assert!(
-            sk.authenticate_blob_in_place(BlobType::Data, &id, &mut stored, a.len())
+            sk.authenticate_blob(BlobType::Data, &id, &stored, a.len())
                 .is_err()
         );
+    }
+
+    /// The tag-only check accepts exactly what XChaCha20-Poly1305's decryption
+    /// accepts, and deciphers the same first bytes, for every length around
+    /// Poly1305's 16-byte and ChaCha20's 64-byte blocks and any AAD length.
+    #[test]
+    fn tag_only_authentication_agrees_with_the_aead() {
+        let key = SecretBytes::random();
+        let mut rng_bytes = vec![0u8; 300];
+        blake3::Hasher::new().finalize_xof().fill(&mut rng_bytes);
+        for len in (0..=150).chain([255, 256, 257, 300]) {
+            for aad_len in [0, 1, 15, 16, 17, 40] {
+                let (msg, aad) = (&rng_bytes[..len], &rng_bytes[300 - aad_len..]);
+                let stored = aead_encrypt(&key, msg, aad);
+                let mut head = [0u8; PAYLOAD_HEAD];
+                let (n, plain_len) = aead_authenticate(&key, &stored, aad, &mut head).unwrap();
+                assert_eq!((n, plain_len), (len.min(PAYLOAD_HEAD), len));
+                assert_eq!(&head[..n], &msg[..n]);
+                let at = (len * 7 + aad_len) % stored.len();
+                let mut flipped = stored.clone();
+                flipped[at] ^= 0x80;
+                assert!(aead_decrypt(&key, &flipped, aad).is_err());
+                assert!(aead_authenticate(&key, &flipped, aad, &mut head).is_err());
+                if aad_len > 0 {
+                    let other = &rng_bytes[..aad_len];
+                    assert_eq!(
+                        aead_decrypt(&key, &stored, other).is_ok(),
+                        aead_authenticate(&key, &stored, other, &mut head).is_ok()
+                    );
+                }
+            }
+        }
+        let stored = aead_encrypt(&key, b"x", b"");
+        assert!(aead_authenticate(&SecretBytes::random(), &stored, b"", &mut [0u8; 4]).is_err());
     }
 
     #[test]

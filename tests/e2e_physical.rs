@@ -846,6 +846,20 @@ fn timelines_duplicates_and_failing_pushes() {
     );
     let r = wal_fetch(&segs[0]).fails(1, &segs[0]);
     assert!(!r.stderr.contains("not in the archive"), "{}", r.stderr);
+    // verify finds it by reading: --read-data authenticates every piece of
+    // every archived file, --decompress also re-hashes the whole file.
+    env.lb(&["verify"]).ok();
+    for extra in [&[][..], &["--decompress"][..]] {
+        let mut args = vec!["verify", "--read-data"];
+        args.extend(extra);
+        let r = env.lb(&args).fails(1, "verify found");
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.contains("PROBLEM") && l.contains(&segs[0]))
+            .unwrap_or_else(|| panic!("{args:?} does not name {}:\n{}", segs[0], r.stdout));
+        assert!(line.contains("authentication failed"), "{line}");
+    }
     std::fs::write(&object, &original).unwrap();
     // A segment of another cluster is refused (its header names the cluster).
     let other = env.dir.path().join("other");

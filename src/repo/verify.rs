@@ -434,7 +434,7 @@ impl Repository {
                 let ok = match (b.group, blobs) {
                     (None, ReadData::Stored) => {
                         group_at = None;
-                        key.authenticate_blob_in_place(b.ty, &b.id, stored, raw_length)
+                        key.authenticate_blob(b.ty, &b.id, stored, raw_length)
                             .map_err(failed)?;
                         true
                     }
@@ -451,7 +451,7 @@ impl Repository {
                         if group_at != Some(b.offset) {
                             let size = g.size as usize;
                             if blobs == ReadData::Stored {
-                                key.authenticate_group_in_place(b.ty, stored, size)
+                                key.authenticate_group(b.ty, stored, size)
                             } else {
                                 plain.clear();
                                 key.decrypt_group_in_place(b.ty, stored, size, plain)

@@ -276,7 +276,7 @@ impl Repository {
             ReadData::No => {}
             ReadData::Stored => {
                 self.each_wal_blob(&path, &trailer, &mut bytes, |key, b, stored| {
-                    key.authenticate_blob_in_place(b.ty, &b.id, stored, b.raw_length as usize)
+                    key.authenticate_blob(b.ty, &b.id, stored, b.raw_length as usize)
                 })?
             }
             ReadData::Plaintext => {
