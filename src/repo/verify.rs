@@ -345,12 +345,13 @@ impl Repository {
                     let mut keys: HashMap<Vec<u8>, SessionKey> = HashMap::new();
                     // Reused from pack to pack: fresh multi-MiB buffers cost a
                     // page fault per 4 KiB.
-                    let mut plain = Vec::new();
+                    let (mut plain, mut stored) = (Vec::new(), Vec::new());
                     loop {
                         let Some(entry) = queue.lock().expect("queue").next() else {
                             return;
                         };
-                        let (n, result) = self.check_pack(entry, blobs, &mut keys, &mut plain);
+                        let (n, result) =
+                            self.check_pack(entry, blobs, &mut keys, &mut stored, &mut plain);
                         let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                         progress(total);
                         if let Err(problem) = result {
@@ -370,23 +371,24 @@ impl Repository {
         entry: &PackEntry,
         blobs: ReadData,
         keys: &mut HashMap<Vec<u8>, SessionKey>,
+        bytes: &mut Vec<u8>,
         plain: &mut Vec<u8>,
     ) -> (u64, std::result::Result<(), String>) {
         let path = format::pack_path(&entry.id);
-        let mut bytes = match self.storage.get(&path) {
-            Ok(b) => b,
+        match self.storage.get_into(&path, bytes) {
+            Ok(()) => {}
             Err(e) if e.is_not_found() => return (0, Err("missing".into())),
             Err(e) => return (0, Err(format!("cannot be read: {e}"))),
-        };
+        }
         let n = bytes.len() as u64;
-        if Id::of_stored(&bytes) != entry.id {
+        if Id::of_stored(bytes) != entry.id {
             return (
                 n,
                 Err("content does not match its name (altered or truncated)".into()),
             );
         }
         let result = (|| {
-            let env = format::parse_pack_envelope(&bytes).map_err(|e| e.to_string())?;
+            let env = format::parse_pack_envelope(bytes).map_err(|e| e.to_string())?;
             let json = self
                 .meta
                 .unseal("pack", env.trailer)

@@ -65,6 +65,12 @@ fn put_get_round_trip(store: &dyn Storage) {
             read.len(),
             data.len()
         );
+        // Into a buffer that held more before: exactly the object.
+        let mut buf = pattern(6 << 20);
+        store
+            .get_into(path, &mut buf)
+            .unwrap_or_else(|e| panic!("get_into {path} after put: {e}"));
+        assert!(buf == data, "get_into {path} returned {} bytes", buf.len());
         store.delete(path).unwrap();
     }
 }
@@ -100,12 +106,18 @@ fn overwrite_replaces(store: &dyn Storage) {
 
 fn missing_objects(store: &dyn Storage) {
     let path = "missing/nothing-here";
-    let checks: [(&str, StorageError); 3] = [
+    let checks: [(&str, StorageError); 4] = [
         (
             "get",
             store
                 .get(path)
                 .expect_err("get of a missing object must fail"),
+        ),
+        (
+            "get_into",
+            store
+                .get_into(path, &mut Vec::new())
+                .expect_err("get_into of a missing object must fail"),
         ),
         (
             "get_range",
@@ -252,9 +264,10 @@ fn delete(store: &dyn Storage) {
 
 fn invalid_paths(store: &dyn Storage) {
     for path in ["", "/abs", "a/../b", "a//b", "..", "a/./b", "trailing/"] {
-        let results: [(&str, Option<StorageError>); 5] = [
+        let results: [(&str, Option<StorageError>); 6] = [
             ("put", store.put(path, b"x", PutMode::Overwrite).err()),
             ("get", store.get(path).err()),
+            ("get_into", store.get_into(path, &mut Vec::new()).err()),
             ("get_range", store.get_range(path, 0..0).err()),
             ("head", store.head(path).err()),
             ("delete", store.delete(path).err()),

@@ -100,11 +100,18 @@ impl Storage for LocalStorage {
     }
 
     fn get(&self, path: &str) -> Result<Vec<u8>> {
-        let (mut file, len) = self.open_object("read", path)?;
-        let mut data = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut data)
-            .map_err(|e| io_error("read", path, &e))?;
+        let mut data = Vec::new();
+        self.get_into(path, &mut data)?;
         Ok(data)
+    }
+
+    fn get_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+        let (mut file, len) = self.open_object("read", path)?;
+        buf.clear();
+        buf.reserve_exact(len as usize);
+        file.read_to_end(buf)
+            .map_err(|e| io_error("read", path, &e))?;
+        Ok(())
     }
 
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {

@@ -125,6 +125,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         self.put(path, data, mode)
     }
     fn get(&self, path: &str) -> Result<Vec<u8>>;
+    /// `get` into `buf` (cleared first), reusing its allocation: for readers
+    /// of many objects in a row (fresh multi-MiB buffers cost a page fault
+    /// per 4 KiB).
+    fn get_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.get(path)?;
+        Ok(())
+    }
     /// Bytes `range` of the object; a range past the end is an error.
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>>;
     fn head(&self, path: &str) -> Result<ObjectMeta>;
