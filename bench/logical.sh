@@ -268,6 +268,10 @@ step_pgdump_z0() {
     prep
     measure "$DS-pgdump-z0-$RUN" sh -c 'exec pg_dump -Fc -Z0 -d "$1" >/dev/null' sh "$DB"
 }
+step_pgdump_z0_pipe() {
+    prep
+    measure "$DS-pgdump-z0-pipe-$RUN" sh -c 'pg_dump -Fc -Z0 -d "$1" | cat >/dev/null' sh "$DB"
+}
 step_lb_first() {
     lb_config "$REPO" "$DB"
     prep
@@ -323,6 +327,7 @@ run_dataset() {
         STEP=pgdump_fc
         ((RUN > FC_REPEAT)) || attempt step_pgdump_fc
         STEP=pgdump_z0 attempt step_pgdump_z0
+        STEP=pgdump_z0_pipe attempt step_pgdump_z0_pipe
         STEP=lb_first attempt step_lb_first
     done
     # the repository of the last first backup stays, for the second backups and the restores
@@ -365,8 +370,9 @@ row() { # DS STEP TITLE SIZE [PROG]
 
 SUMMARY=""
 report_dataset() {
-    local ds=$1 z0 first pgr lbj stored fcsize second_stored news="" pct r k maxown=0 st name
+    local ds=$1 z0 z0pipe first pgr lbj stored fcsize second_stored news="" pct r k maxown=0 st name
     z0=$(median_time "$ds" pgdump_z0)
+    z0pipe=$(median_time "$ds" pgdump_z0_pipe)
     first=$(median_time "$ds" lb_first)
     pgr=$(median_time "$ds" pg_restore_j2)
     lbj=$(median_time "$ds" lb_restore_j2)
@@ -399,6 +405,7 @@ the uncompressed custom-format dump (lifeboat's \`dump_size\`) is $(mib "$(get "
 | --- | ---: | --- | ---: | ---: | ---: | --- | ---: |
 $(row "$ds" pgdump_fc "\`pg_dump -Fc -f FILE\`" "$(mib "$fcsize") file")
 $(row "$ds" pgdump_z0 "\`pg_dump -Fc -Z0 > /dev/null\` (floor)" "-")
+$(row "$ds" pgdump_z0_pipe "\`pg_dump -Fc -Z0 \| cat > /dev/null\` (the floor through a pipe)" "-")
 $(row "$ds" lb_first "\`lifeboat backup\`, first, empty repository" "$(mib "$stored") stored ($(mib "$(get "DU_${ds}_FIRST")") \`du -sb\` repo)" lifeboat)
 $(row "$ds" lb_second "\`lifeboat backup\`, again, database unchanged" "$news stored ($pct % of first)" lifeboat)
 $(row "$ds" pg_restore_j2 "\`pg_restore -j2 -d NEWDB FILE\` (the -Fc file)" "-")
@@ -408,6 +415,7 @@ $(row "$ds" lb_restore_stream "\`lifeboat restore --into NEWDB\` (streaming, 1 j
 | target | measured | result |
 | --- | --- | --- |
 | backup wall time <= 1.1 x \`pg_dump -Fc -Z0 > /dev/null\` | $first s vs $z0 s = $(ratio "$first" "$z0") x | $v1 |
+| the same against \`pg_dump -Fc -Z0 \| cat > /dev/null\` (recorded; no target: what reading pg_dump's output through a pipe costs any tool) | $first s vs $z0pipe s = $(ratio "$first" "$z0pipe") x; the pipe alone $(ratio "$z0pipe" "$z0") x the floor | - |
 | stored size <= 0.5 x the \`pg_dump -Fc\` file | $(mib "$stored") vs $(mib "$fcsize") = $(ratio "$stored" "$fcsize") x | $v2 |
 | second backup of the unchanged database stores < 1 % of the first | $(mib "$second_stored") = $pct % | $v3 |
 | \`restore --jobs 2\` <= 1.05 x \`pg_restore -j2\` from a local -Fc file | $lbj s vs $pgr s = $(ratio "$lbj" "$pgr") x | $v4 |
@@ -477,7 +485,9 @@ How it is measured:
   every run. A run during which it exceeded $OTHER_LIMIT cores is marked \`*\`, measured again (up to $RETRIES
   times) and left out of the median (unless every run of the step was disturbed). This run: $DISTURBED disturbed run(s).
 - Backups: \`pg_dump -Fc -d DB -f FILE\` (default compression: gzip level 6) and \`pg_dump -Fc -Z0 -d DB > /dev/null\`
-  (what lifeboat runs, output thrown away: the floor); \`lifeboat backup\` into a new, empty repository each
+  (what lifeboat runs, output thrown away: the floor), and the same into \`cat > /dev/null\` (what a pipe to any
+  reader costs: pg_dump then writes into a 64 KiB pipe and waits for its reader, where \`> /dev/null\` never
+  waits); \`lifeboat backup\` into a new, empty repository each
   run; then the same backup again, $REPEAT times, into the last repository with the database unchanged.
   "stored" is \`stored_bytes\` of \`lifeboat list --json\`: what the backup added to the repository (packs
   after compression and encryption).
