@@ -270,7 +270,7 @@ fn public_key_mode_backup_host_cannot_restore() {
     // The backup host verifies what it can and says what it could not.
     let v = env.lifeboat_env(&["verify", "--read-data"], &[]).ok();
     assert!(
-        v.stdout.contains("blob contents NOT checked"),
+        v.stdout.contains("blobs NOT authenticated"),
         "{}",
         v.stdout
     );
