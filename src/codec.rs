@@ -943,17 +943,23 @@ mod tests {
         ));
     }
 
+    /// A group of `members`, stored: its bytes and its size.
+    fn group(sk: &SessionKey, members: &[&[u8]], effort: Effort) -> (Vec<u8>, usize) {
+        let mut stored = Vec::new();
+        let size = BlobEncoder::new(sk.clone(), 1).encode_group(
+            BlobType::Data,
+            members,
+            &mut stored,
+            effort,
+        );
+        (stored, size)
+    }
+
     #[test]
     fn group_round_trip_binds_its_size_and_is_not_a_blob() {
         let sk = SessionKey::random();
         let (a, b) = (b"first member ".repeat(50), b"second member ".repeat(70));
-        let mut stored = Vec::new();
-        let size = BlobEncoder::new(sk.clone(), 1).encode_group(
-            BlobType::Data,
-            &[&a, &b],
-            &mut stored,
-            Effort::Thorough,
-        );
+        let (mut stored, size) = group(&sk, &[&a, &b], Effort::Thorough);
         assert_eq!(size, a.len() + b.len());
         assert_eq!(
             sk.decrypt_group(BlobType::Data, &stored, size).unwrap(),
@@ -1028,13 +1034,7 @@ mod tests {
         }
         // A group: its size, and only as a group.
         let (a, b) = (b"first ".repeat(300), b"second ".repeat(300));
-        let mut stored = Vec::new();
-        let size = BlobEncoder::new(sk.clone(), 1).encode_group(
-            BlobType::Data,
-            &[&a, &b],
-            &mut stored,
-            Effort::Fast,
-        );
+        let (stored, size) = group(&sk, &[&a, &b], Effort::Fast);
         sk.authenticate_group(BlobType::Data, &stored, size)
             .unwrap();
         assert!(

@@ -98,8 +98,9 @@ fn assert_verifies_clean(env: &Env, what: &str) {
     assert_eq!(v[0]["content_checked"], true);
 }
 
-#[test]
-fn read_data_proves_the_stored_bytes_and_decompress_the_content() {
+/// A repository with targets `dev` (backed up once) and `other` (a table of
+/// its own, not backed up yet).
+fn initialised_with_other_target() -> Env {
     let env = Env::new();
     env.add_database_target(
         "other",
@@ -107,6 +108,12 @@ fn read_data_proves_the_stored_bytes_and_decompress_the_content() {
     );
     env.lifeboat(&["init"]).ok();
     env.lifeboat(&["backup", "dev"]).ok();
+    env
+}
+
+#[test]
+fn read_data_proves_the_stored_bytes_and_decompress_the_content() {
+    let env = initialised_with_other_target();
     let (_, v) = verify_json(&env, &["--read-data"]);
     assert_eq!(v[0]["problems"].as_array().unwrap().len(), 0);
     assert_eq!(v[0]["blobs_authenticated"], true);
@@ -485,13 +492,7 @@ fn index_files(env: &Env) -> Vec<PathBuf> {
 
 #[test]
 fn verify_names_each_kind_of_damage_and_other_backups_still_restore() {
-    let env = Env::new();
-    env.add_database_target(
-        "other",
-        "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
-    );
-    env.lifeboat(&["init"]).ok();
-    env.lifeboat(&["backup", "dev"]).ok();
+    let env = initialised_with_other_target();
     let dev_packs = env.packs();
     env.lifeboat(&["backup", "other"]).ok();
     let dev_id = ids(&env, "dev")[0][..8].to_string();
