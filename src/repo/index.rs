@@ -101,8 +101,12 @@ impl Repository {
     pub(crate) fn load_index_files(&self) -> Result<IndexFiles> {
         let mut files = Vec::new();
         let mut damaged = Vec::new();
-        for obj in self.storage.list(format::INDEX_DIR)? {
-            match self.read_index_file(&obj.path) {
+        let objs = self.storage.list(format::INDEX_DIR)?;
+        let read = super::parallel_map(&objs, super::METADATA_READERS, |o| {
+            self.read_index_file(&o.path)
+        });
+        for (obj, file) in objs.into_iter().zip(read) {
+            match file {
                 Ok(f) => files.push((obj.path, f)),
                 Err(e) if e.is_damage() => damaged.push(Damage::from_error(&obj.path, &e)),
                 Err(e) => return Err(e),

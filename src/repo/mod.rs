@@ -653,8 +653,12 @@ impl Repository {
     /// read (missing while listed, altered, undecryptable).
     pub fn scan_backups(&self) -> Result<BackupScan> {
         let mut scan = BackupScan::default();
-        for obj in self.storage.list(format::BACKUPS_DIR)? {
-            match self.read_backup_record(&obj.path) {
+        let objs = self.storage.list(format::BACKUPS_DIR)?;
+        let read = parallel_map(&objs, METADATA_READERS, |o| {
+            self.read_backup_record(&o.path)
+        });
+        for (obj, record) in objs.into_iter().zip(read) {
+            match record {
                 Ok(r) => scan.records.push(r),
                 Err(e) if e.is_damage() => scan.damaged.push(Damage::from_error(&obj.path, &e)),
                 Err(e) => return Err(e),
@@ -935,6 +939,44 @@ fn parse_recipients(strs: &[String]) -> Result<Vec<age::x25519::Recipient>> {
         .collect()
 }
 
+/// Metadata objects (backup records, index files) read at once: each is
+/// small, so read one after the other they cost one latency each (an S3
+/// round trip, a disk read), and every command starts by reading them.
+pub(crate) const METADATA_READERS: usize = 8;
+
+/// `work` of every item, on up to `threads` threads, in the items' order.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if items.len() <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.clamp(1, items.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { return out };
+                        out.push((i, work(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Run `work` on every item on up to `threads` threads; the first error wins.
 pub(crate) fn parallel<T: Sync>(
     items: &[T],
@@ -1011,6 +1053,19 @@ mod tests {
         storage
             .put(&key, &serde_json::to_vec(&kf).unwrap(), PutMode::Create)
             .unwrap();
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_items_order() {
+        let items: Vec<u64> = (0..100).collect();
+        // Uneven work, so that threads finish out of order.
+        let out = parallel_map(&items, 8, |&i| {
+            std::thread::sleep(std::time::Duration::from_micros((i * 37) % 500));
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(parallel_map(&[] as &[u64], 8, |&i| i), Vec::<u64>::new());
+        assert_eq!(parallel_map(&[7u64], 8, |&i| i + 1), vec![8]);
     }
 
     #[test]
