@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{LockGuard, ReadData, RepoError, Repository, Result};
+use super::{LockGuard, RepoError, Repository, Result};
 use crate::codec::Id;
 use crate::format::{self, BackupRecord, CopiedFrom, PackEntry};
 use crate::storage::{ErrorKind, PutMode, Tier};
@@ -142,10 +142,7 @@ impl Repository {
     pub fn copy_wal_raw(&self, dst: &Repository, system_id: u64, threads: usize) -> Result<usize> {
         let missing = self.wal_missing_in(dst, system_id)?;
         super::parallel(&missing, threads, |f| {
-            let bytes = self.get_object(&f.path)?;
-            // Read back as a WAL object before it is copied: a damaged one
-            // must not spread.
-            self.check_wal(system_id, &f.name, ReadData::Plaintext)?;
+            let bytes = self.read_checked_wal_object(&f.path, &f.name)?;
             match dst
                 .storage
                 .put_tier(&f.path, &bytes, PutMode::Create, Tier::Wal)

@@ -191,15 +191,34 @@ impl Repository {
     /// Read and authenticate a WAL object's trailer; the object's bytes too.
     fn read_wal_object(&self, path: &str, name: &str) -> Result<(WalTrailer, Vec<u8>)> {
         let bytes = self.get_object(path)?;
+        Ok((self.wal_trailer(path, name, &bytes)?, bytes))
+    }
+
+    /// The sealed trailer of the stored WAL object `bytes`, which must hold
+    /// the file `name`.
+    fn wal_trailer(&self, path: &str, name: &str, bytes: &[u8]) -> Result<WalTrailer> {
         let env =
-            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
+            format::parse_pack_envelope(bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
         let json = self.unseal(path, "wal", env.trailer)?;
         let trailer: WalTrailer =
             serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
         if trailer.name != name {
             return Err(self.corrupt(path, format!("holds {} (moved or replaced)", trailer.name)));
         }
-        Ok((trailer, bytes))
+        Ok(trailer)
+    }
+
+    /// The stored bytes of an archived file, read once and checked as
+    /// `check_wal` does with `ReadData::Plaintext` (without the identity:
+    /// its envelope and sealed trailer only), for a copy to another
+    /// repository: a damaged object must not spread.
+    pub(crate) fn read_checked_wal_object(&self, path: &str, name: &str) -> Result<Vec<u8>> {
+        let (trailer, bytes) = self.read_wal_object(path, name)?;
+        if self.can_read_content() {
+            // Decoding works in place: on a copy, the stored bytes go on.
+            self.decode_wal(path, &trailer, bytes.clone())?;
+        }
+        Ok(bytes)
     }
 
     /// Fetch an archived file (`wal-fetch`): `None` if it was never archived.
@@ -503,6 +522,25 @@ mod tests {
             .put(&wal_object(SYS, a), &altered, PutMode::Overwrite)
             .unwrap();
         let err = repo.fetch_wal(SYS, a).unwrap_err().to_string();
+        assert!(err.contains("authentication failed"), "{err}");
+    }
+
+    /// What `copy` sends on: exactly the stored bytes, once they check out.
+    #[test]
+    fn a_copy_gets_the_stored_bytes_only_intact() {
+        let (storage, repo) = test_repo();
+        let a = "000000010000000000000003";
+        repo.push_wal(SYS, a, &segment(1)).unwrap();
+        let path = wal_object(SYS, a);
+        let stored = storage.get(&path).unwrap();
+        assert!(repo.read_checked_wal_object(&path, a).unwrap() == stored);
+        let mut altered = stored;
+        altered[1000] ^= 1;
+        storage.put(&path, &altered, PutMode::Overwrite).unwrap();
+        let err = repo
+            .read_checked_wal_object(&path, a)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("authentication failed"), "{err}");
     }
 
