@@ -210,6 +210,9 @@ impl Repository {
             }
         }
         if read_data {
+            // Largest first: the threads then run out of work at about the
+            // same time, not one of them alone on a big pack at the end.
+            to_read.sort_by_key(|p| std::cmp::Reverse(p.size));
             let (bytes, bad) = self.read_packs(&to_read, blobs, progress);
             report.bytes_read = bytes;
             for (pack, problem) in bad {
