@@ -55,7 +55,18 @@ impl Repository {
 
     pub fn list_pins(&self) -> Result<Pins> {
         let mut out = Pins::default();
-        for obj in self.storage.list(format::PINS_DIR)? {
+        let objs = self.storage.list(format::PINS_DIR)?;
+        let read = super::parallel_map(&objs, super::METADATA_READERS, |obj| {
+            self.storage
+                .get(&obj.path)
+                .map_err(super::RepoError::from)
+                .and_then(|b| self.unseal(&obj.path, "pin", &b))
+                .and_then(|json| {
+                    serde_json::from_slice::<PinFile>(&json)
+                        .map_err(|e| self.corrupt(&obj.path, e.to_string()))
+                })
+        });
+        for (obj, pin) in objs.into_iter().zip(read) {
             let name = &obj.path[format::PINS_DIR.len()..];
             let Ok(id) = name.parse::<Id>() else {
                 out.damaged.push(Damage {
@@ -64,15 +75,6 @@ impl Repository {
                 });
                 continue;
             };
-            let pin = self
-                .storage
-                .get(&obj.path)
-                .map_err(super::RepoError::from)
-                .and_then(|b| self.unseal(&obj.path, "pin", &b))
-                .and_then(|json| {
-                    serde_json::from_slice::<PinFile>(&json)
-                        .map_err(|e| self.corrupt(&obj.path, e.to_string()))
-                });
             match pin {
                 Ok(p) if p.backup == id => {
                     out.pins.insert(id, Some(p));
@@ -91,5 +93,60 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_repo;
+    use crate::storage::Storage;
+
+    fn id(n: u8) -> Id {
+        format!("{n:02x}").repeat(32).parse().unwrap()
+    }
+
+    /// Many pins read at once: each intact one is listed with its file; a
+    /// damaged, moved or misnamed one is reported, and a damaged or moved
+    /// one still pins the backup its name gives.
+    #[test]
+    fn pins_are_listed_and_damage_keeps_the_backup_pinned() {
+        let (storage, repo) = test_repo();
+        for n in 1..=20 {
+            repo.pin(&id(n), Some(format!("reason {n}"))).unwrap();
+        }
+        let altered = format::pin_path(&id(3));
+        let mut bytes = storage.get(&altered).unwrap();
+        bytes[20] ^= 1;
+        storage.put(&altered, &bytes, PutMode::Overwrite).unwrap();
+        let moved = storage.get(&format::pin_path(&id(4))).unwrap();
+        storage
+            .put(&format::pin_path(&id(21)), &moved, PutMode::Create)
+            .unwrap();
+        storage
+            .put(
+                &format!("{}not-an-id", format::PINS_DIR),
+                b"x",
+                PutMode::Create,
+            )
+            .unwrap();
+
+        let pins = repo.list_pins().unwrap();
+        assert_eq!(pins.pins.len(), 21);
+        for n in (1..=20).filter(|&n| n != 3) {
+            let pin = pins.pins[&id(n)].as_ref().expect("an intact pin");
+            assert_eq!(pin.reason.as_deref(), Some(format!("reason {n}").as_str()));
+        }
+        assert!(pins.pins[&id(3)].is_none() && pins.is_pinned(&id(3)));
+        assert!(pins.pins[&id(21)].is_none() && pins.is_pinned(&id(21)));
+        let mut damaged: Vec<&str> = pins.damaged.iter().map(|d| d.object.as_str()).collect();
+        damaged.sort_unstable();
+        let mut expected = vec![
+            altered.clone(),
+            format::pin_path(&id(21)),
+            format!("{}not-an-id", format::PINS_DIR),
+        ];
+        expected.sort_unstable();
+        assert_eq!(damaged, expected);
     }
 }
