@@ -1069,6 +1069,16 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "item 42")]
+    fn parallel_map_passes_a_workers_panic_on() {
+        let items: Vec<u64> = (0..100).collect();
+        parallel_map(&items, 8, |&i| {
+            assert!(i != 42, "item {i}");
+            i
+        });
+    }
+
+    #[test]
     fn unlock_cache_spares_argon2_for_the_right_passphrase_only() {
         let storage = Arc::new(MemoryStorage::new());
         let id = Repository::init(storage.clone(), InitKeys::Passphrase("pw".into()), 3)

@@ -191,21 +191,15 @@ impl Repository {
     /// Read and authenticate a WAL object's trailer; the object's bytes too.
     fn read_wal_object(&self, path: &str, name: &str) -> Result<(WalTrailer, Vec<u8>)> {
         let bytes = self.get_object(path)?;
-        Ok((self.wal_trailer(path, name, &bytes)?, bytes))
-    }
-
-    /// The sealed trailer of the stored WAL object `bytes`, which must hold
-    /// the file `name`.
-    fn wal_trailer(&self, path: &str, name: &str, bytes: &[u8]) -> Result<WalTrailer> {
         let env =
-            format::parse_pack_envelope(bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
+            format::parse_pack_envelope(&bytes).map_err(|e| self.corrupt(path, e.to_string()))?;
         let json = self.unseal(path, "wal", env.trailer)?;
         let trailer: WalTrailer =
             serde_json::from_slice(&json).map_err(|e| self.corrupt(path, e.to_string()))?;
         if trailer.name != name {
             return Err(self.corrupt(path, format!("holds {} (moved or replaced)", trailer.name)));
         }
-        Ok(trailer)
+        Ok((trailer, bytes))
     }
 
     /// The stored bytes of an archived file, read once and checked as
