@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -92,159 +93,176 @@ impl Repository {
             problem: d.problem,
             backups,
         };
+        let stop = AtomicBool::new(false);
 
-        let scan = self.scan_backups()?;
-        for d in scan.damaged {
-            let id = d.object[format::BACKUPS_DIR.len()..].parse().ok();
-            problems.push(damage(d, id.into_iter().collect()));
-        }
-        let pins = self.list_pins()?;
-        problems.extend(pins.damaged.into_iter().map(|d| damage(d, Vec::new())));
-        let (files, damaged_index) = self.load_index_files()?;
-        report.index_files = files.len() + damaged_index.len();
-        problems.extend(damaged_index.into_iter().map(|d| damage(d, Vec::new())));
+        // Each step below waits mostly on round trips (S3, or a cold disk):
+        // the backup records and pins are read while the index and the pack
+        // listing are, and the packs are read while the backups are matched
+        // against the index.
+        std::thread::scope(|s| {
+            let records =
+                s.spawn(|| Ok::<_, super::RepoError>((self.scan_backups()?, self.list_pins()?)));
+            let listing = s.spawn(|| self.list_packs());
+            let (files, damaged_index) = self.load_index_files()?;
+            let stored = joined(listing)?;
+            report.index_files = files.len() + damaged_index.len();
+            problems.extend(damaged_index.into_iter().map(|d| damage(d, Vec::new())));
+            report.packs = stored.len();
+            report.pack_bytes = stored.values().map(|o| o.size).sum();
 
-        let stored = self.list_packs()?;
-        report.packs = stored.len();
-        report.pack_bytes = stored.values().map(|o| o.size).sum();
-
-        // Which pack holds each blob, per the index; then packs no index lists.
-        let mut packs: HashMap<Id, PackEntry> = HashMap::new();
-        for (_, f) in files {
-            for p in f.packs {
-                packs.entry(p.id).or_insert(p);
+            // Which pack holds each blob, per the index.
+            let mut packs: HashMap<Id, PackEntry> = HashMap::new();
+            for (_, f) in files {
+                for p in f.packs {
+                    packs.entry(p.id).or_insert(p);
+                }
             }
-        }
-        let indexed: HashSet<Id> = packs.keys().copied().collect();
-        let unindexed = self.read_unindexed(&stored, &indexed)?;
-        report.archived_packs += unindexed.archived.len();
-        problems.extend(
-            unindexed
-                .unreadable
-                .into_iter()
-                .map(|(_, d)| damage(d, Vec::new())),
-        );
-        let unindexed: HashMap<Id, PackEntry> =
-            unindexed.packs.into_iter().map(|p| (p.id, p)).collect();
-        let locate = |packs: &HashMap<Id, PackEntry>| -> HashMap<Id, Id> {
-            packs
-                .values()
-                .flat_map(|p| p.blobs.iter().map(move |b| (b.id, p.id)))
-                .collect()
-        };
-        let in_index = locate(&packs);
-        let in_unindexed = locate(&unindexed);
+            let in_index = locate(packs.values());
 
-        // Per backup: which packs it needs, and blobs no index lists.
-        let mut users: HashMap<Id, BTreeSet<Id>> = HashMap::new();
-        let mut needed_unindexed: HashSet<Id> = HashSet::new();
-        for (bid, rec) in &scan.records {
-            let (mut lost, mut orphaned) = (0usize, BTreeSet::new());
-            for c in chunks(rec) {
-                match in_index.get(c) {
-                    Some(pack) => {
-                        users.entry(*pack).or_default().insert(*bid);
-                    }
-                    None => match in_unindexed.get(c) {
-                        Some(pack) => {
-                            orphaned.insert(*pack);
-                            needed_unindexed.insert(*pack);
+            // Every indexed pack: present, the right size, and with
+            // read_data, intact. The backups each problem affects are
+            // known once the records are matched below.
+            let mut absent: Vec<(Id, String)> = Vec::new();
+            let mut to_read: Vec<PackEntry> = Vec::new();
+            let mut ids: Vec<Id> = packs.keys().copied().collect();
+            ids.sort();
+            for id in &ids {
+                let entry = &packs[id];
+                match stored.get(id) {
+                    None => absent.push((*id, "missing".into())),
+                    Some(o) if o.size != entry.size => absent.push((
+                        *id,
+                        format!(
+                            "{} bytes, the index says {} (truncated or altered)",
+                            o.size, entry.size
+                        ),
+                    )),
+                    Some(o) if read_data && o.is_archived() => {
+                        match self.storage.archive_state(&format::pack_path(id))? {
+                            crate::storage::ArchiveState::Readable => to_read.push(entry.clone()),
+                            _ => report.archived_packs += 1,
                         }
-                        None => lost += 1,
-                    },
-                }
-            }
-            if lost > 0 {
-                problems.push(Problem {
-                    object: format!("backup {}", bid.short()),
-                    problem: format!(
-                        "{lost} of its blobs are in no index and no pack: the data is lost"
-                    ),
-                    backups: vec![*bid],
-                });
-            }
-            for pack in orphaned {
-                problems.push(Problem {
-                    object: format::pack_path(&pack),
-                    problem: "holds blobs of this backup but no index lists it (a lost or damaged index); `lifeboat prune` re-indexes it".into(),
-                    backups: vec![*bid],
-                });
-            }
-        }
-        report.leftover_packs = unindexed.len() - needed_unindexed.len();
-
-        // Every indexed pack: present, the right size, and with read_data, intact.
-        let affected = |pack: &Id| -> Vec<Id> {
-            users
-                .get(pack)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default()
-        };
-        let mut to_read: Vec<&PackEntry> = Vec::new();
-        let mut ids: Vec<&Id> = packs.keys().collect();
-        ids.sort();
-        for id in ids {
-            let entry = &packs[id];
-            let path = format::pack_path(id);
-            match stored.get(id).map(|o| o.size) {
-                None => problems.push(Problem {
-                    object: path,
-                    problem: "missing".into(),
-                    backups: affected(id),
-                }),
-                Some(size) if size != entry.size => problems.push(Problem {
-                    object: path,
-                    problem: format!(
-                        "{size} bytes, the index says {} (truncated or altered)",
-                        entry.size
-                    ),
-                    backups: affected(id),
-                }),
-                Some(_) if read_data && stored[id].is_archived() => {
-                    match self.storage.archive_state(&path)? {
-                        crate::storage::ArchiveState::Readable => to_read.push(entry),
-                        _ => report.archived_packs += 1,
                     }
+                    Some(_) if read_data => to_read.push(entry.clone()),
+                    Some(_) => {}
                 }
-                Some(_) => to_read.push(entry),
             }
-        }
-        if read_data {
             // Largest first: the threads then run out of work at about the
             // same time, not one of them alone on a big pack at the end.
             to_read.sort_by_key(|p| std::cmp::Reverse(p.size));
-            let (bytes, bad) = self.read_packs(&to_read, blobs, progress);
+            let stop = &stop;
+            let reader = s.spawn(move || {
+                let refs: Vec<&PackEntry> = to_read.iter().collect();
+                self.read_packs(&refs, blobs, progress, stop)
+            });
+
+            let matched = (|| {
+                let (scan, pins) = joined(records)?;
+                // Packs no index lists: leftovers, or packs whose index was lost.
+                let indexed: HashSet<Id> = packs.keys().copied().collect();
+                let unindexed = self.read_unindexed(&stored, &indexed)?;
+                Ok::<_, super::RepoError>((scan, pins, unindexed))
+            })();
+            let (scan, pins, unindexed) = match matched {
+                Ok(m) => m,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            for d in scan.damaged {
+                let id = d.object[format::BACKUPS_DIR.len()..].parse().ok();
+                problems.push(damage(d, id.into_iter().collect()));
+            }
+            problems.extend(pins.damaged.into_iter().map(|d| damage(d, Vec::new())));
+            report.archived_packs += unindexed.archived.len();
+            problems.extend(
+                unindexed
+                    .unreadable
+                    .into_iter()
+                    .map(|(_, d)| damage(d, Vec::new())),
+            );
+            let in_unindexed = locate(unindexed.packs.iter());
+
+            // Per backup: which packs it needs, and blobs no index lists.
+            let mut users: HashMap<Id, BTreeSet<Id>> = HashMap::new();
+            let mut needed_unindexed: HashSet<Id> = HashSet::new();
+            for (bid, rec) in &scan.records {
+                let (mut lost, mut orphaned) = (0usize, BTreeSet::new());
+                for c in chunks(rec) {
+                    match in_index.get(c) {
+                        Some(pack) => {
+                            users.entry(*pack).or_default().insert(*bid);
+                        }
+                        None => match in_unindexed.get(c) {
+                            Some(pack) => {
+                                orphaned.insert(*pack);
+                                needed_unindexed.insert(*pack);
+                            }
+                            None => lost += 1,
+                        },
+                    }
+                }
+                if lost > 0 {
+                    problems.push(Problem {
+                        object: format!("backup {}", bid.short()),
+                        problem: format!(
+                            "{lost} of its blobs are in no index and no pack: the data is lost"
+                        ),
+                        backups: vec![*bid],
+                    });
+                }
+                for pack in orphaned {
+                    problems.push(Problem {
+                        object: format::pack_path(&pack),
+                        problem: "holds blobs of this backup but no index lists it (a lost or damaged index); `lifeboat prune` re-indexes it".into(),
+                        backups: vec![*bid],
+                    });
+                }
+            }
+            report.leftover_packs = unindexed.packs.len() - needed_unindexed.len();
+
+            let affected = |pack: &Id| -> Vec<Id> {
+                users
+                    .get(pack)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default()
+            };
+            let (bytes, bad) = joined(reader);
             report.bytes_read = bytes;
-            for (pack, problem) in bad {
+            let mut damaged_packs = absent;
+            damaged_packs.extend(bad);
+            damaged_packs.sort();
+            for (pack, problem) in damaged_packs {
                 problems.push(Problem {
                     object: format::pack_path(&pack),
                     problem,
                     backups: affected(&pack),
                 });
             }
-        }
 
-        let (wal_problems, wal_bytes) = self.verify_wal(&scan.records, depth)?;
-        problems.extend(wal_problems);
-        report.bytes_read += wal_bytes;
+            let (wal_problems, wal_bytes) = self.verify_wal(&scan.records, depth)?;
+            problems.extend(wal_problems);
+            report.bytes_read += wal_bytes;
 
-        let bad: HashSet<Id> = problems
-            .iter()
-            .flat_map(|p| p.backups.iter().copied())
-            .collect();
-        report.backups = scan
-            .records
-            .iter()
-            .map(|(id, r)| BackupHealth {
-                id: *id,
-                target: r.target.clone(),
-                started: r.started,
-                finished: r.finished,
-                ok: !bad.contains(id),
-            })
-            .collect();
-        report.problems = problems;
-        Ok(report)
+            let bad: HashSet<Id> = problems
+                .iter()
+                .flat_map(|p| p.backups.iter().copied())
+                .collect();
+            report.backups = scan
+                .records
+                .iter()
+                .map(|(id, r)| BackupHealth {
+                    id: *id,
+                    target: r.target.clone(),
+                    started: r.started,
+                    finished: r.finished,
+                    ok: !bad.contains(id),
+                })
+                .collect();
+            report.problems = problems;
+            Ok(report)
+        })
     }
 
     /// Physical backups: the WAL from each backup's start must be archived
@@ -333,6 +351,7 @@ impl Repository {
         packs: &[&PackEntry],
         blobs: ReadData,
         progress: &(dyn Fn(u64) + Sync),
+        stop: &AtomicBool,
     ) -> (u64, Vec<(Id, String)>) {
         let queue = Mutex::new(packs.iter());
         let bad = Mutex::new(Vec::new());
@@ -350,12 +369,15 @@ impl Repository {
                     // page fault per 4 KiB.
                     let (mut plain, mut stored) = (Vec::new(), Vec::new());
                     loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
                         let Some(entry) = queue.lock().expect("queue").next() else {
                             return;
                         };
                         let (n, result) =
                             self.check_pack(entry, blobs, &mut keys, &mut stored, &mut plain);
-                        let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                        let total = bytes.fetch_add(n, Ordering::Relaxed) + n;
                         progress(total);
                         if let Err(problem) = result {
                             bad.lock().expect("problems").push((entry.id, problem));
@@ -482,6 +504,18 @@ impl Repository {
         })();
         (n, result)
     }
+}
+
+/// A scoped thread's result; its panic is passed on.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Which pack holds each blob.
+fn locate<'a>(packs: impl Iterator<Item = &'a PackEntry>) -> HashMap<Id, Id> {
+    packs
+        .flat_map(|p| p.blobs.iter().map(move |b| (b.id, p.id)))
+        .collect()
 }
 
 fn chunks(rec: &BackupRecord) -> impl Iterator<Item = &Id> {
