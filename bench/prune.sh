@@ -436,7 +436,7 @@ How it is measured:
   around it (\`%e\` has 10 ms steps); lifeboat runs no child processes here, so \`%M\` is lifeboat's own peak.
 - MB/s is 10^6 bytes per second: stored bytes (the pack files under \`data/\`), or plaintext (what
   \`verify --read-data --decompress\` decompresses and re-hashes), over the median wall time. \`verify --read-data\`
-  re-hashes every pack to its indexed name and opens its session key, without decrypting or decompressing its blobs.
+  hashes every pack and authenticates every blob (XChaCha20-Poly1305) without decompressing it.
 - "From disk": the repository's files are dropped from the page cache first (\`dd iflag=nocache count=0\` per
   file, checked with \`fincore\`), so \`cat\` measures reading the stored bytes once from the disk, which is what the
   target compares with. The other rows run with the repository in the page cache (each repository is read once,

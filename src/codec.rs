@@ -338,9 +338,8 @@ impl SessionKey {
     /// its tag must verify under this key and the blob's id, and its payload
     /// must say it holds `raw_len` bytes (a raw payload's length, a zstd
     /// frame header's content size; only that header is deciphered). What
-    /// `verify --read-data` does for archived WAL, which is not named by its
-    /// hash: it proves the stored bytes are the ones written, at about the
-    /// speed of reading them.
+    /// `verify --read-data` does: it proves the stored bytes are the ones
+    /// written, at about the speed of reading them.
     pub fn authenticate_blob(
         &self,
         ty: BlobType,
@@ -352,6 +351,14 @@ impl SessionKey {
         let mut head = [0u8; PAYLOAD_HEAD];
         let (n, len) = aead_authenticate(&self.0, stored, &blob_aad(ty, id), &mut head)?;
         check_payload(&head[..n], len, raw_len)
+    }
+
+    /// [`SessionKey::authenticate_blob`] for a group of `size` bytes.
+    pub fn authenticate_group(&self, ty: BlobType, stored: &[u8], size: usize) -> Result<()> {
+        check_raw_len(size)?;
+        let mut head = [0u8; PAYLOAD_HEAD];
+        let (n, len) = aead_authenticate(&self.0, stored, &group_aad(ty, size), &mut head)?;
+        check_payload(&head[..n], len, size)
     }
 
     fn decrypt(&self, aad: &[u8], stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
@@ -1025,9 +1032,15 @@ mod tests {
             }
             assert!(auth(BlobType::Data, &id, &stored[..stored.len() - 1], data.len()).is_err());
         }
-        // A group is not a blob.
+        // A group: its size, and only as a group.
         let (a, b) = (b"first ".repeat(300), b"second ".repeat(300));
-        let (stored, _) = group(&sk, &[&a, &b], Effort::Fast);
+        let (stored, size) = group(&sk, &[&a, &b], Effort::Fast);
+        sk.authenticate_group(BlobType::Data, &stored, size)
+            .unwrap();
+        assert!(
+            sk.authenticate_group(BlobType::Data, &stored, size - 1)
+                .is_err()
+        );
         let id = mk().blob_id(&a);
         assert!(
             sk.authenticate_blob(BlobType::Data, &id, &stored, a.len())

@@ -269,7 +269,7 @@ fn public_key_mode_backup_host_cannot_restore() {
         .fails(2, "identity_file");
     // The backup host verifies what it can and says what it could not.
     let v = env.lifeboat_env(&["verify", "--read-data"], &[]).ok();
-    assert!(v.stdout.contains("session keys NOT opened"), "{}", v.stdout);
+    assert!(v.stdout.contains("blobs NOT authenticated"), "{}", v.stdout);
     assert!(
         v.stdout.contains("target dev: newest good backup"),
         "{}",

@@ -116,12 +116,11 @@ fn read_data_proves_the_stored_bytes_and_decompress_the_content() {
     let env = initialised_with_other_target();
     let (_, v) = verify_json(&env, &["--read-data"]);
     assert_eq!(v[0]["problems"].as_array().unwrap().len(), 0);
-    assert_eq!(v[0]["identity_used"], true);
+    assert_eq!(v[0]["blobs_authenticated"], true);
     assert_eq!(v[0]["content_checked"], false);
     let r = env.lifeboat(&["verify", "--read-data"]).ok();
     assert!(
-        r.stdout
-            .contains("session key opened with the identity (--decompress"),
+        r.stdout.contains("every blob authenticated (--decompress"),
         "{}",
         r.stdout
     );

@@ -136,17 +136,17 @@ fn print_report(
             "  read {}: {}",
             human_bytes(r.bytes_read),
             if r.content_checked {
-                "every pack re-hashed to its indexed name, its trailer checked; every blob decrypted, decompressed and re-hashed to its id"
-            } else if r.identity_used {
-                "every pack re-hashed to its indexed name, its trailer checked, its session key opened with the identity (--decompress also decrypts and re-hashes every blob)"
+                "pack hashes and trailers checked; every blob authenticated, decompressed and re-hashed to its id"
+            } else if r.blobs_authenticated {
+                "pack hashes and trailers checked; every blob authenticated (--decompress also re-hashes the plaintext)"
             } else {
-                "every pack re-hashed to its indexed name, its trailer checked; session keys NOT opened: this host has no identity (it can write backups but not read them); run verify --read-data where the identity is"
+                "pack hashes and trailers checked; blobs NOT authenticated: this host has no identity (it can write backups but not read them); run verify --read-data where the identity is"
             }
         )?;
     } else {
         writeln!(
             out,
-            "  checked that every object exists with the right size (--read-data also reads and re-hashes every byte)"
+            "  checked that every object exists with the right size (--read-data also reads and authenticates every byte)"
         )?;
     }
     if r.archived_packs > 0 {

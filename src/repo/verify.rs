@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -20,12 +19,10 @@ pub enum ReadData {
     /// Presence and sizes only.
     #[default]
     No,
-    /// Every stored byte (`--read-data`): each pack re-hashed against its
-    /// name, which the sealed (authenticated) index lists, so every byte of
-    /// it is proved to be the one written; its trailer against the index;
-    /// with the identity, its session key opened. Archived WAL, which is not
-    /// named by its hash, has every piece's AEAD tag checked instead. Runs at
-    /// the speed of reading the stored bytes.
+    /// Every stored byte (`--read-data`): each pack's hash against its name
+    /// and its trailer against the index; with the identity, every blob
+    /// authenticated (AEAD) and its declared length checked. Proves the
+    /// stored bytes are the ones written, at the speed of reading them.
     Stored,
     /// `Stored`, and every blob decompressed and re-hashed to its id
     /// (`--read-data --decompress`): also proves that what was written is
@@ -64,9 +61,8 @@ pub struct VerifyReport {
     pub leftover_packs: usize,
     /// Whether packs were read in full.
     pub read_data: bool,
-    /// Whether the checks that need the identity ran: every pack's session
-    /// key opened, every archived WAL piece authenticated.
-    pub identity_used: bool,
+    /// Whether every blob was authenticated (needs the identity).
+    pub blobs_authenticated: bool,
     /// Whether every blob was also decompressed and re-hashed to its id.
     pub content_checked: bool,
     pub bytes_read: u64,
@@ -86,7 +82,7 @@ impl Repository {
         let read_data = depth != ReadData::No;
         let mut report = VerifyReport {
             read_data,
-            identity_used: blobs != ReadData::No,
+            blobs_authenticated: blobs != ReadData::No,
             content_checked: blobs == ReadData::Plaintext,
             ..VerifyReport::default()
         };
@@ -96,176 +92,159 @@ impl Repository {
             problem: d.problem,
             backups,
         };
-        let stop = AtomicBool::new(false);
 
-        // Each step below waits mostly on round trips (S3, or a cold disk):
-        // the backup records and pins are read while the index and the pack
-        // listing are, and the packs are read while the backups are matched
-        // against the index.
-        std::thread::scope(|s| {
-            let records =
-                s.spawn(|| Ok::<_, super::RepoError>((self.scan_backups()?, self.list_pins()?)));
-            let listing = s.spawn(|| self.list_packs());
-            let (files, damaged_index) = self.load_index_files()?;
-            let stored = joined(listing)?;
-            report.index_files = files.len() + damaged_index.len();
-            problems.extend(damaged_index.into_iter().map(|d| damage(d, Vec::new())));
-            report.packs = stored.len();
-            report.pack_bytes = stored.values().map(|o| o.size).sum();
+        let scan = self.scan_backups()?;
+        for d in scan.damaged {
+            let id = d.object[format::BACKUPS_DIR.len()..].parse().ok();
+            problems.push(damage(d, id.into_iter().collect()));
+        }
+        let pins = self.list_pins()?;
+        problems.extend(pins.damaged.into_iter().map(|d| damage(d, Vec::new())));
+        let (files, damaged_index) = self.load_index_files()?;
+        report.index_files = files.len() + damaged_index.len();
+        problems.extend(damaged_index.into_iter().map(|d| damage(d, Vec::new())));
 
-            // Which pack holds each blob, per the index.
-            let mut packs: HashMap<Id, PackEntry> = HashMap::new();
-            for (_, f) in files {
-                for p in f.packs {
-                    packs.entry(p.id).or_insert(p);
-                }
+        let stored = self.list_packs()?;
+        report.packs = stored.len();
+        report.pack_bytes = stored.values().map(|o| o.size).sum();
+
+        // Which pack holds each blob, per the index; then packs no index lists.
+        let mut packs: HashMap<Id, PackEntry> = HashMap::new();
+        for (_, f) in files {
+            for p in f.packs {
+                packs.entry(p.id).or_insert(p);
             }
-            let in_index = locate(packs.values());
+        }
+        let indexed: HashSet<Id> = packs.keys().copied().collect();
+        let unindexed = self.read_unindexed(&stored, &indexed)?;
+        report.archived_packs += unindexed.archived.len();
+        problems.extend(
+            unindexed
+                .unreadable
+                .into_iter()
+                .map(|(_, d)| damage(d, Vec::new())),
+        );
+        let unindexed: HashMap<Id, PackEntry> =
+            unindexed.packs.into_iter().map(|p| (p.id, p)).collect();
+        let locate = |packs: &HashMap<Id, PackEntry>| -> HashMap<Id, Id> {
+            packs
+                .values()
+                .flat_map(|p| p.blobs.iter().map(move |b| (b.id, p.id)))
+                .collect()
+        };
+        let in_index = locate(&packs);
+        let in_unindexed = locate(&unindexed);
 
-            // Every indexed pack: present, the right size, and with
-            // read_data, intact. The backups each problem affects are
-            // known once the records are matched below.
-            let mut absent: Vec<(Id, String)> = Vec::new();
-            let mut to_read: Vec<PackEntry> = Vec::new();
-            let mut ids: Vec<Id> = packs.keys().copied().collect();
-            ids.sort();
-            for id in &ids {
-                let entry = &packs[id];
-                match stored.get(id) {
-                    None => absent.push((*id, "missing".into())),
-                    Some(o) if o.size != entry.size => absent.push((
-                        *id,
-                        format!(
-                            "{} bytes, the index says {} (truncated or altered)",
-                            o.size, entry.size
-                        ),
-                    )),
-                    Some(o) if read_data && o.is_archived() => {
-                        match self.storage.archive_state(&format::pack_path(id))? {
-                            crate::storage::ArchiveState::Readable => to_read.push(entry.clone()),
-                            _ => report.archived_packs += 1,
-                        }
+        // Per backup: which packs it needs, and blobs no index lists.
+        let mut users: HashMap<Id, BTreeSet<Id>> = HashMap::new();
+        let mut needed_unindexed: HashSet<Id> = HashSet::new();
+        for (bid, rec) in &scan.records {
+            let (mut lost, mut orphaned) = (0usize, BTreeSet::new());
+            for c in chunks(rec) {
+                match in_index.get(c) {
+                    Some(pack) => {
+                        users.entry(*pack).or_default().insert(*bid);
                     }
-                    Some(_) if read_data => to_read.push(entry.clone()),
-                    Some(_) => {}
+                    None => match in_unindexed.get(c) {
+                        Some(pack) => {
+                            orphaned.insert(*pack);
+                            needed_unindexed.insert(*pack);
+                        }
+                        None => lost += 1,
+                    },
                 }
             }
+            if lost > 0 {
+                problems.push(Problem {
+                    object: format!("backup {}", bid.short()),
+                    problem: format!(
+                        "{lost} of its blobs are in no index and no pack: the data is lost"
+                    ),
+                    backups: vec![*bid],
+                });
+            }
+            for pack in orphaned {
+                problems.push(Problem {
+                    object: format::pack_path(&pack),
+                    problem: "holds blobs of this backup but no index lists it (a lost or damaged index); `lifeboat prune` re-indexes it".into(),
+                    backups: vec![*bid],
+                });
+            }
+        }
+        report.leftover_packs = unindexed.len() - needed_unindexed.len();
+
+        // Every indexed pack: present, the right size, and with read_data, intact.
+        let affected = |pack: &Id| -> Vec<Id> {
+            users
+                .get(pack)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let mut to_read: Vec<&PackEntry> = Vec::new();
+        let mut ids: Vec<&Id> = packs.keys().collect();
+        ids.sort();
+        for id in ids {
+            let entry = &packs[id];
+            let path = format::pack_path(id);
+            match stored.get(id).map(|o| o.size) {
+                None => problems.push(Problem {
+                    object: path,
+                    problem: "missing".into(),
+                    backups: affected(id),
+                }),
+                Some(size) if size != entry.size => problems.push(Problem {
+                    object: path,
+                    problem: format!(
+                        "{size} bytes, the index says {} (truncated or altered)",
+                        entry.size
+                    ),
+                    backups: affected(id),
+                }),
+                Some(_) if read_data && stored[id].is_archived() => {
+                    match self.storage.archive_state(&path)? {
+                        crate::storage::ArchiveState::Readable => to_read.push(entry),
+                        _ => report.archived_packs += 1,
+                    }
+                }
+                Some(_) => to_read.push(entry),
+            }
+        }
+        if read_data {
             // Largest first: the threads then run out of work at about the
             // same time, not one of them alone on a big pack at the end.
             to_read.sort_by_key(|p| std::cmp::Reverse(p.size));
-            let stop = &stop;
-            let reader = s.spawn(move || {
-                let refs: Vec<&PackEntry> = to_read.iter().collect();
-                self.read_packs(&refs, blobs, progress, stop)
-            });
-
-            let matched = (|| {
-                let (scan, pins) = joined(records)?;
-                // Packs no index lists: leftovers, or packs whose index was lost.
-                let indexed: HashSet<Id> = packs.keys().copied().collect();
-                let unindexed = self.read_unindexed(&stored, &indexed)?;
-                Ok::<_, super::RepoError>((scan, pins, unindexed))
-            })();
-            let (scan, pins, unindexed) = match matched {
-                Ok(m) => m,
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-            for d in scan.damaged {
-                let id = d.object[format::BACKUPS_DIR.len()..].parse().ok();
-                problems.push(damage(d, id.into_iter().collect()));
-            }
-            problems.extend(pins.damaged.into_iter().map(|d| damage(d, Vec::new())));
-            report.archived_packs += unindexed.archived.len();
-            problems.extend(
-                unindexed
-                    .unreadable
-                    .into_iter()
-                    .map(|(_, d)| damage(d, Vec::new())),
-            );
-            let in_unindexed = locate(unindexed.packs.iter());
-
-            // Per backup: which packs it needs, and blobs no index lists.
-            let mut users: HashMap<Id, BTreeSet<Id>> = HashMap::new();
-            let mut needed_unindexed: HashSet<Id> = HashSet::new();
-            for (bid, rec) in &scan.records {
-                let (mut lost, mut orphaned) = (0usize, BTreeSet::new());
-                for c in chunks(rec) {
-                    match in_index.get(c) {
-                        Some(pack) => {
-                            users.entry(*pack).or_default().insert(*bid);
-                        }
-                        None => match in_unindexed.get(c) {
-                            Some(pack) => {
-                                orphaned.insert(*pack);
-                                needed_unindexed.insert(*pack);
-                            }
-                            None => lost += 1,
-                        },
-                    }
-                }
-                if lost > 0 {
-                    problems.push(Problem {
-                        object: format!("backup {}", bid.short()),
-                        problem: format!(
-                            "{lost} of its blobs are in no index and no pack: the data is lost"
-                        ),
-                        backups: vec![*bid],
-                    });
-                }
-                for pack in orphaned {
-                    problems.push(Problem {
-                        object: format::pack_path(&pack),
-                        problem: "holds blobs of this backup but no index lists it (a lost or damaged index); `lifeboat prune` re-indexes it".into(),
-                        backups: vec![*bid],
-                    });
-                }
-            }
-            report.leftover_packs = unindexed.packs.len() - needed_unindexed.len();
-
-            let affected = |pack: &Id| -> Vec<Id> {
-                users
-                    .get(pack)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default()
-            };
-            let (bytes, bad) = joined(reader);
+            let (bytes, bad) = self.read_packs(&to_read, blobs, progress);
             report.bytes_read = bytes;
-            let mut damaged_packs = absent;
-            damaged_packs.extend(bad);
-            damaged_packs.sort();
-            for (pack, problem) in damaged_packs {
+            for (pack, problem) in bad {
                 problems.push(Problem {
                     object: format::pack_path(&pack),
                     problem,
                     backups: affected(&pack),
                 });
             }
+        }
 
-            let (wal_problems, wal_bytes) = self.verify_wal(&scan.records, depth)?;
-            problems.extend(wal_problems);
-            report.bytes_read += wal_bytes;
+        let (wal_problems, wal_bytes) = self.verify_wal(&scan.records, depth)?;
+        problems.extend(wal_problems);
+        report.bytes_read += wal_bytes;
 
-            let bad: HashSet<Id> = problems
-                .iter()
-                .flat_map(|p| p.backups.iter().copied())
-                .collect();
-            report.backups = scan
-                .records
-                .iter()
-                .map(|(id, r)| BackupHealth {
-                    id: *id,
-                    target: r.target.clone(),
-                    started: r.started,
-                    finished: r.finished,
-                    ok: !bad.contains(id),
-                })
-                .collect();
-            report.problems = problems;
-            Ok(report)
-        })
+        let bad: HashSet<Id> = problems
+            .iter()
+            .flat_map(|p| p.backups.iter().copied())
+            .collect();
+        report.backups = scan
+            .records
+            .iter()
+            .map(|(id, r)| BackupHealth {
+                id: *id,
+                target: r.target.clone(),
+                started: r.started,
+                finished: r.finished,
+                ok: !bad.contains(id),
+            })
+            .collect();
+        report.problems = problems;
+        Ok(report)
     }
 
     /// Physical backups: the WAL from each backup's start must be archived
@@ -348,14 +327,12 @@ impl Repository {
     }
 
     /// Read packs in full on a few threads: hash, envelope, trailer against the
-    /// index and, as `blobs` says, the session key opened or also every blob
-    /// decrypted, decompressed and re-hashed.
+    /// index and, as `blobs` says, every blob authenticated or also re-hashed.
     fn read_packs(
         &self,
         packs: &[&PackEntry],
         blobs: ReadData,
         progress: &(dyn Fn(u64) + Sync),
-        stop: &AtomicBool,
     ) -> (u64, Vec<(Id, String)>) {
         let queue = Mutex::new(packs.iter());
         let bad = Mutex::new(Vec::new());
@@ -373,15 +350,12 @@ impl Repository {
                     // page fault per 4 KiB.
                     let (mut plain, mut stored) = (Vec::new(), Vec::new());
                     loop {
-                        if stop.load(Ordering::Relaxed) {
-                            return;
-                        }
                         let Some(entry) = queue.lock().expect("queue").next() else {
                             return;
                         };
                         let (n, result) =
                             self.check_pack(entry, blobs, &mut keys, &mut stored, &mut plain);
-                        let total = bytes.fetch_add(n, Ordering::Relaxed) + n;
+                        let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                         progress(total);
                         if let Err(problem) = result {
                             bad.lock().expect("problems").push((entry.id, problem));
@@ -444,9 +418,6 @@ impl Repository {
                     k
                 }
             };
-            if blobs == ReadData::Stored {
-                return Ok(());
-            }
             // Each blob is decrypted where it lies in the pack (no copy); a
             // group once, then each member re-hashed.
             let mut group_at: Option<u64> = None;
@@ -464,28 +435,40 @@ impl Repository {
                 let matches = |plain: &[u8]| {
                     plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
                 };
-                let ok = match b.group {
-                    None => {
+                let raw_length = b.raw_length as usize;
+                let ok = match (b.group, blobs) {
+                    (None, ReadData::Stored) => {
+                        group_at = None;
+                        key.authenticate_blob(b.ty, &b.id, stored, raw_length)
+                            .map_err(failed)?;
+                        true
+                    }
+                    (None, _) => {
                         plain.clear();
                         group_at = None;
-                        let raw_length = b.raw_length as usize;
                         key.decrypt_blob_in_place(b.ty, &b.id, stored, raw_length, plain)
                             .map_err(failed)?;
                         matches(plain)
                     }
-                    Some(g) => {
+                    (Some(g), _) => {
                         // The group's members share its stored bytes: decoded
                         // at its first member, which is where they lie.
                         if group_at != Some(b.offset) {
-                            plain.clear();
-                            key.decrypt_group_in_place(b.ty, stored, g.size as usize, plain)
-                                .map_err(failed)?;
+                            let size = g.size as usize;
+                            if blobs == ReadData::Stored {
+                                key.authenticate_group(b.ty, stored, size)
+                            } else {
+                                plain.clear();
+                                key.decrypt_group_in_place(b.ty, stored, size, plain)
+                            }
+                            .map_err(failed)?;
                             group_at = Some(b.offset);
                         }
                         if u64::from(g.start) + u64::from(b.raw_length) > u64::from(g.size) {
                             return Err(format!("blob {}: lies outside its group", b.id.short()));
                         }
-                        matches(g.member(plain, b.raw_length).unwrap_or_default())
+                        blobs == ReadData::Stored
+                            || matches(g.member(plain, b.raw_length).unwrap_or_default())
                     }
                 };
                 if !ok {
@@ -501,87 +484,6 @@ impl Repository {
     }
 }
 
-/// A scoped thread's result; its panic is passed on.
-fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-/// Which pack holds each blob.
-fn locate<'a>(packs: impl Iterator<Item = &'a PackEntry>) -> HashMap<Id, Id> {
-    packs
-        .flat_map(|p| p.blobs.iter().map(move |b| (b.id, p.id)))
-        .collect()
-}
-
 fn chunks(rec: &BackupRecord) -> impl Iterator<Item = &Id> {
     rec.blobs()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::Effort;
-    use crate::repo::{test_block as block, test_repo};
-    use crate::storage::{PutMode, Storage};
-
-    fn store(repo: &Repository, seeds: std::ops::Range<u32>) -> Vec<Id> {
-        let s = repo.start_session().unwrap();
-        let ids = s
-            .store_blobs(seeds.map(block).collect(), Effort::Fast)
-            .unwrap();
-        s.finish().unwrap();
-        ids
-    }
-
-    fn problems(repo: &Repository, depth: ReadData) -> Vec<String> {
-        let r = repo.verify(depth, &|_| {}).unwrap();
-        r.problems
-            .iter()
-            .map(|p| format!("{}: {}", p.object, p.problem))
-            .collect()
-    }
-
-    /// `--read-data` proves the stored bytes by re-hashing each pack to its
-    /// indexed name, and that the identity opens each pack's session key;
-    /// `--decompress` also decrypts every blob.
-    #[test]
-    fn read_data_finds_altered_bytes_and_packs_the_identity_cannot_open() {
-        let (storage, mut repo) = test_repo();
-        store(&repo, 0..3);
-        for depth in [ReadData::Stored, ReadData::Plaintext] {
-            assert_eq!(problems(&repo, depth), Vec::<String>::new());
-        }
-        let report = repo.verify(ReadData::Stored, &|_| {}).unwrap();
-        assert!(report.identity_used && !report.content_checked);
-
-        // Packs written for a recipient whose identity this host lacks (a
-        // key rotation gone wrong): every byte is intact, the key is not.
-        repo.recipients = vec![age::x25519::Identity::generate().to_public()];
-        store(&repo, 10..12);
-        let found = problems(&repo, ReadData::Stored);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("session key"), "{found:?}");
-        assert_eq!(problems(&repo, ReadData::No), Vec::<String>::new());
-
-        // One flipped bit in a blob of a readable pack: its hash fails.
-        let pack = storage
-            .list(format::DATA_DIR)
-            .unwrap()
-            .into_iter()
-            .map(|o| o.path)
-            .find(|p| !found[0].starts_with(p.as_str()))
-            .unwrap();
-        let mut bytes = storage.get(&pack).unwrap();
-        let at = bytes.len() / 2;
-        bytes[at] ^= 1;
-        storage.put(&pack, &bytes, PutMode::Overwrite).unwrap();
-        let found = problems(&repo, ReadData::Stored);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found
-                .iter()
-                .any(|p| p.starts_with(&pack) && p.contains("does not match its name")),
-            "{found:?}"
-        );
-    }
 }
