@@ -392,6 +392,11 @@ impl Repository {
         }
         let result = (|| {
             let env = format::parse_pack_envelope(bytes).map_err(|e| e.to_string())?;
+            // Restores unwrap the session key the index holds, not the
+            // pack's own: they must be the same.
+            if crate::codec::b64_encode(env.wrapped_key) != entry.session_key {
+                return Err("its header and the index disagree about its session key".into());
+            }
             let json = self
                 .meta
                 .unseal("pack", env.trailer)
@@ -486,4 +491,105 @@ impl Repository {
 
 fn chunks(rec: &BackupRecord) -> impl Iterator<Item = &Id> {
     rec.blobs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Effort;
+    use crate::repo::{test_block as block, test_repo};
+    use crate::storage::{PutMode, Storage};
+
+    fn store(repo: &Repository, seeds: std::ops::Range<u32>) -> Vec<Id> {
+        let s = repo.start_session().unwrap();
+        let ids = s
+            .store_blobs(seeds.map(block).collect(), Effort::Fast)
+            .unwrap();
+        s.finish().unwrap();
+        ids
+    }
+
+    fn problems(repo: &Repository, depth: ReadData) -> Vec<String> {
+        let r = repo.verify(depth, &|_| {}).unwrap();
+        r.problems
+            .iter()
+            .map(|p| format!("{}: {}", p.object, p.problem))
+            .collect()
+    }
+
+    fn only_index(storage: &dyn Storage, repo: &Repository, packs: Vec<PackEntry>) {
+        for o in storage.list(format::INDEX_DIR).unwrap() {
+            storage.delete(&o.path).unwrap();
+        }
+        repo.write_index(packs).unwrap();
+    }
+
+    /// A pack made from a genuine one by someone without the keys: one blob
+    /// altered, the sealed trailer kept, stored under its new hash, the
+    /// original and its index gone. `prune` re-indexes packs no index lists
+    /// from their own trailers, so the hash then matches an indexed name:
+    /// only the blob's tag shows the alteration.
+    #[test]
+    fn read_data_finds_an_altered_blob_in_a_pack_under_a_new_name() {
+        let (storage, repo) = test_repo();
+        store(&repo, 0..3);
+        assert_eq!(problems(&repo, ReadData::Stored), Vec::<String>::new());
+        let index = repo.load_index_files().unwrap().0;
+        let entry = index[0].1.packs[0].clone();
+        let old = format::pack_path(&entry.id);
+        let mut bytes = storage.get(&old).unwrap();
+        bytes[(entry.blobs[1].offset + 40) as usize] ^= 1;
+        let forged = Id::of_stored(&bytes);
+        storage
+            .put(&format::pack_path(&forged), &bytes, PutMode::Create)
+            .unwrap();
+        storage.delete(&old).unwrap();
+        let reindexed = repo.read_pack_entry(&format::pack_path(&forged)).unwrap();
+        only_index(storage.as_ref(), &repo, vec![reindexed]);
+
+        let found = problems(&repo, ReadData::Stored);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains(&forged.to_hex()) && found[0].contains("authentication failed"),
+            "{found:?}"
+        );
+    }
+
+    /// The identity must open every pack's session key, and the index's copy
+    /// of it (what restores use) must be the pack's own.
+    #[test]
+    fn read_data_finds_session_keys_the_identity_cannot_open_or_the_index_misstates() {
+        let (storage, mut repo) = test_repo();
+        store(&repo, 0..3);
+        // Packs written for a recipient whose identity this host lacks (a
+        // key rotation gone wrong): every byte is intact, the key is not.
+        repo.recipients = vec![age::x25519::Identity::generate().to_public()];
+        store(&repo, 10..12);
+        let found = problems(&repo, ReadData::Stored);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("session key"), "{found:?}");
+        assert_eq!(problems(&repo, ReadData::No), Vec::<String>::new());
+
+        // An index whose copy of a pack's session key is another pack's.
+        let mut packs: Vec<PackEntry> = repo
+            .load_index_files()
+            .unwrap()
+            .0
+            .into_iter()
+            .flat_map(|(_, f)| f.packs)
+            .collect();
+        packs.sort_by_key(|p| p.id);
+        let other = packs[1].session_key.clone();
+        packs[0].session_key = other;
+        let misstated = packs[0].id;
+        only_index(storage.as_ref(), &repo, packs);
+        let found = problems(&repo, ReadData::Stored);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains(&misstated.to_hex())
+                    && p.contains("disagree about its session key")),
+            "{found:?}"
+        );
+    }
 }

@@ -118,6 +118,7 @@ fn read_pieces(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 fn read_whole(file: &mut File, len: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
     buf.truncate(len);
+    buf.reserve_exact(len - buf.len());
     buf.resize(len, 0);
     let got = read_pieces(file, buf)?;
     // Shorter than it was: what it holds now (the callers' checks of size
