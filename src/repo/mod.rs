@@ -17,6 +17,7 @@ mod verify;
 mod wal;
 mod write;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -950,21 +951,52 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     threads: usize,
     work: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    parallel_until(items, threads, |item| ControlFlow::Continue(work(item)))
+}
+
+/// Run `work` on every item on up to `threads` threads; the first error wins
+/// (no item is started after it).
+pub(crate) fn parallel<T: Sync>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    let done = parallel_until(items, threads, |item| match work(item) {
+        Ok(()) => ControlFlow::Continue(Ok(())),
+        Err(e) => ControlFlow::Break(Err(e)),
+    });
+    done.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+}
+
+/// The worker pool behind `parallel_map` and `parallel`: items handed out one
+/// at a time to up to `threads` threads, until `work` breaks; the results of
+/// the items done, in the items' order. A worker's panic is passed on.
+fn parallel_until<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> ControlFlow<R, R> + Sync,
+) -> Vec<R> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let unwrap = |c: ControlFlow<R, R>| match c {
+        ControlFlow::Continue(r) | ControlFlow::Break(r) => r,
+    };
     if items.len() <= 1 {
-        return items.iter().map(work).collect();
+        return items.iter().map(|item| unwrap(work(item))).collect();
     }
-    let next = AtomicUsize::new(0);
+    let (next, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
     let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.clamp(1, items.len()))
             .map(|_| {
                 s.spawn(|| {
                     let mut out = Vec::new();
-                    loop {
+                    while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { return out };
-                        out.push((i, work(item)));
+                        let Some(item) = items.get(i) else { break };
+                        let result = work(item);
+                        stop.fetch_or(result.is_break(), Ordering::Relaxed);
+                        out.push((i, unwrap(result)));
                     }
+                    out
                 })
             })
             .collect();
@@ -975,39 +1007,6 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     });
     done.sort_unstable_by_key(|(i, _)| *i);
     done.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Run `work` on every item on up to `threads` threads; the first error wins.
-pub(crate) fn parallel<T: Sync>(
-    items: &[T],
-    threads: usize,
-    work: impl Fn(&T) -> Result<()> + Sync,
-) -> Result<()> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<RepoError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, items.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { return };
-                    if let Err(e) = work(item) {
-                        failure.lock().expect("failure slot").get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner().expect("failure slot") {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -1066,6 +1065,27 @@ mod tests {
         assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
         assert_eq!(parallel_map(&[] as &[u64], 8, |&i| i), Vec::<u64>::new());
         assert_eq!(parallel_map(&[7u64], 8, |&i| i + 1), vec![8]);
+    }
+
+    #[test]
+    fn parallel_stops_at_the_first_error_and_returns_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let items: Vec<u64> = (0..1000).collect();
+        let started = AtomicUsize::new(0);
+        let err = parallel(&items, 4, |&i| {
+            started.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            match i {
+                5 => Err(RepoError::Other(format!("item {i}"))),
+                _ => Ok(()),
+            }
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("item 5"), "{err}");
+        // No item is started once it failed (the others, a millisecond
+        // each, get through a few meanwhile).
+        assert!(started.load(Ordering::Relaxed) < 500);
+        assert!(parallel(&items, 4, |_| Ok(())).is_ok());
     }
 
     #[test]
