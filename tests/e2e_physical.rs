@@ -799,22 +799,43 @@ fn timelines_duplicates_and_failing_pushes() {
         .parse()
         .unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    wait_gone(pid);
     // (what it fetched ahead is whole, and would still be handed over)
     let _ = std::fs::remove_file(spool.join(&segs[7]));
-    wal_fetch(&segs[7]).fails(1, "passphrase");
+    // The new prefetcher cannot open the repository either, and wal-fetch
+    // says why it stopped (its own stderr goes nowhere).
+    let failed = wal_fetch(&segs[7]).fails(1, "passphrase");
+    assert!(
+        failed
+            .stderr
+            .contains("warning: the WAL prefetcher stopped: cannot read passphrase file"),
+        "{}",
+        failed.stderr
+    );
     std::fs::rename(&hidden, &pass).unwrap();
-    wal_fetch(&segs[7]).ok();
+    let answered = wal_fetch(&segs[7]).ok();
     assert_eq!(
         std::fs::read(&dest).unwrap()[8..16],
         segment_start(&segs[7])
     );
-    let new_pid = std::fs::read_to_string(spool.join("pid")).unwrap();
+    let new_pid = std::fs::read_to_string(spool.join("pid")).unwrap_or_else(|e| {
+        panic!(
+            "no prefetcher after wal-fetch {}: {e}; wal-fetch said: {}; the spool holds {:?}",
+            segs[7],
+            answered.stderr,
+            std::fs::read_dir(&spool)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>()
+        )
+    });
     assert_ne!(new_pid.trim(), pid.to_string(), "a new prefetcher");
     // A pid file naming a live process that is no prefetcher (the pid of one
     // gone with a reboot, reused): wal-fetch does not wait for its answers
     // (it would give up only after 60 s).
     let pid: i32 = new_pid.trim().parse().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    wait_gone(pid);
     std::fs::write(spool.join("pid"), std::process::id().to_string()).unwrap();
     let _ = std::fs::remove_file(spool.join(&segs[8]));
     let started = Instant::now();
@@ -1063,6 +1084,20 @@ fn a_restored_server_backed_up_restores_to_its_own_latest() {
 }
 
 /// A segment's first page header's xlp_pageaddr: where the segment starts.
+/// Wait until the killed process `pid` (not our child) has exited: a
+/// thread of it still in a system call (an fsync, say) keeps it alive
+/// after the SIGKILL. A zombie has no command line.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} outlived its SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn segment_start(seg: &str) -> [u8; 8] {
     let log = u64::from_str_radix(&seg[8..16], 16).unwrap();
     let number = u64::from_str_radix(&seg[16..24], 16).unwrap();

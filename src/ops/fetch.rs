@@ -64,6 +64,9 @@ const POLL: Duration = Duration::from_millis(2);
 /// while: a standby's prefetcher lives as long as the standby, and most of
 /// that time recovery waits for the next segment to be archived.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// The spool file where a prefetcher that failed says why: its pid, then
+/// the error.
+const STOPPED: &str = "stopped";
 
 /// Restore one WAL file to `dest`. `Ok(false)` if it was never archived.
 pub fn fetch(ctx: &Context, name: &str, dest: &Path, opts: &WalOptions) -> Result<bool> {
@@ -128,6 +131,7 @@ fn ask(
         true => None,
         false => Some(spool.start_prefetcher(ctx, opts, pgdata)?),
     };
+    let prefetcher = child.as_ref().map(Child::id).or(spool.owner());
     let me = std::process::id().to_string();
     spool.write_atomic(&format!("{name}.want"), &me).ok()?;
     let answered_to_me = |file: &str| {
@@ -156,6 +160,9 @@ fn ask(
             };
             // (it may have answered just before it stopped)
             if stopped && !spool.path(name).exists() && !answered_to_me(&missing) {
+                if let Some(why) = prefetcher.and_then(|pid| spool.stopped_by(pid)) {
+                    eprintln!("warning: the WAL prefetcher stopped: {why}; fetching {name} here");
+                }
                 break None;
             }
         }
@@ -270,6 +277,13 @@ impl Spool {
         }
     }
 
+    /// Why the prefetcher `pid` stopped, if it stopped on an error.
+    fn stopped_by(&self, pid: u32) -> Option<String> {
+        let text = self.read(STOPPED)?;
+        let (who, why) = text.split_once('\n')?;
+        (who == pid.to_string()).then(|| why.to_string())
+    }
+
     /// Move the fetched `name` to `dest`, if it is there. Copied instead
     /// where a rename cannot go (another file system, a device).
     fn take(&self, name: &str, dest: &Path) -> bool {
@@ -333,6 +347,7 @@ impl Spool {
         if let Some(t) = &opts.target {
             cmd.arg("--target").arg(t);
         }
+        let _ = std::fs::remove_file(self.path(STOPPED));
         let child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -421,6 +436,11 @@ pub fn prefetch(ctx: &Context, opts: &WalOptions) -> Result<()> {
     let result = serve(ctx, opts, &pgdata, &spool, me);
     if spool.owner() == Some(me) {
         spool.clear();
+        // Its stderr goes nowhere: the `wal-fetch` waiting for it reports
+        // this in the server's log.
+        if let Err(e) = &result {
+            let _ = spool.write_atomic(STOPPED, &format!("{me}\n{e:#}"));
+        }
         let _ = std::fs::remove_file(spool.path("pid"));
     }
     result
