@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::lock::LockGuard;
 use super::{Damage, Repository, Result};
-use crate::codec::Id;
+use crate::codec::{Id, SessionKey};
 use crate::format::{self, BackupRecord, PackEntry, PackTrailer};
 use crate::storage::{ErrorKind, PutMode, Tier};
 
@@ -357,6 +357,23 @@ impl Repository {
         if own.blobs != entry.blobs || own.session_key != entry.session_key {
             return Err(self.corrupt(&path, "the pack does not hold what the index says"));
         }
+        // The checks above pass for a pack rebuilt with an altered blob
+        // under its new hash with the genuine trailer kept (its trailer is
+        // not bound to its bytes); only the blobs' tags show it. With the
+        // identity they are checked, so that prune never lets a genuine copy
+        // go for such a pack, nor copies one's blobs into a rewrite.
+        if let Some(ids) = &self.identities {
+            let env = format::parse_pack_envelope(&bytes)
+                .map_err(|e| self.corrupt(&path, e.to_string()))?;
+            let key = SessionKey::unwrap(env.wrapped_key, ids)
+                .map_err(|e| self.corrupt(&path, format!("session key: {e}")))?;
+            super::verify::authenticate_blobs(
+                &key,
+                &super::verify::in_pack_order(&own.blobs),
+                &bytes,
+            )
+            .map_err(|e| self.corrupt(&path, e))?;
+        }
         Ok(bytes)
     }
 
@@ -586,7 +603,7 @@ mod tests {
     use super::*;
     use crate::codec::Effort;
     use crate::repo::{read_all, test_block as block, test_repo};
-    use crate::storage::Storage;
+    use crate::storage::{PutMode, Storage};
 
     /// One session's pack: a needed blob, an unneeded one, a group with one
     /// needed member and a group with none.
@@ -758,6 +775,47 @@ mod tests {
                 .damaged
                 .iter()
                 .any(|d| d.object == path && d.problem.contains("indexed"))
+        );
+    }
+
+    /// A forged copy of a pack, made without the keys (one blob altered,
+    /// stored under its new hash, the genuine trailer kept) and indexed
+    /// ahead of the genuine pack: it would claim every needed blob and let
+    /// the genuine pack go. Its tags give it away, so both stay and the
+    /// forgery is reported.
+    #[test]
+    fn a_forged_copy_never_lets_the_genuine_pack_go() {
+        let (storage, repo) = test_repo();
+        let (genuine, kept, _) = one_pack(&repo);
+        let mut bytes = storage.get(&format::pack_path(&genuine.id)).unwrap();
+        bytes[(genuine.blobs[0].offset + 40) as usize] ^= 1;
+        let forged = Id::of_stored(&bytes);
+        let forged_path = format::pack_path(&forged);
+        storage.put(&forged_path, &bytes, PutMode::Create).unwrap();
+        let entry = repo.read_pack_entry(&forged_path).unwrap();
+        assert_eq!(entry.blobs, genuine.blobs, "the trailer is the genuine one");
+        for o in storage.list(format::INDEX_DIR).unwrap() {
+            storage.delete(&o.path).unwrap();
+        }
+        repo.write_index(vec![entry, genuine.clone()]).unwrap();
+
+        let rec = record_needing(&kept);
+        let plan = repo
+            .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
+            .unwrap();
+        assert!(plan.delete.is_empty(), "{:?}", plan.delete);
+        let mut kept_ids: Vec<Id> = plan.keep.iter().map(|p| p.id).collect();
+        kept_ids.sort();
+        let mut both = vec![genuine.id, forged];
+        both.sort();
+        assert_eq!(kept_ids, both);
+        assert!(plan.missing.is_empty(), "{:?}", plan.missing);
+        assert!(
+            plan.damaged
+                .iter()
+                .any(|d| d.object == forged_path && d.problem.contains("authentication failed")),
+            "{:?}",
+            plan.damaged
         );
     }
 

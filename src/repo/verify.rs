@@ -403,10 +403,8 @@ impl Repository {
                 .map_err(|e| format!("trailer cannot be decrypted ({e})"))?;
             let trailer: format::PackTrailer =
                 serde_json::from_slice(&json).map_err(|e| format!("trailer: {e}"))?;
-            let mut listed: Vec<&BlobEntry> = entry.blobs.iter().collect();
-            let mut held: Vec<&BlobEntry> = trailer.blobs.iter().collect();
-            listed.sort_by_key(|b| (b.offset, b.group.map(|g| g.start)));
-            held.sort_by_key(|b| (b.offset, b.group.map(|g| g.start)));
+            let listed = in_pack_order(&entry.blobs);
+            let held = in_pack_order(&trailer.blobs);
             if listed != held {
                 return Err("its trailer and the index disagree about its blobs".to_string());
             }
@@ -423,57 +421,43 @@ impl Repository {
                     k
                 }
             };
+            if blobs == ReadData::Stored {
+                return authenticate_blobs(&key, &held, bytes);
+            }
             // Each blob is decrypted where it lies in the pack (no copy); a
             // group once, then each member re-hashed.
             let mut group_at: Option<u64> = None;
             for b in held {
-                let end = b.offset + u64::from(b.length);
-                let Some(stored) = bytes.get_mut(b.offset as usize..end as usize) else {
-                    return Err(format!("blob {}: lies outside the pack", b.id.short()));
-                };
-                let failed = |e: CodecError| match e {
-                    CodecError::Authentication => {
-                        format!("blob {}: authentication failed", b.id.short())
-                    }
-                    e => format!("blob {}: {e}", b.id.short()),
-                };
+                let range = blob_range(b, bytes.len())?;
+                let stored = &mut bytes[range];
                 let matches = |plain: &[u8]| {
                     plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
                 };
-                let raw_length = b.raw_length as usize;
-                let ok = match (b.group, blobs) {
-                    (None, ReadData::Stored) => {
-                        group_at = None;
-                        key.authenticate_blob(b.ty, &b.id, stored, raw_length)
-                            .map_err(failed)?;
-                        true
-                    }
-                    (None, _) => {
+                let ok = match b.group {
+                    None => {
                         plain.clear();
                         group_at = None;
-                        key.decrypt_blob_in_place(b.ty, &b.id, stored, raw_length, plain)
-                            .map_err(failed)?;
+                        key.decrypt_blob_in_place(
+                            b.ty,
+                            &b.id,
+                            stored,
+                            b.raw_length as usize,
+                            plain,
+                        )
+                        .map_err(|e| blob_failed(b, e))?;
                         matches(plain)
                     }
-                    (Some(g), _) => {
+                    Some(g) => {
                         // The group's members share its stored bytes: decoded
                         // at its first member, which is where they lie.
                         if group_at != Some(b.offset) {
-                            let size = g.size as usize;
-                            if blobs == ReadData::Stored {
-                                key.authenticate_group(b.ty, stored, size)
-                            } else {
-                                plain.clear();
-                                key.decrypt_group_in_place(b.ty, stored, size, plain)
-                            }
-                            .map_err(failed)?;
+                            plain.clear();
+                            key.decrypt_group_in_place(b.ty, stored, g.size as usize, plain)
+                                .map_err(|e| blob_failed(b, e))?;
                             group_at = Some(b.offset);
                         }
-                        if u64::from(g.start) + u64::from(b.raw_length) > u64::from(g.size) {
-                            return Err(format!("blob {}: lies outside its group", b.id.short()));
-                        }
-                        blobs == ReadData::Stored
-                            || matches(g.member(plain, b.raw_length).unwrap_or_default())
+                        in_group(b)?;
+                        matches(g.member(plain, b.raw_length).unwrap_or_default())
                     }
                 };
                 if !ok {
@@ -486,6 +470,70 @@ impl Repository {
             Ok(())
         })();
         (n, result)
+    }
+}
+
+/// A pack's blobs in the order they lie in it (a group's members by their
+/// place in the group).
+pub(super) fn in_pack_order(blobs: &[BlobEntry]) -> Vec<&BlobEntry> {
+    let mut sorted: Vec<&BlobEntry> = blobs.iter().collect();
+    sorted.sort_by_key(|b| (b.offset, b.group.map(|g| g.start)));
+    sorted
+}
+
+/// Authenticate every blob of a pack's stored `bytes` (a group once) without
+/// deciphering it: the same accept or reject as decrypting it. `blobs` in
+/// pack order ([`in_pack_order`]).
+pub(super) fn authenticate_blobs(
+    key: &SessionKey,
+    blobs: &[&BlobEntry],
+    bytes: &[u8],
+) -> std::result::Result<(), String> {
+    let mut group_at: Option<u64> = None;
+    for b in blobs {
+        let stored = &bytes[blob_range(b, bytes.len())?];
+        match b.group {
+            None => {
+                group_at = None;
+                key.authenticate_blob(b.ty, &b.id, stored, b.raw_length as usize)
+                    .map_err(|e| blob_failed(b, e))?;
+            }
+            Some(g) => {
+                if group_at != Some(b.offset) {
+                    key.authenticate_group(b.ty, stored, g.size as usize)
+                        .map_err(|e| blob_failed(b, e))?;
+                    group_at = Some(b.offset);
+                }
+                in_group(b)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where blob `b` lies in a pack of `len` bytes.
+fn blob_range(b: &BlobEntry, len: usize) -> std::result::Result<std::ops::Range<usize>, String> {
+    let end = b.offset.checked_add(u64::from(b.length));
+    match end {
+        Some(end) if end <= len as u64 => Ok(b.offset as usize..end as usize),
+        _ => Err(format!("blob {}: lies outside the pack", b.id.short())),
+    }
+}
+
+/// A group member must lie inside its group.
+fn in_group(b: &BlobEntry) -> std::result::Result<(), String> {
+    match b.group {
+        Some(g) if u64::from(g.start) + u64::from(b.raw_length) > u64::from(g.size) => {
+            Err(format!("blob {}: lies outside its group", b.id.short()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn blob_failed(b: &BlobEntry, e: CodecError) -> String {
+    match e {
+        CodecError::Authentication => format!("blob {}: authentication failed", b.id.short()),
+        e => format!("blob {}: {e}", b.id.short()),
     }
 }
 
