@@ -10,7 +10,10 @@
 //! `backup:before-index`, `backup:before-record`, `backup:after-record`,
 //! `backup:locked`, `prune:locked`, `prune:after-forget`, `prune:after-index`,
 //! `prune:after-index-delete`, `prune:pack-delete:N` (after N packs deleted),
-//! `copy:before-index`, `copy:before-records`. Failures:
+//! `copy:before-index`, `copy:before-records`, `basebackup:before-stop`
+//! (the files copied, `pg_backup_stop` not yet called). A pause says so on
+//! stderr (`failpoint: paused at NAME`), and ends early once the file
+//! `LIFEBOAT_RESUME_FILE` names exists. Failures:
 //! `restore:o-direct-open` and `restore:o-direct-write` (`EINVAL`, as from a
 //! file system without `O_DIRECT`); `encode:flip-plaintext` (every blob
 //! stored with its first byte flipped after its id was taken).
@@ -27,7 +30,18 @@ pub fn hit(name: &str) {
             && point == name
             && let Ok(secs) = secs.parse::<f64>()
         {
-            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+            // Tests wait for this line before they act on the pause, and
+            // may end it early by creating LIFEBOAT_RESUME_FILE.
+            eprintln!("failpoint: paused at {name} for {secs} s");
+            let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+            let resume = std::env::var_os("LIFEBOAT_RESUME_FILE");
+            while std::time::Instant::now() < until
+                && !resume
+                    .as_ref()
+                    .is_some_and(|f| std::path::Path::new(f).exists())
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     }
     #[cfg(not(debug_assertions))]

@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Run, lifeboat_cmd, lifeboat_cmd_at};
+use common::{Paused, Run, lifeboat_cmd, lifeboat_cmd_at};
 use lifeboat::testkit::proxy::{Fault, FaultProxy, Rule};
 use lifeboat::testkit::s3::S3Server;
 use lifeboat::testkit::{self, ClusterOptions, TestCluster};
@@ -334,6 +334,23 @@ impl Standby {
             testkit::percent_encode(&self.socket_dir.to_string_lossy()),
             self.port
         )
+    }
+
+    /// Promote it (`pg_ctl promote`, waiting until it accepts writes).
+    fn promote(&self, env: &Env) {
+        let out = env
+            .cluster
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-w", "promote"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl promote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Wait until the standby replayed everything the primary wrote so far.
@@ -1590,6 +1607,63 @@ fn a_base_backup_from_a_standby_restores() {
     assert_eq!(
         env.restore_target_rows("replica", "named", &["--to-name", "before 3"]),
         [1, 2]
+    );
+}
+
+/// The standby a backup reads from is promoted while the backup runs:
+/// PostgreSQL refuses to stop that backup (the copy would not be
+/// consistent), so the backup fails with PostgreSQL's reason and a hint,
+/// lists nothing, and leaves the repository valid; what it copied is
+/// indexed, so the next backup (of the new primary) stores little again.
+#[test]
+fn a_standby_promoted_during_its_backup_fails_the_backup_cleanly() {
+    let env = Env::new(true);
+    env.sql("INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(10, 20000) g");
+    let standby = Standby::start(&env);
+    standby.catch_up(&env);
+    append(
+        &env.config,
+        &format!(
+            "\n[target.replica]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
+             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
+            standby.uri("postgres"),
+            standby.dir.display(),
+        ),
+    );
+    let mut cmd = lifeboat_cmd_at(&env.dir.path().join("lifeboat"));
+    cmd.arg("--config")
+        .arg(&env.config)
+        .args(["backup", "replica"]);
+    let paused = Paused::start(cmd, "basebackup:before-stop", env.dir.path().join("resume"));
+    standby.promote(&env);
+    let said = paused
+        .resume()
+        .fails(1, "the standby was promoted during online backup");
+    for needle in ["the backup is not listed", "hint: back up the new primary"] {
+        assert!(
+            said.stderr.contains(needle),
+            "lacks {needle:?}: {}",
+            said.stderr
+        );
+    }
+    let list = env.lb(&["list", "replica", "--json"]).ok();
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed["backups"], serde_json::json!([]), "{}", list.stdout);
+    env.lb(&["verify", "--read-data"]).ok();
+    // What the failed backup copied is indexed: a backup of the new primary
+    // finds most of it there already.
+    env.lb(&["backup", "replica"]).ok();
+    let list = env.lb(&["list", "replica", "--json"]).ok();
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let done = &listed["backups"][0];
+    let (new, total) = (
+        done["new_bytes"].as_u64().unwrap(),
+        done["total_size"].as_u64().unwrap(),
+    );
+    assert!(
+        new * 4 < total,
+        "{new} of {total} bytes new: {}",
+        list.stdout
     );
 }
 

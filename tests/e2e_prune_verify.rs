@@ -182,6 +182,16 @@ fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// `lifeboat ARGS` held at failpoint `point` until resumed.
+fn paused(env: &Env, args: &[&str], point: &str) -> common::Paused {
+    let mut cmd = common::lifeboat_cmd();
+    cmd.arg("--config")
+        .arg(&env.config)
+        .args(args)
+        .env("LIFEBOAT_PASSPHRASE", common::PASSPHRASE);
+    common::Paused::start(cmd, point, env.dir.path().join(format!("resume-{point}")))
+}
+
 fn finish(child: Child) -> Run {
     let o = child.wait_with_output().unwrap();
     Run {
@@ -431,15 +441,10 @@ fn concurrent_backups_and_prunes_lose_nothing() {
     // A backup in progress: prune refuses and changes nothing; the backup lands.
     change(&env, 10);
     let fingerprint = env.fingerprint("hyper_db");
-    let slow = spawn(
-        &env,
-        &["backup", "dev"],
-        &[("LIFEBOAT_PAUSE_AT", "backup:before-record:5")],
-    );
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let slow = paused(&env, &["backup", "dev"], "backup:before-record");
     env.lifeboat(&["prune"])
         .fails(1, "the repository is in use");
-    finish(slow).ok();
+    slow.resume().ok();
     seen.insert(ids(&env, "dev").last().unwrap().clone(), fingerprint);
     assert_eq!(
         ids(&env, "dev").len(),
@@ -448,18 +453,25 @@ fn concurrent_backups_and_prunes_lose_nothing() {
     );
 
     // A prune in progress: a backup waits for it, then lands; a second prune refuses.
-    let prune = spawn(&env, &["prune"], &[("LIFEBOAT_PAUSE_AT", "prune:locked:5")]);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let prune = paused(&env, &["prune"], "prune:locked");
     env.lifeboat(&["prune"])
         .fails(1, "another prune is running");
     change(&env, 11);
-    let waited = env.lifeboat(&["backup", "dev"]).ok();
-    assert!(waited.stderr.contains("waiting for"), "{}", waited.stderr);
+    // The backup waits for the prune; the prune goes on once it does.
+    let mut backup = spawn(&env, &["backup", "dev"], &[]);
+    let mut stderr = std::io::BufReader::new(backup.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting for") {
+        let n = std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+        assert!(n > 0, "the backup did not wait for the prune: {said}");
+    }
+    prune.resume().ok();
+    std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+    assert!(backup.wait().unwrap().success(), "{said}");
     seen.insert(
         ids(&env, "dev").last().unwrap().clone(),
         env.fingerprint("hyper_db"),
     );
-    finish(prune).ok();
     assert_verifies_clean(&env, "concurrent prune and backup");
     all_restore(&env, "dev", &seen, "concurrent");
 

@@ -127,9 +127,22 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
             return Err(session_error(session, e));
         }
     };
-    let stop = api
-        .stop(facts.in_recovery)
-        .map_err(|e| anyhow::anyhow!("stopping the backup: {e}"))?;
+    crate::failpoint::hit("basebackup:before-stop");
+    let stop = match api.stop(facts.in_recovery) {
+        Ok(stop) => stop,
+        Err(e) => {
+            // What was copied stays indexed: the next backup does not store
+            // it again.
+            let hint = match e.to_string().contains("promoted") {
+                true => {
+                    "; the backup is not listed; hint: back up the new primary, or another standby"
+                }
+                false => "",
+            };
+            let e = anyhow::anyhow!("stopping the backup: {e}{hint}");
+            return Err(session_error(session, e));
+        }
+    };
     api.close();
     let timeline = backup_api::label_timeline(&stop.backup_label)
         .context("the server's backup_label has no START TIMELINE")?;

@@ -210,3 +210,53 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// A lifeboat run held at a failpoint (debug builds): started with
+/// `LIFEBOAT_PAUSE_AT=POINT`, returned once it says it is paused there, and
+/// let go by [`Paused::resume`] (it creates `LIFEBOAT_RESUME_FILE`). No
+/// sleeps that a slow machine outruns.
+pub struct Paused {
+    child: std::process::Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    said: String,
+    resume: PathBuf,
+}
+
+impl Paused {
+    #[track_caller]
+    pub fn start(mut cmd: Command, point: &str, resume: PathBuf) -> Paused {
+        let _ = std::fs::remove_file(&resume);
+        let mut child = cmd
+            .env("LIFEBOAT_PAUSE_AT", format!("{point}:300"))
+            .env("LIFEBOAT_RESUME_FILE", &resume)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run lifeboat");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut said = String::new();
+        let paused = format!("failpoint: paused at {point} ");
+        while !said.contains(&paused) {
+            let n = std::io::BufRead::read_line(&mut stderr, &mut said).expect("stderr");
+            assert!(n > 0, "lifeboat ended before {point}: {said}");
+        }
+        Paused {
+            child,
+            stderr,
+            said,
+            resume,
+        }
+    }
+
+    /// Let it go on, and wait for it to end.
+    pub fn resume(mut self) -> Run {
+        std::fs::write(&self.resume, "").expect("resume file");
+        std::io::Read::read_to_string(&mut self.stderr, &mut self.said).expect("stderr");
+        let o = self.child.wait_with_output().expect("wait");
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: self.said,
+        }
+    }
+}
