@@ -279,15 +279,25 @@ struct Standby {
 
 impl Standby {
     fn start(env: &Env) -> Standby {
+        Self::start_named(env, "standby", env.cluster.port())
+    }
+
+    /// A standby of this one (cascading replication), in `name`.
+    fn cascade(&self, env: &Env, name: &str) -> Standby {
+        Self::start_named(env, name, self.port)
+    }
+
+    /// A standby in directory `name` streaming from the server on `port`.
+    fn start_named(env: &Env, name: &str, upstream_port: u16) -> Standby {
         let c = &env.cluster;
-        let dir = env.dir.path().join("standby");
+        let dir = env.dir.path().join(name);
         let out = c
             .server_command("pg_basebackup")
             .arg("-D")
             .arg(&dir)
             .args(["-R", "-X", "stream", "-c", "fast", "-U", "postgres", "-h"])
             .arg(c.socket_dir())
-            .args(["-p", &c.port().to_string()])
+            .args(["-p", &upstream_port.to_string()])
             .output()
             .unwrap();
         assert!(
@@ -314,7 +324,7 @@ impl Standby {
             .arg("-D")
             .arg(&standby.dir)
             .arg("-l")
-            .arg(env.dir.path().join("standby.log"))
+            .arg(env.dir.path().join(format!("{name}.log")))
             .args(["-w", "start"])
             .stdin(std::process::Stdio::null())
             .output()
@@ -323,7 +333,7 @@ impl Standby {
             out.status.success(),
             "standby did not start: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            testkit::tail_lines(&env.dir.path().join("standby.log"), 30)
+            testkit::tail_lines(&env.dir.path().join(format!("{name}.log")), 30)
         );
         standby
     }
@@ -355,16 +365,22 @@ impl Standby {
 
     /// Wait until the standby replayed everything the primary wrote so far.
     fn catch_up(&self, env: &Env) {
-        let lsn = env.sql("SELECT pg_current_wal_lsn()");
+        self.reach(env, &env.sql("SELECT pg_current_wal_lsn()"));
+    }
+
+    /// Wait until the standby replayed the WAL up to `lsn`.
+    fn reach(&self, env: &Env, lsn: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let q = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
-            if env.cluster.psql_uri(&self.uri("app"), &q).unwrap().trim() == "t" {
-                return;
-            }
+        let q = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+        while self.sql(env, &q) != "t" {
             assert!(Instant::now() < deadline, "the standby did not reach {lsn}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn sql(&self, env: &Env, q: &str) -> String {
+        let out = env.cluster.psql_uri(&self.uri("app"), q).unwrap();
+        out.trim().to_string()
     }
 }
 
@@ -1665,6 +1681,56 @@ fn a_standby_promoted_during_its_backup_fails_the_backup_cleanly() {
         "{new} of {total} bytes new: {}",
         list.stdout
     );
+}
+
+/// A cascading standby follows its upstream standby onto a new timeline
+/// when that one is promoted. A backup of it that started on the old
+/// timeline and stops on the new one is refused and not listed.
+#[test]
+fn a_backup_of_a_standby_whose_upstream_is_promoted_is_refused() {
+    let env = Env::new(true);
+    env.insert(1);
+    let upstream = Standby::start(&env);
+    upstream.catch_up(&env);
+    let cascaded = upstream.cascade(&env, "cascaded");
+    cascaded.catch_up(&env);
+    append(
+        &env.config,
+        &format!(
+            "\n[target.cascaded]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
+             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
+            cascaded.uri("postgres"),
+            cascaded.dir.display(),
+        ),
+    );
+    let mut cmd = lifeboat_cmd_at(&env.dir.path().join("lifeboat"));
+    cmd.arg("--config")
+        .arg(&env.config)
+        .args(["backup", "cascaded"]);
+    let paused = Paused::start(cmd, "basebackup:before-stop", env.dir.path().join("resume"));
+    upstream.promote(&env);
+    // WAL of the new timeline, up to a checkpoint, replayed by the cascaded
+    // standby; its restartpoint then moves its minimum recovery point (where
+    // a backup of it stops) onto the new timeline.
+    upstream.sql(&env, "INSERT INTO t VALUES (2, 'row 2')");
+    upstream.sql(&env, "CHECKPOINT");
+    cascaded.reach(&env, &upstream.sql(&env, "SELECT pg_current_wal_lsn()"));
+    cascaded.sql(&env, "CHECKPOINT");
+    assert_eq!(
+        cascaded.sql(
+            &env,
+            "SELECT min_recovery_end_timeline FROM pg_control_recovery()"
+        ),
+        "2"
+    );
+    paused.resume().fails(
+        1,
+        "the standby moved from timeline 1 to 2 during the backup",
+    );
+    let list = env.lb(&["list", "cascaded", "--json"]).ok();
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed["backups"], serde_json::json!([]), "{}", list.stdout);
+    env.lb(&["verify"]).ok();
 }
 
 /// `restore --standby`: a new standby built from the repository replays the
