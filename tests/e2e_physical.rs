@@ -1116,7 +1116,6 @@ fn a_restored_server_backed_up_restores_to_its_own_latest() {
     env.stop_restored(&gen3);
 }
 
-/// A segment's first page header's xlp_pageaddr: where the segment starts.
 /// Wait until the killed process `pid` (not our child) has exited: a
 /// thread of it still in a system call (an fsync, say) keeps it alive
 /// after the SIGKILL. A zombie has no command line.
@@ -1131,6 +1130,7 @@ fn wait_gone(pid: i32) {
     }
 }
 
+/// A segment's first page header's xlp_pageaddr: where the segment starts.
 fn segment_start(seg: &str) -> [u8; 8] {
     let log = u64::from_str_radix(&seg[8..16], 16).unwrap();
     let number = u64::from_str_radix(&seg[16..24], 16).unwrap();
@@ -1731,6 +1731,50 @@ fn a_backup_of_a_standby_whose_upstream_is_promoted_is_refused() {
     let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(listed["backups"], serde_json::json!([]), "{}", list.stdout);
     env.lb(&["verify"]).ok();
+}
+
+/// `restore --standby --archive` of a server with `archive_mode = always`:
+/// the new standby archives again every segment it restores from the
+/// repository, into that same repository. They are the primary's segments
+/// byte for byte: each push is accepted, none fails.
+#[test]
+fn a_standby_with_archive_mode_always_archives_what_it_replays_again() {
+    let env = Env::new(false);
+    env.sql("ALTER SYSTEM SET archive_mode = 'always'");
+    env.cluster.restart().unwrap();
+    env.insert(1);
+    env.backup();
+    env.insert(2);
+    env.archive_now();
+    let (dir, port, _) = env.restore_started("always", &["--standby", "--archive"]);
+    assert_eq!(env.restored_sql(port, "SHOW archive_mode").trim(), "always");
+    env.insert(3);
+    env.archive_now();
+    let archiver = || {
+        env.restored_sql(
+            port,
+            "SELECT archived_count || ',' || failed_count || ',' || \
+             (SELECT string_agg(id::text, ',' ORDER BY id) FROM t) FROM pg_stat_archiver",
+        )
+        .trim()
+        .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = archiver();
+        let fields: Vec<&str> = now.split(',').collect();
+        assert_eq!(fields[1], "0", "the standby's archiver failed: {now}");
+        if fields[0] != "0" && fields[2..] == ["1", "2", "3"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby archived nothing: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    env.stop_restored(&dir);
+    env.lb(&["verify", "--read-data"]).ok();
 }
 
 /// `restore --standby`: a new standby built from the repository replays the

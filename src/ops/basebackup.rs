@@ -133,7 +133,8 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
         Err(e) => {
             // What was copied stays indexed: the next backup does not store
             // it again.
-            let hint = match e.to_string().contains("promoted") {
+            // (PostgreSQL's "the standby was promoted during online backup")
+            let hint = match facts.in_recovery && e.to_string().contains("promoted") {
                 true => {
                     "; the backup is not listed; hint: back up the new primary, or another standby"
                 }

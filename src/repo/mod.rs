@@ -894,6 +894,20 @@ pub(crate) fn test_repo() -> (Arc<crate::storage::memory::MemoryStorage>, Reposi
     (storage, repo)
 }
 
+/// [`test_repo`] in passphrase mode.
+#[cfg(test)]
+pub(crate) fn test_repo_passphrase() -> (Arc<crate::storage::memory::MemoryStorage>, Repository) {
+    let storage = Arc::new(crate::storage::memory::MemoryStorage::new());
+    let pass = "correct horse battery staple".to_string();
+    Repository::init(storage.clone(), InitKeys::Passphrase(pass.clone()), 3).expect("init");
+    let creds = Credentials {
+        passphrase: Some(pass),
+        ..Credentials::default()
+    };
+    let repo = Repository::open(storage.clone(), creds).expect("open");
+    (storage, repo)
+}
+
 /// Every blob of `ids` read back through `read_blobs`, sorted by id.
 #[cfg(test)]
 pub(crate) fn read_all(repo: &Repository, index: &Index, ids: &[Id]) -> Vec<(Id, Vec<u8>)> {

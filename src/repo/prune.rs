@@ -197,7 +197,16 @@ impl Repository {
         let a = loop {
             let a = assign(&candidates, &needed, &stored, &no_claim, limits);
             let mut again = false;
-            for pack in &a.claimers_of_deleted {
+            // Packs no index lists that will be listed again are proven
+            // too, where the identity can (a forgery would otherwise get
+            // a sealed index entry, and only a restore would find it).
+            let mut to_prove: Vec<Id> = a.claimers_of_deleted.iter().copied().collect();
+            if self.identities.is_some() {
+                to_prove.extend(&a.reindexed_ids);
+            }
+            to_prove.sort();
+            to_prove.dedup();
+            for pack in &to_prove {
                 if intact.contains(pack) {
                     continue;
                 }
@@ -359,19 +368,23 @@ impl Repository {
         }
         // The checks above pass for a pack rebuilt with an altered blob
         // under its new hash with the genuine trailer kept (its trailer is
-        // not bound to its bytes); only the blobs' tags show it. With the
-        // identity they are checked, so that prune never lets a genuine copy
-        // go for such a pack, nor copies one's blobs into a rewrite.
+        // not bound to its bytes). With the identity the blobs are checked
+        // too, so that prune never lets a genuine copy go for such a pack,
+        // nor copies one's blobs into a rewrite: in passphrase mode by their
+        // tags (only the passphrase's holders can make a session key the
+        // repository opens); in public-key mode, where anyone can make one
+        // for the public recipient, by decrypting and re-hashing each blob
+        // to its id (the dedup key's hash).
         if let Some(ids) = &self.identities {
             let env = format::parse_pack_envelope(&bytes)
                 .map_err(|e| self.corrupt(&path, e.to_string()))?;
             let key = SessionKey::unwrap(env.wrapped_key, ids)
                 .map_err(|e| self.corrupt(&path, format!("session key: {e}")))?;
-            super::verify::authenticate_blobs(
-                &key,
-                &super::verify::in_pack_order(&own.blobs),
-                &bytes,
-            )
+            let blobs = super::verify::in_pack_order(&own.blobs);
+            match self.own_identity {
+                Some(_) => super::verify::authenticate_blobs(&key, &blobs, &bytes),
+                None => self.decode_blobs(&key, &blobs, &mut bytes.clone(), &mut Vec::new()),
+            }
             .map_err(|e| self.corrupt(&path, e))?;
         }
         Ok(bytes)
@@ -455,6 +468,8 @@ struct Assignment {
     claimed: HashMap<Id, Id>,
     /// Packs whose claims let another pack holding a needed blob go.
     claimers_of_deleted: HashSet<Id>,
+    /// Packs no index lists that will be listed in the new index.
+    reindexed_ids: HashSet<Id>,
 }
 
 /// Each needed blob is claimed by the first pack in `candidates` that holds
@@ -484,6 +499,11 @@ fn assign(
             continue;
         };
         let may_claim = !no_claim.contains(&entry.id);
+        if !may_claim && !indexed {
+            // Not proven (it did not read back as what its trailer says):
+            // left as it is, not listed in the new index, reported.
+            continue;
+        }
         let mine: HashSet<Id> = entry
             .blobs
             .iter()
@@ -494,6 +514,7 @@ fn assign(
             a.claimed.extend(mine.iter().map(|b| (*b, entry.id)));
             if !indexed {
                 a.reindexed += 1;
+                a.reindexed_ids.insert(entry.id);
                 a.rewrite_index = true;
             }
             match repack_of(entry, &mine, obj.size, limits.max_unused) {
@@ -778,20 +799,21 @@ mod tests {
         );
     }
 
-    /// A forged copy of a pack, made without the keys (one blob altered,
-    /// stored under its new hash, the genuine trailer kept) and indexed
-    /// ahead of the genuine pack: it would claim every needed blob and let
-    /// the genuine pack go. Its tags give it away, so both stay and the
-    /// forgery is reported.
-    #[test]
-    fn a_forged_copy_never_lets_the_genuine_pack_go() {
-        let (storage, repo) = test_repo();
-        let (genuine, kept, _) = one_pack(&repo);
-        let mut bytes = storage.get(&format::pack_path(&genuine.id)).unwrap();
-        bytes[(genuine.blobs[0].offset + 40) as usize] ^= 1;
-        let forged = Id::of_stored(&bytes);
-        let forged_path = format::pack_path(&forged);
-        storage.put(&forged_path, &bytes, PutMode::Create).unwrap();
+    /// Index `forged` (a pack stored under its own hash) ahead of
+    /// `genuine`, plan a prune for a backup needing `needed`, and check that
+    /// both packs stay, the genuine one claims, and the forgery is reported
+    /// with `problem`.
+    fn forged_ahead_of(
+        storage: &dyn Storage,
+        repo: &Repository,
+        genuine: &PackEntry,
+        forged: &[u8],
+        needed: &[Id],
+        problem: &str,
+    ) {
+        let forged_id = Id::of_stored(forged);
+        let forged_path = format::pack_path(&forged_id);
+        storage.put(&forged_path, forged, PutMode::Create).unwrap();
         let entry = repo.read_pack_entry(&forged_path).unwrap();
         assert_eq!(entry.blobs, genuine.blobs, "the trailer is the genuine one");
         for o in storage.list(format::INDEX_DIR).unwrap() {
@@ -799,23 +821,186 @@ mod tests {
         }
         repo.write_index(vec![entry, genuine.clone()]).unwrap();
 
-        let rec = record_needing(&kept);
+        let rec = record_needing(needed);
         let plan = repo
             .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
             .unwrap();
         assert!(plan.delete.is_empty(), "{:?}", plan.delete);
         let mut kept_ids: Vec<Id> = plan.keep.iter().map(|p| p.id).collect();
         kept_ids.sort();
-        let mut both = vec![genuine.id, forged];
+        let mut both = vec![genuine.id, forged_id];
         both.sort();
         assert_eq!(kept_ids, both);
         assert!(plan.missing.is_empty(), "{:?}", plan.missing);
         assert!(
             plan.damaged
                 .iter()
-                .any(|d| d.object == forged_path && d.problem.contains("authentication failed")),
+                .any(|d| d.object == forged_path && d.problem.contains(problem)),
             "{:?}",
             plan.damaged
+        );
+    }
+
+    /// A forged copy of a pack, made without the keys (one blob altered,
+    /// stored under its new hash, the genuine trailer kept) and indexed
+    /// ahead of the genuine pack: it would claim every needed blob and let
+    /// the genuine pack go. Its blobs give it away (in passphrase mode by
+    /// their tags), so both stay and the forgery is reported.
+    #[test]
+    fn a_forged_copy_never_lets_the_genuine_pack_go() {
+        for (storage, repo) in [test_repo(), crate::repo::test_repo_passphrase()] {
+            let (genuine, kept, _) = one_pack(&repo);
+            let mut bytes = storage.get(&format::pack_path(&genuine.id)).unwrap();
+            bytes[(genuine.blobs[0].offset + 40) as usize] ^= 1;
+            forged_ahead_of(
+                storage.as_ref(),
+                &repo,
+                &genuine,
+                &bytes,
+                &kept,
+                "authentication failed",
+            );
+        }
+    }
+
+    /// The same with both packs unindexed (their index lost) and the
+    /// forgery first by id: the genuine pack claims and is listed again,
+    /// the forgery is neither listed nor deleted, and is reported.
+    #[test]
+    fn an_unindexed_forgery_is_not_listed_again() {
+        for (storage, repo) in [test_repo(), crate::repo::test_repo_passphrase()] {
+            let (genuine, kept, _) = one_pack(&repo);
+            let good = storage.get(&format::pack_path(&genuine.id)).unwrap();
+            let at = (genuine.blobs[0].offset + 40) as usize;
+            let forged = (0..=255u8)
+                .map(|x| {
+                    let mut bytes = good.clone();
+                    bytes[at] ^= x | 1;
+                    bytes
+                })
+                .find(|b| Id::of_stored(b) < genuine.id)
+                .expect("a forgery that sorts first");
+            let forged_path = format::pack_path(&Id::of_stored(&forged));
+            storage.put(&forged_path, &forged, PutMode::Create).unwrap();
+            for o in storage.list(format::INDEX_DIR).unwrap() {
+                storage.delete(&o.path).unwrap();
+            }
+            let rec = record_needing(&kept);
+            let plan = repo
+                .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
+                .unwrap();
+            let kept_ids: Vec<Id> = plan.keep.iter().map(|p| p.id).collect();
+            assert_eq!(
+                kept_ids,
+                vec![genuine.id],
+                "only the genuine pack is listed"
+            );
+            assert!(plan.delete.is_empty() && plan.delete_unindexed.is_empty());
+            assert!(plan.missing.is_empty(), "{:?}", plan.missing);
+            assert!(
+                plan.damaged.iter().any(|d| d.object == forged_path),
+                "{:?}",
+                plan.damaged
+            );
+        }
+    }
+
+    /// The genuine pack gone and its index lost, a forgery in its place:
+    /// it is not listed in the new index (the needed blobs are reported
+    /// damaged, where only a restore would have found them otherwise).
+    #[test]
+    fn a_forgery_alone_is_not_listed_again() {
+        for (storage, repo) in [test_repo(), crate::repo::test_repo_passphrase()] {
+            let (genuine, kept, _) = one_pack(&repo);
+            let path = format::pack_path(&genuine.id);
+            let mut forged = storage.get(&path).unwrap();
+            forged[(genuine.blobs[0].offset + 40) as usize] ^= 1;
+            let forged_path = format::pack_path(&Id::of_stored(&forged));
+            storage.put(&forged_path, &forged, PutMode::Create).unwrap();
+            storage.delete(&path).unwrap();
+            for o in storage.list(format::INDEX_DIR).unwrap() {
+                storage.delete(&o.path).unwrap();
+            }
+            let rec = record_needing(&kept);
+            let plan = repo
+                .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
+                .unwrap();
+            assert!(plan.keep.is_empty(), "{:?}", plan.keep);
+            assert!(plan.delete_unindexed.is_empty());
+            assert!(
+                plan.damaged
+                    .iter()
+                    .any(|d| d.object == forged_path && d.problem.contains("authentication")),
+                "{:?}",
+                plan.damaged
+            );
+        }
+    }
+
+    /// In public-key mode the recipient is public: anyone who can write to
+    /// the storage can make a session key for it, wrap it, and encrypt
+    /// content of their own under the genuine blobs' ids and lengths. Every
+    /// tag of such a pack checks out; re-hashing its blobs to their ids (the
+    /// dedup key's hash) does not.
+    #[test]
+    fn a_copy_forged_under_a_new_session_key_never_lets_the_genuine_pack_go() {
+        let (storage, repo) = test_repo();
+        let s = repo.start_session().unwrap();
+        let needed = vec![
+            s.store_blob(block(20)).unwrap(),
+            s.store_blob(block(21)).unwrap(),
+        ];
+        s.finish().unwrap();
+        let genuine = repo.load_index_files().unwrap().0[0].1.packs[0].clone();
+        assert!(genuine.blobs.iter().all(|b| b.group.is_none()));
+        let mut bytes = storage.get(&format::pack_path(&genuine.id)).unwrap();
+
+        // age headers carry a random-length stanza: wrap again until the
+        // wrapped key is as long as the genuine one.
+        let genuine_len = format::parse_pack_envelope(&bytes)
+            .unwrap()
+            .wrapped_key
+            .len();
+        let (key, wrapped) = (0..100_000)
+            .map(|_| {
+                let key = SessionKey::random();
+                let wrapped = key.wrap(&repo.recipients).unwrap();
+                (key, wrapped)
+            })
+            .find(|(_, w)| w.len() == genuine_len)
+            .expect("a wrapped key of the genuine length");
+        let header = format::pack_header(&wrapped);
+        bytes[..header.len()].copy_from_slice(&header);
+        for b in &genuine.blobs {
+            // Content of the forger's own (random bytes, then zeros), as
+            // much as makes the stored blob exactly as long as the genuine.
+            let stored_with = |n: usize| {
+                let mut plain = vec![0u8; b.raw_length as usize];
+                for (i, byte) in plain.iter_mut().take(n).enumerate() {
+                    *byte = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
+                }
+                key.encrypt_blob(b.ty, &b.id, &plain, 3)
+            };
+            let stored = (0..b.raw_length as usize)
+                .map(stored_with)
+                .find(|s| s.len() == b.length as usize)
+                .expect("a forged blob of the genuine length");
+            let at = b.offset as usize;
+            bytes[at..at + stored.len()].copy_from_slice(&stored);
+        }
+        let blobs = crate::repo::verify::in_pack_order(&genuine.blobs);
+        assert_eq!(
+            crate::repo::verify::authenticate_blobs(&key, &blobs, &bytes),
+            Ok(()),
+            "every tag checks out"
+        );
+        forged_ahead_of(
+            storage.as_ref(),
+            &repo,
+            &genuine,
+            &bytes,
+            &needed,
+            "content does not match its id",
         );
     }
 

@@ -424,52 +424,57 @@ impl Repository {
             if blobs == ReadData::Stored {
                 return authenticate_blobs(&key, &held, bytes);
             }
-            // Each blob is decrypted where it lies in the pack (no copy); a
-            // group once, then each member re-hashed.
-            let mut group_at: Option<u64> = None;
-            for b in held {
-                let range = blob_range(b, bytes.len())?;
-                let stored = &mut bytes[range];
-                let matches = |plain: &[u8]| {
-                    plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
-                };
-                let ok = match b.group {
-                    None => {
-                        plain.clear();
-                        group_at = None;
-                        key.decrypt_blob_in_place(
-                            b.ty,
-                            &b.id,
-                            stored,
-                            b.raw_length as usize,
-                            plain,
-                        )
-                        .map_err(|e| blob_failed(b, e))?;
-                        matches(plain)
-                    }
-                    Some(g) => {
-                        // The group's members share its stored bytes: decoded
-                        // at its first member, which is where they lie.
-                        if group_at != Some(b.offset) {
-                            plain.clear();
-                            key.decrypt_group_in_place(b.ty, stored, g.size as usize, plain)
-                                .map_err(|e| blob_failed(b, e))?;
-                            group_at = Some(b.offset);
-                        }
-                        in_group(b)?;
-                        matches(g.member(plain, b.raw_length).unwrap_or_default())
-                    }
-                };
-                if !ok {
-                    return Err(format!(
-                        "blob {}: content does not match its id",
-                        b.id.short()
-                    ));
-                }
-            }
-            Ok(())
+            self.decode_blobs(&key, &held, bytes, plain)
         })();
         (n, result)
+    }
+
+    /// Decrypt every blob of a pack's stored `bytes` where it lies (a group
+    /// once) and re-hash it to its id: proves the content is what the
+    /// backups name, whoever made the session key. `blobs` in pack order.
+    pub(super) fn decode_blobs(
+        &self,
+        key: &SessionKey,
+        blobs: &[&BlobEntry],
+        bytes: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        let mut group_at: Option<u64> = None;
+        for b in blobs {
+            let range = blob_range(b, bytes.len())?;
+            let stored = &mut bytes[range];
+            let matches = |plain: &[u8]| {
+                plain.len() == b.raw_length as usize && self.meta.blob_id(plain) == b.id
+            };
+            let ok = match b.group {
+                None => {
+                    plain.clear();
+                    group_at = None;
+                    key.decrypt_blob_in_place(b.ty, &b.id, stored, b.raw_length as usize, plain)
+                        .map_err(|e| blob_failed(b, e))?;
+                    matches(plain)
+                }
+                Some(g) => {
+                    // The group's members share its stored bytes: decoded
+                    // at its first member, which is where they lie.
+                    if group_at != Some(b.offset) {
+                        plain.clear();
+                        key.decrypt_group_in_place(b.ty, stored, g.size as usize, plain)
+                            .map_err(|e| blob_failed(b, e))?;
+                        group_at = Some(b.offset);
+                    }
+                    in_group(b)?;
+                    matches(g.member(plain, b.raw_length).unwrap_or_default())
+                }
+            };
+            if !ok {
+                return Err(format!(
+                    "blob {}: content does not match its id",
+                    b.id.short()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -214,10 +214,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 /// A lifeboat run held at a failpoint (debug builds): started with
 /// `LIFEBOAT_PAUSE_AT=POINT`, returned once it says it is paused there, and
 /// let go by [`Paused::resume`] (it creates `LIFEBOAT_RESUME_FILE`). No
-/// sleeps that a slow machine outruns.
+/// sleeps that a slow machine outruns. Its output is read by threads (a full
+/// pipe never blocks it); dropped unresumed (a failed assertion), it is
+/// killed.
 pub struct Paused {
-    child: std::process::Child,
-    stderr: std::io::BufReader<std::process::ChildStderr>,
+    child: Option<std::process::Child>,
+    lines: std::sync::mpsc::Receiver<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
     said: String,
     resume: PathBuf,
 }
@@ -233,30 +236,69 @@ impl Paused {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run lifeboat");
-        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-        let mut said = String::new();
-        let paused = format!("failpoint: paused at {point} ");
-        while !said.contains(&paused) {
-            let n = std::io::BufRead::read_line(&mut stderr, &mut said).expect("stderr");
-            assert!(n > 0, "lifeboat ended before {point}: {said}");
-        }
-        Paused {
-            child,
-            stderr,
-            said,
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        });
+        let mut paused = Paused {
+            child: Some(child),
+            lines,
+            stdout: Some(stdout),
+            said: String::new(),
             resume,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let wanted = format!("failpoint: paused at {point} ");
+        while !paused.said.contains(&wanted) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match paused.lines.recv_timeout(left) {
+                Ok(line) => {
+                    paused.said.push_str(&line);
+                    paused.said.push('\n');
+                }
+                Err(_) => panic!(
+                    "lifeboat did not reach {point} (ended, or 120 s): {}",
+                    paused.said
+                ),
+            }
         }
+        paused
     }
 
     /// Let it go on, and wait for it to end.
     pub fn resume(mut self) -> Run {
         std::fs::write(&self.resume, "").expect("resume file");
-        std::io::Read::read_to_string(&mut self.stderr, &mut self.said).expect("stderr");
-        let o = self.child.wait_with_output().expect("wait");
+        for line in self.lines.iter() {
+            self.said.push_str(&line);
+            self.said.push('\n');
+        }
+        let status = self.child.take().expect("child").wait().expect("wait");
+        let stdout = self.stdout.take().expect("stdout").join().expect("stdout");
         Run {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: self.said,
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr: std::mem::take(&mut self.said),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
