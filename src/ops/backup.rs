@@ -179,7 +179,8 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
     cmd.args(["--format=custom", "--compress=0", "--no-password"]);
     conn.apply(&mut cmd);
     let mut child = process::spawn(cmd, Stdio::null())?;
-    let out = process::ReadAhead::new(process::Batched(child.stdout()));
+    process::batch_scheduling();
+    let out = process::ReadAhead::new(child.stdout());
     let progress = Progress::bytes(&format!("backup {target_name}"), None, ctx.quiet);
     let mut sniffer = TocSniffer::new(64 * 1024 * 1024);
     let mut blocks = BlockScanner::default();

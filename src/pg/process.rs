@@ -251,21 +251,23 @@ pub fn output(cmd: Command) -> Result<Vec<u8>, ProcessError> {
     Ok(out)
 }
 
-/// Reads a child's stdout in large batches. pg_dump writes 4 KiB at a time; a
-/// reader that wakes for every write costs both processes a context switch per
-/// 4 KiB (a quarter of pg_dump's time in profiles). After a short read we wait
-/// a moment so the pipe (1 MiB, see `Running::stdout`) fills up first.
-pub struct Batched<R>(pub R);
-
-impl<R: Read> Read for Batched<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        const SHORT: usize = 256 * 1024;
-        let n = self.0.read(buf)?;
-        if n > 0 && n < SHORT && buf.len() >= SHORT {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        Ok(n)
-    }
+/// Put every thread of this process in SCHED_BATCH, with `chrt` (util-linux;
+/// the policy needs no privilege and keeps the nice value). A waking batch
+/// thread does not preempt the one running. A logical backup's reader wakes
+/// for every few 4 KiB writes of pg_dump; as a normal thread it took the
+/// core from pg_dump or the server each time, and on 2 cores that left the
+/// server waiting for pg_dump (docs/BENCHMARKS.md, Notes, fifteenth stop).
+/// Threads started later inherit it, as do children started later; ones
+/// started before (pg_dump) keep theirs. Where `chrt` is missing or
+/// refuses, nothing changes.
+pub fn batch_scheduling() {
+    let _ = Command::new("chrt")
+        .args(["--batch", "--all-tasks", "--pid", "0"])
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Reads a child's output on its own thread, a megabyte at a time, so the
@@ -344,5 +346,40 @@ impl Read for ReadAhead {
         buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scheduling policy of thread `tid` of this process (3: SCHED_BATCH).
+    fn policy(tid: &str) -> String {
+        let sched = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")).unwrap();
+        let line = sched.lines().find(|l| l.starts_with("policy")).unwrap();
+        line.rsplit(':').next().unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn batch_scheduling_moves_the_threads_that_run_and_those_started_later() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let before = std::thread::spawn(move || {
+            tx.send(std::fs::read_link("/proc/thread-self").unwrap())
+                .unwrap();
+            let _ = wait.recv();
+        });
+        let before_tid = rx.recv().unwrap().file_name().unwrap().to_owned();
+        batch_scheduling();
+        let me = std::fs::read_link("/proc/thread-self").unwrap();
+        let after = std::thread::spawn(|| {
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            policy(&me.file_name().unwrap().to_string_lossy())
+        });
+        assert_eq!(policy(&me.file_name().unwrap().to_string_lossy()), "3");
+        assert_eq!(policy(&before_tid.to_string_lossy()), "3");
+        assert_eq!(after.join().unwrap(), "3", "inherited");
+        done.send(()).unwrap();
+        before.join().unwrap();
     }
 }
