@@ -410,7 +410,7 @@ fn copy_files(
         Ok(())
     };
     let (rest, last) = copy_order(entries);
-    super::for_each_parallel(&rest, threads, |_, &i| copy_one(i))?;
+    crate::repo::parallel(&rest, threads, |&i| copy_one(i))?;
     for i in last {
         copy_one(i)?;
     }

@@ -529,7 +529,7 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
         }
         let not_archived = Mutex::new(None::<Segment>);
         let got_ahead = Mutex::new(Vec::new());
-        super::for_each_parallel(&jobs, PREFETCH_THREADS, |_, job| {
+        crate::repo::parallel(&jobs, PREFETCH_THREADS, |job| -> Result<()> {
             let name = match job {
                 Job::Asked(name, _) | Job::Ahead(name) => name,
             };

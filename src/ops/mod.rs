@@ -384,48 +384,6 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// Run `work` on every item, on up to `threads` threads taking items in
-/// order. The first error stops the others from taking new items and is
-/// returned (a panicking worker counts as an error).
-pub fn for_each_parallel<T: Sync>(
-    items: &[T],
-    threads: usize,
-    work: impl Fn(usize, &T) -> Result<()> + Sync,
-) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads.clamp(1, items.len().max(1)))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    while !failed.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else {
-                            return Ok(());
-                        };
-                        if let Err(e) = work(i, item) {
-                            failed.store(true, Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        let mut first = Ok(());
-        for w in workers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")));
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
-    })
-}
-
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

@@ -274,7 +274,7 @@ fn upload_loop(ctx: &Context, target: &str, pgdata: &Path, dir: &Path) -> Result
         let batch: Vec<String> = waiting.into_iter().take(UPLOADS * 4).collect();
         let started = Instant::now();
         let failed = std::sync::Mutex::new(Vec::new());
-        let _ = super::for_each_parallel(&batch, UPLOADS, |_, name| {
+        let _ = crate::repo::parallel(&batch, UPLOADS, |name: &String| -> Result<()> {
             let path = dir.join(name);
             let content = match fs::read(&path) {
                 Ok(c) => c,

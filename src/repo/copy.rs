@@ -97,7 +97,7 @@ impl Repository {
             .copied()
             .collect();
         let copied = std::sync::atomic::AtomicU64::new(0);
-        super::parallel(&to_copy, threads, |id| {
+        super::parallel(&to_copy, threads, |id| -> Result<()> {
             let path = format::pack_path(id);
             let bytes = self.get_verified(&path)?;
             match dst
@@ -141,7 +141,7 @@ impl Repository {
     /// Returns how many files were copied.
     pub fn copy_wal_raw(&self, dst: &Repository, system_id: u64, threads: usize) -> Result<usize> {
         let missing = self.wal_missing_in(dst, system_id)?;
-        super::parallel(&missing, threads, |f| {
+        super::parallel(&missing, threads, |f| -> Result<()> {
             let bytes = self.read_checked_wal_object(&f.path, &f.name)?;
             match dst
                 .storage

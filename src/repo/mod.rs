@@ -968,18 +968,19 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
     parallel_until(items, threads, |item| ControlFlow::Continue(work(item)))
 }
 
-/// Run `work` on every item on up to `threads` threads; the first error wins
-/// (no item is started after it).
-pub(crate) fn parallel<T: Sync>(
+/// Run `work` on every item on up to `threads` threads taking items in
+/// order; the first error wins (no item is started after it). A worker's
+/// panic is passed on.
+pub(crate) fn parallel<T: Sync, E: Send>(
     items: &[T],
     threads: usize,
-    work: impl Fn(&T) -> Result<()> + Sync,
-) -> Result<()> {
+    work: impl Fn(&T) -> std::result::Result<(), E> + Sync,
+) -> std::result::Result<(), E> {
     let done = parallel_until(items, threads, |item| match work(item) {
         Ok(()) => ControlFlow::Continue(Ok(())),
         Err(e) => ControlFlow::Break(Err(e)),
     });
-    done.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    done.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
 
 /// The worker pool behind `parallel_map` and `parallel`: items handed out one
@@ -1099,7 +1100,7 @@ mod tests {
         // No item is started once it failed (the others, a millisecond
         // each, get through a few meanwhile).
         assert!(started.load(Ordering::Relaxed) < 500);
-        assert!(parallel(&items, 4, |_| Ok(())).is_ok());
+        assert!(parallel(&items, 4, |_| Ok::<(), RepoError>(())).is_ok());
     }
 
     #[test]
