@@ -193,12 +193,16 @@ impl Env {
                 r.stdout, r.stderr
             );
         }
-        let up = if args.contains(&"--standby") {
+        let standby = args.contains(&"--standby");
+        let up = if standby {
             "the standby is up"
         } else {
             "promoted"
         };
         assert!(r.stdout.contains(up), "{}", r.stdout);
+        if !standby {
+            prefetcher_gone_after_promotion(&dir);
+        }
         (dir, port, r)
     }
 
@@ -1119,6 +1123,41 @@ fn a_restored_server_backed_up_restores_to_its_own_latest() {
 /// Wait until the killed process `pid` (not our child) has exited: a
 /// thread of it still in a system call (an fsync, say) keeps it alive
 /// after the SIGKILL. A zombie has no command line.
+/// Recovery is over once the server promoted: the WAL prefetcher (if
+/// recovery started one) exits within seconds, and takes what it fetched
+/// beyond the recovery target with it.
+fn prefetcher_gone_after_promotion(pgdata: &Path) {
+    let spool = pgdata.join("pg_wal/lifeboat-prefetch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid = std::fs::read_to_string(spool.join("pid")).ok();
+        let running = pid.as_deref().is_some_and(|p| {
+            std::fs::read(format!("/proc/{}/cmdline", p.trim()))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"wal-prefetch"))
+        });
+        if !running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the WAL prefetcher {pid:?} still runs 10 s after the promotion"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<String> = std::fs::read_dir(&spool)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() >= 24 && n[..24].chars().all(|c| c.is_ascii_hexdigit()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "WAL left in the spool after recovery: {left:?}"
+    );
+}
+
 fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {

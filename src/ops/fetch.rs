@@ -38,8 +38,14 @@ use crate::repo::Repository;
 /// Segments fetched ahead of recovery, and at most how many at once.
 const PREFETCH_AHEAD: u64 = 8;
 const PREFETCH_THREADS: usize = 2;
-/// The prefetcher stops when nothing was asked of it this long.
-const PREFETCH_IDLE: Duration = Duration::from_secs(30);
+/// The prefetcher stops when nothing was asked of it this long (a standby
+/// that streams does not ask). Longer than any sensible
+/// `wal_retrieve_retry_interval` (5 s by default), so a standby waiting at
+/// the end of the archive keeps one prefetcher, however slowly it asks.
+const PREFETCH_IDLE: Duration = Duration::from_secs(300);
+/// Once recovery is over (no signal file), the prefetcher stops when nothing
+/// was asked of it this long.
+const RECOVERY_OVER_IDLE: Duration = Duration::from_secs(2);
 /// A prefetcher this old stops once recovery waits at the end of the archive
 /// (a standby following it): the next `wal-fetch` starts one that reads the
 /// configuration and runs the binary as they are now, after an upgrade or a
@@ -419,8 +425,9 @@ enum Job {
 }
 
 /// `lifeboat wal-prefetch`: serve the spool until recovery is over (the
-/// server stopped, or nothing was asked for [`PREFETCH_IDLE`]), or another
-/// prefetcher owns the spool.
+/// server removed its recovery.signal or standby.signal and asks nothing
+/// more, or it stopped, or nothing was asked for [`PREFETCH_IDLE`]), or
+/// another prefetcher owns the spool.
 pub fn prefetch(ctx: &Context, opts: &WalOptions) -> Result<()> {
     let pgdata = pgdata(opts)?;
     let spool = Spool::new(&pgdata);
@@ -470,6 +477,13 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
     // outlive; during recovery there is one, and its end ends us too.
     let server = pgdata.join("postmaster.pid");
     let had_server = server.exists();
+    // PostgreSQL removes the signal file when recovery ends (a promotion),
+    // then asks for the timeline history files of the new timeline: once
+    // those are answered, nothing is asked again, and what was fetched
+    // beyond the recovery target goes.
+    let signals = ["recovery.signal", "standby.signal"].map(|f| pgdata.join(f));
+    let recovering = || signals.iter().any(|f| f.exists());
+    let for_server = had_server || recovering();
     let mut active = Instant::now();
     let born = active;
     // When recovery last took a new segment.
@@ -512,7 +526,8 @@ fn serve(ctx: &Context, opts: &WalOptions, pgdata: &Path, spool: &Spool, me: u32
             progressed.elapsed(),
             !asked.is_empty(),
         );
-        if done || (had_server && !server.exists()) {
+        let recovery_over = for_server && active.elapsed() > RECOVERY_OVER_IDLE && !recovering();
+        if done || recovery_over || (had_server && !server.exists()) {
             return Ok(());
         }
         let room = PREFETCH_THREADS.saturating_sub(asked.len());
@@ -680,8 +695,9 @@ mod tests {
         // Not while a request is pending, nor while recovery moves on.
         assert!(!time_to_stop(s(3601), s(0), s(61), true));
         assert!(!time_to_stop(s(3601), s(1), s(10), false));
-        // Nothing asked for 30 s: whatever the age.
-        assert!(time_to_stop(s(1), s(31), s(31), false));
+        // Nothing asked for five minutes: whatever the age.
+        assert!(!time_to_stop(s(1), s(299), s(299), false));
+        assert!(time_to_stop(s(1), s(301), s(301), false));
     }
 
     #[test]
