@@ -158,6 +158,32 @@ impl Env {
         self.dir.path().join(name)
     }
 
+    /// Add physical target `name` backing up the server at `database`
+    /// whose data directory is `data_dir`, with `extra` configuration lines.
+    fn add_physical_target(&self, name: &str, database: &str, data_dir: &Path, extra: &str) {
+        append(
+            &self.config,
+            &format!(
+                "\n[target.{name}]\ndatabase = \"{database}\"\nmethod = \"physical\"\n\
+                 data_directory = \"{}\"\ncheckpoint = \"fast\"\n{extra}",
+                data_dir.display(),
+            ),
+        );
+    }
+
+    /// `lifeboat backup TARGET`, held before it stops the backup.
+    fn backup_paused_before_stop(&self, target: &str) -> Paused {
+        let mut cmd = lifeboat_cmd_at(&self.dir.path().join("lifeboat"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(["backup", target]);
+        Paused::start(
+            cmd,
+            "basebackup:before-stop",
+            self.dir.path().join("resume"),
+        )
+    }
+
     /// Restore into a new directory `name` with `args` and `--start` on a
     /// free port; panics with the server's log if it fails. Returns the
     /// directory, the port and lifeboat's output.
@@ -1089,15 +1115,7 @@ fn a_restored_server_backed_up_restores_to_its_own_latest() {
     let (gen2, port, _) = env.restore_started("gen2", &["--to-name", "gen1", "--archive"]);
     let auto = std::fs::read_to_string(gen2.join("postgresql.auto.conf")).unwrap();
     assert!(auto.contains("recovery_target_name = 'gen1'"), "{auto}");
-    append(
-        &env.config,
-        &format!(
-            "\n[target.second]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
-             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
-            env.restored_uri(port),
-            gen2.display(),
-        ),
-    );
+    env.add_physical_target("second", &env.restored_uri(port), &gen2, "");
     env.restored_sql(port, "INSERT INTO t VALUES (20, 'generation 2')");
     let r = env.lb(&["backup", "second"]).ok();
     assert!(r.stdout.contains("on timeline 2"), "{}", r.stdout);
@@ -1549,15 +1567,7 @@ fn a_base_backup_from_a_standby_restores() {
         let primary = primary
             .map(|p| format!("primary_database = \"{p}\"\n"))
             .unwrap_or_default();
-        append(
-            &env.config,
-            &format!(
-                "\n[target.{name}]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
-                 data_directory = \"{}\"\ncheckpoint = \"fast\"\n{primary}",
-                standby.uri("postgres"),
-                standby.dir.display(),
-            ),
-        );
+        env.add_physical_target(name, &standby.uri("postgres"), &standby.dir, &primary);
     }
 
     env.lb(&["backup", "wrong"])
@@ -1676,20 +1686,8 @@ fn a_standby_promoted_during_its_backup_fails_the_backup_cleanly() {
     env.sql("INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(10, 20000) g");
     let standby = Standby::start(&env);
     standby.catch_up(&env);
-    append(
-        &env.config,
-        &format!(
-            "\n[target.replica]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
-             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
-            standby.uri("postgres"),
-            standby.dir.display(),
-        ),
-    );
-    let mut cmd = lifeboat_cmd_at(&env.dir.path().join("lifeboat"));
-    cmd.arg("--config")
-        .arg(&env.config)
-        .args(["backup", "replica"]);
-    let paused = Paused::start(cmd, "basebackup:before-stop", env.dir.path().join("resume"));
+    env.add_physical_target("replica", &standby.uri("postgres"), &standby.dir, "");
+    let paused = env.backup_paused_before_stop("replica");
     standby.promote(&env);
     let said = paused
         .resume()
@@ -1733,20 +1731,8 @@ fn a_backup_of_a_standby_whose_upstream_is_promoted_is_refused() {
     upstream.catch_up(&env);
     let cascaded = upstream.cascade(&env, "cascaded");
     cascaded.catch_up(&env);
-    append(
-        &env.config,
-        &format!(
-            "\n[target.cascaded]\ndatabase = \"{}\"\nmethod = \"physical\"\n\
-             data_directory = \"{}\"\ncheckpoint = \"fast\"\n",
-            cascaded.uri("postgres"),
-            cascaded.dir.display(),
-        ),
-    );
-    let mut cmd = lifeboat_cmd_at(&env.dir.path().join("lifeboat"));
-    cmd.arg("--config")
-        .arg(&env.config)
-        .args(["backup", "cascaded"]);
-    let paused = Paused::start(cmd, "basebackup:before-stop", env.dir.path().join("resume"));
+    env.add_physical_target("cascaded", &cascaded.uri("postgres"), &cascaded.dir, "");
+    let paused = env.backup_paused_before_stop("cascaded");
     upstream.promote(&env);
     // WAL of the new timeline, up to a checkpoint, replayed by the cascaded
     // standby; its restartpoint then moves its minimum recovery point (where

@@ -134,11 +134,11 @@ pub fn run(ctx: &Context, target_name: &str) -> Result<BackupOutcome> {
             // What was copied stays indexed: the next backup does not store
             // it again.
             // (PostgreSQL's "the standby was promoted during online backup")
-            let hint = match facts.in_recovery && e.to_string().contains("promoted") {
-                true => {
-                    "; the backup is not listed; hint: back up the new primary, or another standby"
-                }
-                false => "",
+            let promoted = facts.in_recovery && e.to_string().contains("promoted");
+            let hint = if promoted {
+                "; the backup is not listed; hint: back up the new primary, or another standby"
+            } else {
+                ""
             };
             let e = anyhow::anyhow!("stopping the backup: {e}{hint}");
             return Err(session_error(session, e));

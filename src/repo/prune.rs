@@ -841,6 +841,26 @@ mod tests {
         );
     }
 
+    /// Store `forged` under its own hash, lose every index file, and plan a
+    /// prune for a backup needing `needed`; the plan and the forgery's path.
+    fn plan_unindexed_with(
+        storage: &dyn Storage,
+        repo: &Repository,
+        forged: &[u8],
+        needed: &[Id],
+    ) -> (CleanupPlan, String) {
+        let forged_path = format::pack_path(&Id::of_stored(forged));
+        storage.put(&forged_path, forged, PutMode::Create).unwrap();
+        for o in storage.list(format::INDEX_DIR).unwrap() {
+            storage.delete(&o.path).unwrap();
+        }
+        let rec = record_needing(needed);
+        let plan = repo
+            .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
+            .unwrap();
+        (plan, forged_path)
+    }
+
     /// A forged copy of a pack, made without the keys (one blob altered,
     /// stored under its new hash, the genuine trailer kept) and indexed
     /// ahead of the genuine pack: it would claim every needed blob and let
@@ -880,15 +900,7 @@ mod tests {
                 })
                 .find(|b| Id::of_stored(b) < genuine.id)
                 .expect("a forgery that sorts first");
-            let forged_path = format::pack_path(&Id::of_stored(&forged));
-            storage.put(&forged_path, &forged, PutMode::Create).unwrap();
-            for o in storage.list(format::INDEX_DIR).unwrap() {
-                storage.delete(&o.path).unwrap();
-            }
-            let rec = record_needing(&kept);
-            let plan = repo
-                .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
-                .unwrap();
+            let (plan, forged_path) = plan_unindexed_with(storage.as_ref(), &repo, &forged, &kept);
             let kept_ids: Vec<Id> = plan.keep.iter().map(|p| p.id).collect();
             assert_eq!(
                 kept_ids,
@@ -915,16 +927,8 @@ mod tests {
             let path = format::pack_path(&genuine.id);
             let mut forged = storage.get(&path).unwrap();
             forged[(genuine.blobs[0].offset + 40) as usize] ^= 1;
-            let forged_path = format::pack_path(&Id::of_stored(&forged));
-            storage.put(&forged_path, &forged, PutMode::Create).unwrap();
             storage.delete(&path).unwrap();
-            for o in storage.list(format::INDEX_DIR).unwrap() {
-                storage.delete(&o.path).unwrap();
-            }
-            let rec = record_needing(&kept);
-            let plan = repo
-                .plan_cleanup(&[(Id::of_stored(b"r"), &rec)], vec![], NO_REWRITE)
-                .unwrap();
+            let (plan, forged_path) = plan_unindexed_with(storage.as_ref(), &repo, &forged, &kept);
             assert!(plan.keep.is_empty(), "{:?}", plan.keep);
             assert!(plan.delete_unindexed.is_empty());
             assert!(
